@@ -1,0 +1,138 @@
+"""`ClipEncoder`: one object that turns images and texts into L2-normalised CLIP features."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from models.errors import ModelLoadError
+from models.images import to_rgb
+from models.loading import LoadedClip, load_open_clip
+from models.spec import ModelSpec, parse_spec
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """`None`/"auto" -> CUDA when present, else CPU; anything else is taken as given."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA device")
+    return dev
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device` (None: plain fp32)."""
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device.type == "cpu":
+        raise ModelLoadError("precision fp16 needs a GPU; on CPU use fp32 or bf16")
+    return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
+def load_clip(spec: ModelSpec, device: torch.device) -> LoadedClip:
+    """Dispatch a parsed spec to zest's own registry or to open_clip."""
+    if spec.kind == "zest":
+        from models.registry import ZEST_MODELS
+
+        return ZEST_MODELS[spec.name](device)
+    return load_open_clip(spec, device)
+
+
+class ClipEncoder:
+    """Image and text towers of one CLIP model.
+
+    Features are float32 numpy arrays of shape (n, dim), unit L2 norm. Images go through the
+    model's own eval transform (its resize interpolation, crop, mean and std).
+    """
+
+    def __init__(self, loaded: LoadedClip, device: torch.device, precision: str = "auto", batch_size: int = 32):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.model = loaded.model.to(device).eval()
+        self.preprocess_transform = loaded.preprocess
+        self.tokenizer = loaded.tokenizer
+        self.model_id = loaded.model_id
+        self.preprocess_cfg = loaded.preprocess_cfg
+        self.device = device
+        self.precision = precision
+        self.batch_size = batch_size
+        self._autocast_dtype = autocast_dtype(device, precision)
+        self.dim = int(self.encode_texts(["a photo."]).shape[1])
+
+    @classmethod
+    def from_spec(cls, spec: str, device: str | None = None, precision: str = "auto",
+                  batch_size: int = 32) -> "ClipEncoder":
+        dev = pick_device(device)
+        return cls(load_clip(parse_spec(spec), dev), dev, precision=precision, batch_size=batch_size)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().exp().float().cpu().reshape(-1)[0])
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.tokenizer, "context_length", None) or self.model.context_length)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.preprocess_cfg.get("size", 224)
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
+
+    def _run(self, fn, batch: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            features = fn(batch.to(self.device, non_blocking=True))
+        return F.normalize(features.float(), dim=-1).cpu()
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """RGB-normalise then apply the model's eval transform: (n, 3, H, W) float32 on CPU."""
+        return torch.stack([self.preprocess_transform(to_rgb(img)) for img in images])
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Encode already-preprocessed pixels (n, 3, H, W)."""
+        pixels = torch.as_tensor(pixels, dtype=torch.float32)
+        if pixels.ndim != 4 or pixels.shape[1] != 3 or tuple(pixels.shape[2:]) != self.image_size:
+            raise ValueError(f"pixels must have shape (n, 3, {self.image_size[0]}, {self.image_size[1]}), "
+                             f"got {tuple(pixels.shape)}")
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = [self._run(self.model.encode_image, chunk) for chunk in pixels.split(self.batch_size)]
+        return torch.cat(out).numpy()
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate([self.encode_pixels(self.preprocess(images[i:i + self.batch_size]))
+                               for i in range(0, len(images), self.batch_size)])
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts; each is truncated to the model's context length the way its tokenizer does."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = [self._run(self.model.encode_text, self.tokenizer(texts[i:i + self.batch_size]))
+               for i in range(0, len(texts), self.batch_size)]
+        return torch.cat(out).numpy()

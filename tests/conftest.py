@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny open_clip models built in the test, no network at all."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # the suite never touches a model hub
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import open_clip
+import pytest
+import torch
+
+TINY_ARCH = "ZestTest-Tiny"
+TINY_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_arch(tmp_path_factory) -> str:
+    """Register a few-MB open_clip architecture with the factory; return its name."""
+    path = tmp_path_factory.mktemp("configs") / f"{TINY_ARCH}.json"
+    path.write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(path)
+    return TINY_ARCH
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_arch, tmp_path_factory) -> str:
+    """A local checkpoint directory of the tiny model with seeded random weights."""
+    from models.loading import save_checkpoint
+
+    torch.manual_seed(0)
+    model = open_clip.create_model(tiny_arch, load_weights=False)
+    directory = tmp_path_factory.mktemp("ckpt") / "tiny-clip"
+    return str(save_checkpoint(model, TINY_CFG, directory))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_checkpoint):
+    from models.clip_encoder import ClipEncoder
+
+    return ClipEncoder.from_spec(f"local-dir:{tiny_checkpoint}", device="cpu", batch_size=4)
