@@ -1,0 +1,1 @@
+"""zest's REST service (BentoML), its settings and its command line."""

@@ -1,0 +1,98 @@
+"""The `zest` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from models.errors import ZestError
+from service.settings import Settings
+
+
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    print(line.rstrip())
+    print("  ".join("-" * w for w in widths).rstrip())
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    from prompts import list_template_sets
+
+    _print_table([[s.name, str(len(s.templates)), s.description] for s in list_template_sets()],
+                 ["name", "templates", "description"])
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from models.classifier import ZeroShotClassifier, clean_labels
+    from models.clip_encoder import ClipEncoder
+    from models.images import decode_image
+    from prompts import load_template_set
+
+    settings = Settings.from_env()
+    labels = clean_labels([s for s in args.labels.split(",")], settings.max_labels, settings.max_label_chars)
+    templates = load_template_set(args.templates)
+    images = [decode_image(Path(p).read_bytes(), max_bytes=settings.max_image_bytes,
+                           max_pixels=settings.max_image_pixels, name=p) for p in args.images]
+    encoder = ClipEncoder.from_spec(args.model or settings.model, device=args.device or settings.device,
+                                    precision=settings.precision, batch_size=settings.batch_size)
+    classifier = ZeroShotClassifier.from_encoder(encoder)
+    predictions = classifier.predict(encoder.encode_images(images), labels, templates, k=args.top_k)
+    rows = [[path, str(rank + 1), label, f"{prob:.4f}"]
+            for path, preds in zip(args.images, predictions) for rank, (label, prob) in enumerate(preds)]
+    print(f"model: {encoder.model_id}   templates: {templates.name} ({len(templates.templates)})")
+    _print_table(rows, ["image", "rank", "label", "probability"])
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`bentoml serve` on loopback by default (pass --host 0.0.0.0 to expose it deliberately)."""
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service.app:Zest", "--host", args.host,
+           "--port", str(args.port)]
+    return subprocess.call(cmd, cwd=root, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zest", description="Multimodal zero-shot inference.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="zero-shot classify images")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--labels", required=True, help='comma-separated class names, e.g. "cat,dog,car"')
+    p.add_argument("--templates", default="imagenet-simple", help="template set name (see `zest templates`)")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--model", default=None, help="model spec (default: $ZEST_MODEL or zest-tiny)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("templates", help="list the shipped prompt template sets")
+    p.set_defaults(func=cmd_templates)
+
+    p = sub.add_parser("serve", help="serve the REST API (bentoml serve)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ZestError as exc:
+        print(f"zest: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # bad ZEST_* setting
+        print(f"zest: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+import subprocess
+import sys
+
+from PIL import Image
+
+from service.cli import main
+
+
+def test_templates_lists_sets(capsys):
+    assert main(["templates"]) == 0
+    out = capsys.readouterr().out
+    assert "imagenet" in out and "80" in out
+
+
+def test_classify_prints_a_table(tiny_checkpoint, tmp_path, capsys):
+    path = tmp_path / "red.png"
+    Image.new("RGB", (40, 40), "red").save(path)
+    code = main(["classify", str(path), "--labels", "cat,dog,car", "--top-k", "2",
+                 "--model", f"local-dir:{tiny_checkpoint}", "--device", "cpu"])
+    assert code == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(str(path))]
+    assert len(rows) == 2 and all(any(l in r for l in ("cat", "dog", "car")) for r in rows)
+
+
+def test_errors_are_one_line_not_a_trace(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert main(["classify", str(bad), "--labels", "a,b"]) == 2
+    assert "not a decodable image" in capsys.readouterr().err
+    assert main(["classify", str(bad), "--labels", "a,a"]) == 2
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8)).save(good)
+    assert main(["classify", str(good), "--labels", "a,b", "--model", "NoSuchArch/random"]) == 2
+    assert "unknown open_clip architecture" in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+    out = subprocess.run([sys.executable, "-m", "service.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "classify" in out.stdout
