@@ -1,0 +1,135 @@
+"""Request-level logic of the CLIP endpoints, independent of HTTP and BentoML.
+
+The service hands a `ClipPipeline` two callables — encode preprocessed pixels, encode texts —
+which are the (adaptively batched) encoder service in production and a `ClipEncoder` in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from PIL import Image
+
+from models.classifier import ZeroShotClassifier, clean_labels
+from models.errors import InvalidInput, PayloadTooLarge
+from models.images import decode_image, to_rgb
+from prompts import DEFAULT_SET, TemplateSet, load_template_set, user_template_set
+from service.fetch import fetch_image_bytes
+from service.schemas import (
+    ClassifyResponse,
+    EmbedResponse,
+    ImageResult,
+    Prediction,
+    TemplatesUsed,
+)
+from service.settings import Settings
+
+
+@dataclass
+class RawImage:
+    """An image as it arrived: bytes (upload/base64) or a URL."""
+
+    name: str
+    data: bytes | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    model_id: str
+    dim: int
+    logit_scale: float
+    context_length: int
+    preprocess_cfg: dict
+
+    @classmethod
+    def of(cls, encoder) -> "EncoderInfo":
+        return cls(encoder.model_id, encoder.dim, encoder.logit_scale, encoder.context_length,
+                   dict(encoder.preprocess_cfg))
+
+
+def eval_transform(preprocess_cfg: dict):
+    """The model's own eval transform, rebuilt from its preprocess config (JSON-safe dict)."""
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in preprocess_cfg.items()}
+    return image_transform_v2(PreprocessCfg(**cfg), is_train=False)
+
+
+class ClipPipeline:
+    def __init__(self, settings: Settings, info: EncoderInfo,
+                 encode_pixels: Callable[[np.ndarray], np.ndarray],
+                 encode_texts: Callable[[list[str]], np.ndarray]):
+        self.settings = settings
+        self.info = info
+        self.transform = eval_transform(info.preprocess_cfg)
+        self.encode_pixels = encode_pixels
+        self.encode_texts = encode_texts
+        self.classifier = ZeroShotClassifier(encode_texts, info.model_id, info.logit_scale,
+                                             cache_size=settings.cache_size)
+
+    # -- inputs ---------------------------------------------------------------------------
+    def load_images(self, raw: Sequence[RawImage]) -> list[Image.Image]:
+        s = self.settings
+        if not raw:
+            raise InvalidInput("no images: send at least one")
+        if len(raw) > s.max_images:
+            raise PayloadTooLarge(f"{len(raw)} images is over the limit of {s.max_images} per request")
+        images = []
+        for item in raw:
+            data = item.data
+            if item.url is not None:
+                data = fetch_image_bytes(item.url, allowlist=s.url_allowlist, max_bytes=s.max_image_bytes,
+                                         timeout_s=s.url_timeout_s)
+            images.append(decode_image(data or b"", max_bytes=s.max_image_bytes,
+                                       max_pixels=s.max_image_pixels, name=item.name))
+        return images
+
+    def resolve_templates(self, templates: str | list[str] | None) -> TemplateSet:
+        if templates is None or templates == "":
+            return load_template_set(DEFAULT_SET)
+        if isinstance(templates, str):
+            return load_template_set(templates)
+        return user_template_set(templates)
+
+    def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return np.stack([self.transform(to_rgb(img)).numpy() for img in images]).astype(np.float32)
+
+    # -- endpoints ------------------------------------------------------------------------
+    def embed_images(self, raw: Sequence[RawImage]) -> EmbedResponse:
+        feats = self.encode_pixels(self.pixels(self.load_images(raw)))
+        return EmbedResponse(model=self.info.model_id, dim=self.info.dim, embeddings=np.asarray(feats).tolist())
+
+    def embed_texts(self, texts: object) -> EmbedResponse:
+        s = self.settings
+        if not isinstance(texts, list) or not texts:
+            raise InvalidInput("texts must be a non-empty list of strings")
+        if len(texts) > s.max_texts:
+            raise PayloadTooLarge(f"{len(texts)} texts is over the limit of {s.max_texts} per request")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidInput(f"text {i} is not a string")
+            if len(t) > s.max_text_chars:
+                raise PayloadTooLarge(f"text {i} is {len(t)} characters; the limit is {s.max_text_chars} "
+                                      f"(the model itself reads at most {self.info.context_length} tokens)")
+        feats = self.encode_texts(texts)
+        return EmbedResponse(model=self.info.model_id, dim=self.info.dim, embeddings=np.asarray(feats).tolist())
+
+    def classify(self, raw: Sequence[RawImage], labels: object, templates: str | list[str] | None,
+                 top_k: object = 5) -> ClassifyResponse:
+        s = self.settings
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise InvalidInput("top_k must be an integer >= 1")
+        labels = clean_labels(labels, s.max_labels, s.max_label_chars)
+        template_set = self.resolve_templates(templates)
+        images = self.load_images(raw)  # validate everything before any model work
+        feats = np.asarray(self.encode_pixels(self.pixels(images)), dtype=np.float32)
+        predictions = self.classifier.predict(feats, labels, template_set, k=top_k)
+        results = [
+            ImageResult(image=item.name, predictions=[Prediction(label=l, probability=p) for l, p in preds])
+            for item, preds in zip(raw, predictions)
+        ]
+        return ClassifyResponse(model=self.info.model_id,
+                                templates=TemplatesUsed(name=template_set.name, count=len(template_set.templates)),
+                                results=results)

@@ -1,0 +1,130 @@
+"""Parse HTTP bodies (JSON or multipart) into the pipeline's inputs. Bad bodies raise `InvalidInput`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from models.errors import InvalidInput, PayloadTooLarge
+from service.pipeline import RawImage
+from service.schemas import ImageRef
+from service.settings import Settings
+
+MULTIPART = "multipart/form-data"
+
+
+def max_body_bytes(settings: Settings) -> int:
+    """Largest request body accepted: every image at its limit, base64-inflated, plus room for fields."""
+    return int(settings.max_images * settings.max_image_bytes * 4 / 3) + 8 * 1024 * 1024
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def parse_model(model: type[BaseModel], data: Any) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(_validation_message(exc)) from None
+
+
+async def read_json(request: Request, settings: Settings) -> Any:
+    limit = max_body_bytes(settings)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+    try:
+        return json.loads(body or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"request body is not valid JSON ({exc})") from None
+
+
+def json_images(images: list[str | ImageRef]) -> list[RawImage]:
+    raw = []
+    for i, item in enumerate(images):
+        ref = ImageRef(base64=item) if isinstance(item, str) else item
+        name = ref.name or f"image[{i}]"
+        if (ref.base64 is None) == (ref.url is None):
+            raise InvalidInput(f"{name}: give exactly one of 'base64' or 'url'")
+        if ref.url is not None:
+            raw.append(RawImage(name=name, url=ref.url))
+            continue
+        data = ref.base64
+        if data.startswith("data:") and "," in data:  # data URLs from browsers
+            data = data.split(",", 1)[1]
+        try:
+            raw.append(RawImage(name=name, data=base64.b64decode(data, validate=True)))
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"{name}: not valid base64") from None
+    return raw
+
+
+def _form_field(key: str, value: Any) -> Any:
+    """A multipart text field. `labels`/`templates`: a JSON list if it starts with '[', else text
+    (labels comma-separated, templates a set name); `top_k`: an integer."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"field {key!r} must be text, got a file")
+    text = value.strip()
+    if key in ("labels", "templates", "texts") and text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"field {key!r} is not a valid JSON list ({exc})") from None
+    if key == "labels":
+        return text.split(",")
+    if key == "top_k":
+        try:
+            return int(text)
+        except ValueError:
+            raise InvalidInput("top_k must be an integer >= 1") from None
+    return value
+
+
+async def read_multipart(request: Request, settings: Settings) -> tuple[list[RawImage], dict[str, Any]]:
+    """Files under `images` (repeatable); other fields as text (`labels` may be JSON or comma-separated)."""
+    declared = request.headers.get("content-length")
+    limit = max_body_bytes(settings)
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
+    try:
+        form = await request.form(max_files=settings.max_images + 1, max_fields=64, max_part_size=1024 * 1024)
+    except Exception as exc:  # starlette raises its own HTTPException/MultiPartException on bad forms
+        raise InvalidInput(f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+    raw: list[RawImage] = []
+    fields: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if key == "images":
+            if not isinstance(value, UploadFile):
+                raise InvalidInput("'images' must be file uploads in a multipart request")
+            data = await value.read(settings.max_image_bytes + 1)
+            raw.append(RawImage(name=value.filename or f"image[{len(raw)}]", data=data))
+        elif isinstance(value, UploadFile):
+            raise InvalidInput(f"unexpected file field {key!r}; image files go in 'images'")
+        else:
+            fields[key] = _form_field(key, value)
+    return raw, fields
+
+
+async def read_images_and_fields(request: Request, settings: Settings, model: type[BaseModel]
+                                 ) -> tuple[list[RawImage], BaseModel | dict[str, Any]]:
+    """(images, the other fields) from a multipart or a JSON body."""
+    if request.headers.get("content-type", "").split(";")[0].strip() == MULTIPART:
+        return await read_multipart(request, settings)
+    parsed = parse_model(model, await read_json(request, settings))
+    return json_images(parsed.images), parsed

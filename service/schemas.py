@@ -1,0 +1,74 @@
+"""Request and response schemas of the REST API (pydantic)."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ImageRef(BaseModel):
+    """One image in a JSON request: base64 bytes, or a URL (fetched only from allow-listed hosts)."""
+
+    model_config = ConfigDict(extra="forbid")
+    base64: str | None = Field(None, description="the image file's bytes, base64-encoded")
+    url: str | None = Field(None, description="http(s) URL; fetched only if its host is in ZEST_URL_ALLOWLIST")
+    name: str | None = Field(None, description="echoed back in the response")
+
+
+class ClassifyRequest(BaseModel):
+    """JSON form of POST /classify (multipart uses the same field names, with image files)."""
+
+    model_config = ConfigDict(extra="forbid")
+    images: list[Union[str, ImageRef]] = Field(..., description="base64 strings or image objects")
+    labels: list[str] = Field(..., description="class names")
+    templates: Union[str, list[str], None] = Field(
+        None, description="a shipped template set name, or a list of templates with one {} each")
+    top_k: int = Field(5, description="labels returned per image")
+
+
+class EmbedImageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: list[Union[str, ImageRef]]
+
+
+class EmbedTextRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str]
+
+
+class Prediction(BaseModel):
+    label: str
+    probability: float
+
+
+class ImageResult(BaseModel):
+    image: str
+    predictions: list[Prediction]
+
+
+class TemplatesUsed(BaseModel):
+    name: str
+    count: int
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    templates: TemplatesUsed
+    results: list[ImageResult]
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dim: int
+    embeddings: list[list[float]]
+
+
+class TemplateSetInfo(BaseModel):
+    name: str
+    description: str
+    templates: list[str]
+
+
+class TemplatesResponse(BaseModel):
+    template_sets: list[TemplateSetInfo]

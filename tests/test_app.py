@@ -1,0 +1,178 @@
+"""End-to-end: the real server (`bentoml serve`) on loopback, spoken to over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from tests.server import Server
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, tmp_path_factory):
+    home = tmp_path_factory.mktemp("bentoml-home")
+    srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "BENTOML_HOME": str(home),
+                  "ZEST_MAX_IMAGES": "4", "ZEST_MAX_IMAGE_BYTES": "200000", "ZEST_MAX_IMAGE_PIXELS": "1000000",
+                  "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8", "ZEST_MAX_LATENCY_MS": "20000"},
+                 home / "server.log")
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def png(color="red", size=(48, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def classify_json(server, **body):
+    body = {"images": [b64(png())], "labels": ["cat", "dog", "car"], **body}
+    return requests.post(f"{server.url}/classify", json=body, timeout=60)
+
+
+def test_classify_multipart(server):
+    r = requests.post(f"{server.url}/classify",
+                      files=[("images", ("red.png", png("red"), "image/png")),
+                             ("images", ("blue.png", png("blue"), "image/png"))],
+                      data={"labels": "cat,dog,car", "top_k": "2", "templates": "imagenet"}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["templates"] == {"name": "imagenet", "count": 80}
+    assert body["model"].startswith("local-dir:")
+    assert [res["image"] for res in body["results"]] == ["red.png", "blue.png"]
+    for res in body["results"]:
+        probs = [p["probability"] for p in res["predictions"]]
+        assert len(probs) == 2 and probs == sorted(probs, reverse=True)
+        assert {p["label"] for p in res["predictions"]} <= {"cat", "dog", "car"}
+
+
+def test_classify_json_with_user_templates(server):
+    r = classify_json(server, templates=["a photo of a {}.", "a drawing of a {}."], top_k=10)
+    assert r.status_code == 200, r.text
+    preds = r.json()["results"][0]["predictions"]
+    assert len(preds) == 3
+    assert sum(p["probability"] for p in preds) == pytest.approx(1, abs=1e-4)
+    assert r.json()["templates"] == {"name": "custom", "count": 2}
+
+
+def test_embeddings_are_unit_norm(server):
+    r = requests.post(f"{server.url}/embed/text", json={"texts": ["a cat", "word " * 500]}, timeout=60)
+    assert r.status_code == 200, r.text  # over-long text is truncated, not refused
+    body = r.json()
+    emb = np.array(body["embeddings"])
+    assert body["dim"] == 32 and emb.shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    r = requests.post(f"{server.url}/embed/image", files=[("images", ("x.png", png(), "image/png"))], timeout=60)
+    assert r.status_code == 200, r.text
+    emb = np.array(r.json()["embeddings"])
+    assert emb.shape == (1, 32)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    r2 = requests.post(f"{server.url}/embed/image", json={"images": [{"base64": b64(png()), "name": "x"}]}, timeout=60)
+    np.testing.assert_allclose(np.array(r2.json()["embeddings"]), emb, atol=1e-6)
+
+
+def test_templates_and_probes(server):
+    r = requests.get(f"{server.url}/templates", timeout=10)
+    names = {s["name"]: s for s in r.json()["template_sets"]}
+    assert len(names["imagenet"]["templates"]) == 80
+    for probe in ("readyz", "livez", "healthz"):
+        assert requests.get(f"{server.url}/{probe}", timeout=10).status_code == 200
+    metrics = requests.get(f"{server.url}/metrics", timeout=10)
+    assert metrics.status_code == 200 and "bentoml_service_request_total" in metrics.text
+
+
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (4000, 4000)).save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _noise_png(side: int) -> bytes:
+    arr = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+BAD_JSON_BODIES = {
+    "not an image": ({"images": [b64(b"hello world")]}, 400, "not a decodable image"),
+    "not base64": ({"images": ["%%%not-base64%%%"]}, 400, "base64"),
+    "truncated": ({"images": [b64(_noise_png(64)[:300])]}, 400, "truncated"),
+    "oversized bytes": ({"images": [b64(_noise_png(300))]}, 413, "over the limit"),
+    "decompression bomb": ({"images": [b64(_bomb())]}, 413, "decompression bomb"),
+    "no labels": ({"labels": []}, 400, "labels is empty"),
+    "duplicate labels": ({"labels": ["cat", "dog", "cat"]}, 400, "more than once"),
+    "blank label": ({"labels": ["cat", " "]}, 400, "blank"),
+    "too many labels": ({"labels": [f"class {i}" for i in range(51)]}, 413, "limit of 50"),
+    "no placeholder": ({"templates": ["a photo"]}, 400, "no {} placeholder"),
+    "two placeholders": ({"templates": ["{} and {}"]}, 400, "2 placeholders"),
+    "format injection": ({"templates": ["{0.__class__}"]}, 400, "bare {}"),
+    "unknown template set": ({"templates": "nope"}, 404, "unknown template set"),
+    "top_k zero": ({"top_k": 0}, 400, "top_k"),
+    "too many images": ({"images": [b64(png())] * 5}, 413, "limit of 4"),
+    "no images": ({"images": []}, 400, "no images"),
+    "url without allowlist": ({"images": [{"url": "http://127.0.0.1:9/x.png"}]}, 400, "not fetched"),
+    "unknown field": ({"lables": ["x"]}, 400, "lables"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_JSON_BODIES))
+def test_bad_input_gets_4xx_and_server_keeps_serving(server, case):
+    body, status, message = BAD_JSON_BODIES[case]
+    r = classify_json(server, **body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert classify_json(server).status_code == 200  # the worker is still serving
+
+
+def test_bad_multipart_and_bodies(server):
+    cases = [
+        (dict(files=[("images", ("t.txt", b"just text", "text/plain"))], data={"labels": "a,b"}), 400),
+        (dict(files=[("images", ("x.png", png(), "image/png"))], data={"labels": "a,b", "top_k": "many"}), 400),
+        (dict(files=[("images", ("x.png", png(), "image/png"))]), 400),  # labels missing
+        (dict(data=b"\x00\xff\x10", headers={"content-type": "application/json"}), 400),
+        (dict(data=b"{}", headers={"content-type": "application/json"}), 400),
+    ]
+    for kwargs, status in cases:
+        r = requests.post(f"{server.url}/classify", timeout=60, **kwargs)
+        assert r.status_code == status, (kwargs, r.text)
+        assert "error" in r.json()
+    r = requests.post(f"{server.url}/embed/text", json={"texts": [f"t{i}" for i in range(9)]}, timeout=10)
+    assert r.status_code == 413
+    r = requests.post(f"{server.url}/embed/text", json={"texts": []}, timeout=10)
+    assert r.status_code == 400
+    assert classify_json(server).status_code == 200
+
+
+def _batch_histogram(server) -> tuple[float, float]:
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    pat = r'bentoml_service_adaptive_batch_size_(sum|count)\{[^}]*method_name="encode_pixels"[^}]*\} ([0-9.e+]+)'
+    found = {kind: float(v) for kind, v in re.findall(pat, text)}
+    return found.get("sum", 0.0), found.get("count", 0.0)
+
+
+def test_concurrent_single_image_requests_are_batched(server):
+    sum0, count0 = _batch_histogram(server)
+    n = 32
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        responses = list(pool.map(lambda i: classify_json(server, images=[b64(png((i * 7 % 255, 0, 0)))]),
+                                  range(n)))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    sum1, count1 = _batch_histogram(server)
+    images, batches = sum1 - sum0, count1 - count0
+    assert images == n  # every image went through the batchable encoder
+    assert batches < n, f"{n} concurrent requests ran as {batches} batches: no batching happened"

@@ -1,0 +1,80 @@
+"""The request logic of the CLIP endpoints, in-process (no server)."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.classifier import ZeroShotClassifier
+from models.errors import InvalidInput, NotFound, PayloadTooLarge
+from prompts import load_template_set
+from service.pipeline import ClipPipeline, EncoderInfo, RawImage
+from service.settings import Settings
+
+
+def _png(color):
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def pipeline(tiny_encoder):
+    settings = Settings(max_images=3, max_labels=5, max_texts=2, max_text_chars=100)
+    return ClipPipeline(settings, EncoderInfo.of(tiny_encoder), tiny_encoder.encode_pixels,
+                        tiny_encoder.encode_texts)
+
+
+def test_classify_equals_direct_classifier(pipeline, tiny_encoder):
+    labels = ["cat", "dog", "car"]
+    raw = [RawImage("r", _png("red")), RawImage("b", _png("blue"))]
+    out = pipeline.classify(raw, labels, "imagenet", top_k=3)
+    images = [Image.open(io.BytesIO(r.data)) for r in raw]
+    direct = ZeroShotClassifier.from_encoder(tiny_encoder).predict(
+        tiny_encoder.encode_images(images), labels, load_template_set("imagenet"), k=3)
+    for res, expected in zip(out.results, direct):
+        assert [(p.label, pytest.approx(p.probability, abs=1e-6)) for p in res.predictions] == \
+            [(l, pytest.approx(p, abs=1e-6)) for l, p in expected]
+    assert out.templates.name == "imagenet" and out.templates.count == 80
+
+
+def test_default_template_set(pipeline):
+    out = pipeline.classify([RawImage("r", _png("red"))], ["a", "b"], None, top_k=1)
+    assert out.templates.name == "imagenet-simple"
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(labels=["a"] * 2), InvalidInput),
+    (dict(labels=[f"l{i}" for i in range(6)]), PayloadTooLarge),
+    (dict(templates="missing"), NotFound),
+    (dict(templates=["{}{}"]), InvalidInput),
+    (dict(top_k=0), InvalidInput),
+    (dict(top_k=True), InvalidInput),
+    (dict(raw=[]), InvalidInput),
+    (dict(raw=[RawImage("x", _png("red"))] * 4), PayloadTooLarge),
+    (dict(raw=[RawImage("x", b"junk")]), InvalidInput),
+    (dict(raw=[RawImage("x", url="http://example.com/a.png")]), InvalidInput),
+])
+def test_bad_classify_inputs(pipeline, kwargs, error):
+    args = dict(raw=[RawImage("r", _png("red"))], labels=["a", "b"], templates=None, top_k=1) | kwargs
+    with pytest.raises(error):
+        pipeline.classify(args["raw"], args["labels"], args["templates"], args["top_k"])
+
+
+def test_embed_texts_limits(pipeline):
+    out = pipeline.embed_texts(["hello", "x" * 99])
+    assert out.dim == 32 and len(out.embeddings) == 2
+    with pytest.raises(PayloadTooLarge):
+        pipeline.embed_texts(["a", "b", "c"])
+    with pytest.raises(PayloadTooLarge):
+        pipeline.embed_texts(["x" * 101])
+    with pytest.raises(InvalidInput):
+        pipeline.embed_texts([])
+    with pytest.raises(InvalidInput):
+        pipeline.embed_texts([3])
+
+
+def test_pipeline_preprocessing_matches_encoder(pipeline, tiny_encoder):
+    img = Image.open(io.BytesIO(_png("purple")))
+    np.testing.assert_array_equal(pipeline.pixels([img]), tiny_encoder.preprocess([img]).numpy())
