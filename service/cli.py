@@ -59,6 +59,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, cwd=root, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
 
 
+def cmd_train_embedded(args: argparse.Namespace) -> int:
+    from models.embedded.train import main as train_main
+
+    return train_main(args.rest)
+
+
+def cmd_eval_embedded(args: argparse.Namespace) -> int:
+    from models.embedded.evaluate import main as eval_main
+
+    return eval_main(args.rest)
+
+
+def cmd_rec(args: argparse.Namespace) -> int:
+    """`zest rec train|eval ...`: the recommender's own CLI (models/rec/cli.py); train also stores the model."""
+    import tempfile
+
+    from models.rec import cli as rec_cli
+
+    rest = list(args.rest)
+    if args.action == "eval":
+        return rec_cli.eval_main(rest)
+    if any(a in ("-h", "--help") for a in rest):
+        return rec_cli.train_main(rest)
+    with tempfile.TemporaryDirectory() as tmp:
+        if "--out" not in rest:
+            rest += ["--out", str(Path(tmp) / "zesrec")]
+        code = rec_cli.train_main(rest)
+        if code != 0 or args.no_store:
+            return code
+        from service.model_store import save_to_store
+
+        out = rest[rest.index("--out") + 1]
+        tag = save_to_store(out, args.store_name, metadata={"trained_with": " ".join(args.rest)})
+    print(f"saved to the BentoML model store as {tag}\nserve it:  ZEST_REC_MODEL={tag} zest serve"
+          f"\npack it:   ZEST_REC_MODEL={tag} bentoml build")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zest", description="Multimodal zero-shot inference.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("templates", help="list the shipped prompt template sets")
     p.set_defaults(func=cmd_templates)
 
+    p = sub.add_parser("rec", help="recommender: train (and store) or evaluate a ZESRec model",
+                       description="zest rec train --items ITEMS --interactions INTERACTIONS [--out DIR] | "
+                                   "zest rec eval [--quick]; `zest rec train -h` lists every option")
+    p.add_argument("action", choices=["train", "eval"])
+    p.add_argument("--store-name", default="zesrec", help="BentoML model name for the trained model")
+    p.add_argument("--no-store", action="store_true", help="do not save the trained model to the BentoML store")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the train/eval command")
+    p.set_defaults(func=cmd_rec)
+
+    # listed for --help; main() hands their arguments straight to their own parsers
+    sub.add_parser("train-embedded", help="train the embedded zest-tiny model (`zest train-embedded -h`)")
+    sub.add_parser("eval-embedded", help="evaluate zest-tiny zero-shot on generated scenes (`zest eval-embedded -h`)")
+
     p = sub.add_parser("serve", help="serve the REST API (bentoml serve)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
@@ -82,8 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PASS_THROUGH = ("train-embedded", "eval-embedded")  # their own argparse reads everything after the name
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASS_THROUGH:
+        args = argparse.Namespace(func=cmd_train_embedded if argv[0] == "train-embedded" else cmd_eval_embedded,
+                                  rest=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ZestError as exc:
