@@ -45,3 +45,14 @@ def tiny_encoder(tiny_checkpoint):
     from models.clip_encoder import ClipEncoder
 
     return ClipEncoder.from_spec(f"local-dir:{tiny_checkpoint}", device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def rec_model_dir(tmp_path_factory):
+    """A small, untrained ZESRec model directory (the real MiniLM text encoder, random MLP/user model)."""
+    from models.rec.api import ZesRec, save
+    from models.rec.model import ZesRecConfig, ZesRecNet
+
+    torch.manual_seed(0)
+    net = ZesRecNet(ZesRecConfig(hidden=32, dim=16, n_layers=1, n_heads=2, max_len=20))
+    return save(ZesRec(net), tmp_path_factory.mktemp("zesrec") / "model")

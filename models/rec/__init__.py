@@ -1,0 +1,77 @@
+"""ZESRec: zero-shot (cold-start) recommendation from item text (Ding et al. 2021, "Zero-Shot Recommender Systems").
+
+An item is represented only by its description: frozen all-MiniLM-L6-v2 text embedding (384-d, unit
+norm) -> MLP item tower -> item vector ``v_i`` plus a content bias ``b_i`` (a popularity prior predicted
+from the text). A user is a causal Transformer over the item vectors of their chronological history (last
+``max_history`` items, learned positions) plus a running mean of those vectors. There are no item-ID
+embeddings, so any new item -- or a whole new catalogue -- can be scored.
+
+In-process API (what the BentoML service uses)
+-----------------------------------------------
+::
+
+    from models.rec import load, save, ZesRec, movie_text
+
+    rec: ZesRec = load("path/to/model_dir")          # config.json + model.safetensors (+ catalog.*)
+
+    items = rec.embed_items(texts)                    # (n, rec.dim) float32, rows [v_i, b_i]; batched, cached
+    user = rec.user_vector(items[history_rows])       # (rec.dim,) = [u, 1]; history oldest -> newest, >= 1 row
+    user = rec.user_vector_from_texts(liked_texts)    # same, from free-text descriptions of liked items
+    users = rec.user_vectors([h1, h2, ...])           # (n_users, rec.dim), batched
+    scores = items @ user                             # == u . v_i + b_i ; higher = better
+    idx, top_scores = rec.recommend(user, items, k=10, exclude=history_rows)
+
+    rec.catalog_ids / rec.catalog_texts / rec.catalog_vectors   # training catalogue (or None)
+    save(rec, "out_dir")
+
+* Item texts should be written like the training texts; for MovieLens-style items use
+  :func:`movie_text` (``"Title (1995). Genres: A, B. Tags: x, y."``; tags are optional).
+* ``rec.dim`` = model dim + 1 (the bias column). ``user_vector`` also accepts ``(h, rec.dim - 1)`` rows.
+* Only the last ``rec.max_history`` history items are used.
+* Bad input raises :class:`models.errors.InvalidInput` (empty history, wrong shape, empty text, NaN);
+  a missing/corrupt model directory raises :class:`models.errors.ModelLoadError`.
+* Inference is thread-safe; the text encoder caches embeddings of texts it has seen (in memory).
+
+Training / evaluation
+---------------------
+* ``train_main(argv)`` -- ``zest rec train --items ITEMS --interactions INTERACTIONS [--out DIR] [--seed N]``
+  (or ``--movielens DIR``); also :func:`train_zesrec` as a function.
+* ``eval_main(argv)`` -- ``zest rec eval [--quick] [--seeds ...]``: cold-item and warm-item benchmark vs
+  random, content-KNN, text-popularity (+ blend) and LightFM; see :mod:`models.rec.evaluation`.
+* Loaders: :func:`load_items_csv`, :func:`load_interactions_csv`, :func:`load_movielens`.
+"""
+
+from models.rec.api import ZesRec, load, save
+from models.rec.cli import eval_main, train_main, train_zesrec
+from models.rec.data import (
+    ItemCatalog,
+    Interactions,
+    MovieLens,
+    load_interactions_csv,
+    load_items_csv,
+    load_movielens,
+    movie_text,
+)
+from models.rec.model import ZesRecConfig, ZesRecNet
+from models.rec.text import TextEncoder
+from models.rec.train import TrainConfig
+
+__all__ = [
+    "ItemCatalog",
+    "Interactions",
+    "MovieLens",
+    "TextEncoder",
+    "TrainConfig",
+    "ZesRec",
+    "ZesRecConfig",
+    "ZesRecNet",
+    "eval_main",
+    "load",
+    "load_interactions_csv",
+    "load_items_csv",
+    "load_movielens",
+    "movie_text",
+    "save",
+    "train_main",
+    "train_zesrec",
+]

