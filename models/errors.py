@@ -29,3 +29,9 @@ class NotFound(InvalidInput):
 
 class ModelLoadError(ZestError, RuntimeError):
     """The model spec cannot be turned into a loaded model; the message says what to do."""
+
+
+class Unavailable(ZestError):
+    """A part of the service is not available (e.g. no recommender model configured)."""
+
+    status_code = 503

@@ -72,3 +72,24 @@ class TemplateSetInfo(BaseModel):
 
 class TemplatesResponse(BaseModel):
     template_sets: list[TemplateSetInfo]
+
+
+class ItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    text: str
+
+
+class ItemsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[ItemIn]
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    history: list[str] = Field(default_factory=list, description="item ids the user interacted with, oldest first")
+    history_texts: list[str] = Field(default_factory=list,
+                                     description="free-text descriptions of liked items (treated as most recent)")
+    k: int = Field(10, description="number of items to return")
+    exclude_history: bool = Field(True, description="leave the history's items out of the results")
+    candidates: list[str] | None = Field(None, description="rank only these item ids")

@@ -7,6 +7,7 @@
 | ZEST_PRECISION            | auto        | auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, fp16, bf16 |
 | ZEST_GPUS                 | 0           | GPUs the encoder service asks BentoML for (set 1 with cuda)     |
 | ZEST_BATCH_SIZE           | 32          | images/texts per forward pass                                  |
+| ZEST_TIMEOUT_S            | 300         | request timeout of every service (a first /classify with many labels x templates encodes them all) |
 | ZEST_MAX_BATCH_SIZE       | 64          | adaptive batching: largest batch the encoder is handed         |
 | ZEST_MAX_LATENCY_MS       | 10000       | adaptive batching: latency budget of one batched call          |
 | ZEST_MAX_IMAGES           | 16          | images per request                                             |
@@ -19,7 +20,13 @@
 | ZEST_CACHE_SIZE           | 64          | class-embedding sets kept in the LRU cache                     |
 | ZEST_URL_ALLOWLIST        | (empty)     | comma-separated hosts whose image URLs may be fetched; empty = never fetch |
 | ZEST_URL_TIMEOUT_S        | 10          | timeout for one allowed image fetch                            |
-| ZEST_DATA_DIR             | ~/.zest     | where the recommender's item catalogue is stored               |
+| ZEST_DATA_DIR             | ~/.zest     | where the recommender's item catalogue is stored (SQLite)       |
+| ZEST_REC_MODEL            | (empty)     | trained ZESRec model: a BentoML model tag (`zest rec train` prints it) or a directory; empty = the shipped one |
+| ZEST_MAX_REC_ITEMS        | 1000        | items per POST /items request                                  |
+| ZEST_MAX_ITEM_TEXT_CHARS  | 5000        | characters per item description                                |
+| ZEST_MAX_HISTORY          | 1000        | history entries per /recommend request                         |
+| ZEST_MAX_K                | 1000        | largest k for /recommend                                       |
+| ZEST_MAX_CANDIDATES       | 100000      | candidate ids per /recommend request                           |
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class Settings:
     precision: str = "auto"
     gpus: int = 0
     batch_size: int = 32
+    timeout_s: int = 300
     max_batch_size: int = 64
     max_latency_ms: int = 10_000
     max_images: int = 16
@@ -49,6 +57,12 @@ class Settings:
     url_allowlist: tuple[str, ...] = field(default_factory=tuple)
     url_timeout_s: float = 10.0
     data_dir: str = "~/.zest"
+    rec_model: str = ""
+    max_rec_items: int = 1000
+    max_item_text_chars: int = 5000
+    max_history: int = 1000
+    max_k: int = 1000
+    max_candidates: int = 100_000
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -70,8 +84,9 @@ class Settings:
             except ValueError:
                 raise ValueError(f"ZEST_{f.name.upper()}={raw!r} is not a valid {f.type}") from None
         settings = cls(**values)
-        for name in ("batch_size", "max_batch_size", "max_images", "max_image_bytes", "max_image_pixels",
-                     "max_labels", "max_label_chars", "max_texts", "max_text_chars", "cache_size"):
+        for name in ("timeout_s", "batch_size", "max_batch_size", "max_images", "max_image_bytes", "max_image_pixels",
+                     "max_labels", "max_label_chars", "max_texts", "max_text_chars", "cache_size",
+                     "max_rec_items", "max_item_text_chars", "max_history", "max_k", "max_candidates"):
             if getattr(settings, name) < 1:
                 raise ValueError(f"ZEST_{name.upper()} must be >= 1")
         return settings

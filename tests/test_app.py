@@ -15,18 +15,27 @@ from PIL import Image
 from tests.server import Server
 
 
-@pytest.fixture(scope="module")
-def server(tiny_checkpoint, tmp_path_factory):
-    home = tmp_path_factory.mktemp("bentoml-home")
-    srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "BENTOML_HOME": str(home),
+def start_server(tiny_checkpoint, rec_model_dir, home, data_dir) -> Server:
+    srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
+                  "ZEST_DATA_DIR": str(data_dir), "BENTOML_HOME": str(home),
                   "ZEST_MAX_IMAGES": "4", "ZEST_MAX_IMAGE_BYTES": "200000", "ZEST_MAX_IMAGE_PIXELS": "1000000",
-                  "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8", "ZEST_MAX_LATENCY_MS": "20000"},
+                  "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8", "ZEST_MAX_LATENCY_MS": "20000",
+                  "ZEST_MAX_REC_ITEMS": "10"},
                  home / "server.log")
     try:
         srv.wait_ready()
-        yield srv
-    finally:
+    except Exception:
         srv.stop()
+        raise
+    return srv
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, rec_model_dir, tmp_path_factory):
+    home = tmp_path_factory.mktemp("bentoml-home")
+    srv = start_server(tiny_checkpoint, rec_model_dir, home, home / "data")
+    yield srv
+    srv.stop()
 
 
 def png(color="red", size=(48, 48)) -> bytes:
@@ -176,3 +185,68 @@ def test_concurrent_single_image_requests_are_batched(server):
     images, batches = sum1 - sum0, count1 - count0
     assert images == n  # every image went through the batchable encoder
     assert batches < n, f"{n} concurrent requests ran as {batches} batches: no batching happened"
+
+
+ITEMS = [{"id": "m1", "text": "A space opera with starships and rebels"},
+         {"id": "m2", "text": "A romantic comedy set in Paris"},
+         {"id": "m3", "text": "A nature documentary about whales"}]
+
+
+def test_items_and_recommend_over_http(server):
+    r = requests.post(f"{server.url}/items", json={"items": ITEMS}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["created"] == 3
+    assert requests.get(f"{server.url}/items/m2", timeout=10).json()["text"] == ITEMS[1]["text"]
+    r = requests.post(f"{server.url}/recommend", json={"history": ["m1"], "k": 5}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert sorted(i["id"] for i in r.json()["items"]) == ["m2", "m3"]  # history excluded
+    r = requests.post(f"{server.url}/items", json={"items": [{"id": "m4", "text": "A sci-fi war in space"}]},
+                      timeout=60)
+    ranked = requests.post(f"{server.url}/recommend", json={"history": ["m1"], "k": 5}, timeout=60).json()
+    assert "m4" in [i["id"] for i in ranked["items"]]  # recommendable at once, no retraining
+    r = requests.post(f"{server.url}/recommend", timeout=60,
+                      json={"history_texts": ["I love space films"], "candidates": ["m2", "m3"], "k": 1})
+    assert r.status_code == 200 and len(r.json()["items"]) == 1
+    assert requests.delete(f"{server.url}/items/m4", timeout=10).status_code == 200
+    assert requests.get(f"{server.url}/items/m4", timeout=10).status_code == 404
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/recommend", {"history": ["ghost"]}, 404, "unknown item id"),
+    ("/recommend", {"history": []}, 400, "history is empty"),
+    ("/recommend", {"history": ["m1"], "k": 0}, 400, "k must be"),
+    ("/recommend", {"history": ["m1"], "candidates": ["m2", "ghost"]}, 404, "candidates"),
+    ("/recommend", {"history": "m1"}, 400, "history"),
+    ("/items", {"items": [{"id": f"x{i}", "text": "t"} for i in range(11)]}, 413, "limit is 10"),
+    ("/items", {"items": [{"id": "x", "text": ""}]}, 400, "non-empty"),
+    ("/items", {"items": [{"id": "a", "text": "t"}, {"id": "a", "text": "u"}]}, 400, "twice"),
+    ("/items", {"things": []}, 400, "invalid request"),
+])
+def test_recommender_bad_input_gets_4xx(server, path, body, status, message):
+    requests.post(f"{server.url}/items", json={"items": ITEMS}, timeout=60)
+    r = requests.post(f"{server.url}{path}", json=body, timeout=60)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert requests.post(f"{server.url}/recommend", json={"history": ["m1"]}, timeout=60).status_code == 200
+    assert requests.delete(f"{server.url}/items/ghost", timeout=10).status_code == 404
+
+
+def test_items_survive_a_restart(tiny_checkpoint, rec_model_dir, tmp_path):
+    (tmp_path / "home1").mkdir(), (tmp_path / "home2").mkdir()
+    srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home1", tmp_path / "data")
+    try:
+        assert requests.post(f"{srv.url}/items", json={"items": ITEMS}, timeout=60).status_code == 200
+        bad = requests.post(f"{srv.url}/items", json={"items": [{"id": "m9", "text": "ok"}, {"id": "", "text": "x"}]},
+                            timeout=60)
+        assert bad.status_code == 400  # a failed request stores nothing
+        before = requests.post(f"{srv.url}/recommend", json={"history": ["m3"], "k": 3}, timeout=60).json()
+    finally:
+        srv.stop()
+    srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home2", tmp_path / "data")
+    try:
+        assert requests.get(f"{srv.url}/items/m1", timeout=10).json()["text"] == ITEMS[0]["text"]
+        assert requests.get(f"{srv.url}/items/m9", timeout=10).status_code == 404
+        after = requests.post(f"{srv.url}/recommend", json={"history": ["m3"], "k": 3}, timeout=60).json()
+        assert after == before
+    finally:
+        srv.stop()

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tomllib
 from pathlib import Path
 
@@ -62,3 +63,29 @@ def test_bentoml_build_from_clean_checkout(tmp_path, bentofile, base):
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "open_clip_torch" in requirements and "torch==" in requirements
     assert base in (bento / "env" / "docker" / "Dockerfile").read_text()
+
+
+def test_bento_packs_the_stored_recommender_model(rec_model_dir, tmp_path):
+    """`zest rec train` stores the model in BentoML's store; `bentoml build` then packs it."""
+    src = _clean_copy(tmp_path / "checkout")
+    home = tmp_path / "bentoml-home"
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
+    save = subprocess.run([sys.executable, "-c", "import sys; from service.model_store import save_to_store; "
+                           "print(save_to_store(sys.argv[1], 'zesrec'))", str(rec_model_dir)],
+                          cwd=src, env=env, capture_output=True, text=True, check=True)
+    tag = save.stdout.strip().splitlines()[-1]
+    assert tag.startswith("zesrec:")
+    out = subprocess.run([sys.executable, "-m", "bentoml", "build"], cwd=src,
+                         env={**env, "ZEST_REC_MODEL": tag}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (bento,) = [p for p in (home / "bentos" / "zest").iterdir() if p.is_dir()]
+    services = {s["name"]: s for s in yaml.safe_load((bento / "bento.yaml").read_text())["services"]}
+    assert [m["tag"] for m in services["zest-recommender"]["models"]] == [tag]
+    archive = tmp_path / "zest.bento"  # what containerize/push ship: the model travels inside
+    subprocess.run([sys.executable, "-m", "bentoml", "export", f"zest:{bento.name}", str(archive)],
+                   cwd=src, env=env, check=True, capture_output=True, timeout=300)
+    with tarfile.open(archive) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("model.safetensors")
+                      and "models/zesrec/" in m.name)
+        packed = tar.extractfile(member).read()
+    assert packed == (Path(rec_model_dir) / "model.safetensors").read_bytes()

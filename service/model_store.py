@@ -1,0 +1,15 @@
+"""Put trained model directories into the BentoML model store, so `bentoml build` packs them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+def save_to_store(directory: str | Path, name: str, metadata: dict | None = None) -> str:
+    """Copy a model directory into the store as a new version of `name`; return its tag."""
+    import bentoml
+
+    with bentoml.models.create(name, labels={"project": "zest"}, metadata=metadata or {}) as model:
+        shutil.copytree(directory, model.path, dirs_exist_ok=True)
+    return str(model.tag)

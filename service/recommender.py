@@ -1,0 +1,157 @@
+"""Request-level logic of the recommender endpoints, independent of HTTP and BentoML.
+
+A `Recommender` joins a trained ZESRec model (text -> item vector, history -> user vector) with the
+persistent `ItemCatalog`. Items are embedded when written, so a new item is recommendable at once,
+with no retraining; score = item_vector · user_vector (the item's content bias is the last column).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from models.errors import InvalidInput, NotFound, PayloadTooLarge
+from service.catalog import ItemCatalog
+from service.settings import Settings
+
+MAX_ID_CHARS = 256
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """Identifies the item model whose vectors the catalogue holds (hash of its weights)."""
+    digest = hashlib.sha256()
+    with open(Path(model_dir) / "model.safetensors", "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _check_ids(ids: object, what: str, limit: int, allow_empty: bool = False) -> list[str]:
+    if not isinstance(ids, list):
+        raise InvalidInput(f"{what} must be a list of item ids")
+    if not ids and not allow_empty:
+        raise InvalidInput(f"{what} is empty")
+    if len(ids) > limit:
+        raise PayloadTooLarge(f"{what} has {len(ids)} entries; the limit is {limit}")
+    for i in ids:
+        if not isinstance(i, str) or not i or len(i) > MAX_ID_CHARS:
+            raise InvalidInput(f"{what}: item ids must be non-empty strings of at most {MAX_ID_CHARS} characters")
+    return ids
+
+
+class Recommender:
+    def __init__(self, model, catalog: ItemCatalog, model_id: str, settings: Settings = Settings()):
+        self.model = model  # models.rec.api.ZesRec
+        self.catalog = catalog
+        self.model_id = model_id
+        self.limits = settings  # max_rec_items, max_item_text_chars, max_history, max_k, max_candidates
+
+    # -- items ----------------------------------------------------------------------------
+    def upsert(self, items: object) -> dict:
+        lim = self.limits
+        if not isinstance(items, list) or not items:
+            raise InvalidInput("items must be a non-empty list of {id, text} objects")
+        if len(items) > lim.max_rec_items:
+            raise PayloadTooLarge(f"{len(items)} items; the limit is {lim.max_rec_items} per request")
+        pairs = []
+        for n, item in enumerate(items):
+            if not isinstance(item, dict) or set(item) - {"id", "text"} or "id" not in item or "text" not in item:
+                raise InvalidInput(f"items[{n}] must be an object with exactly 'id' and 'text'")
+            _check_ids([item["id"]], f"items[{n}].id", 1)
+            text = item["text"]
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidInput(f"items[{n}].text must be a non-empty string")
+            if len(text) > lim.max_item_text_chars:
+                raise PayloadTooLarge(f"items[{n}].text has {len(text)} characters; the limit is "
+                                      f"{lim.max_item_text_chars}")
+            pairs.append((item["id"], text))
+        if len({i for i, _ in pairs}) != len(pairs):
+            raise InvalidInput("the same item id appears twice in one request")
+        new = self.catalog.missing([i for i, _ in pairs])
+        self.catalog.upsert(pairs)
+        return {"created": len(new), "updated": len(pairs) - len(new), "total": len(self.catalog)}
+
+    def get(self, item_id: str) -> dict:
+        item = self.catalog.get(item_id)
+        if item is None:
+            raise NotFound(f"unknown item id {item_id!r}")
+        return {"id": item.id, "text": item.text, "updated_at": item.updated_at}
+
+    def delete(self, item_id: str) -> dict:
+        if item_id not in self.catalog:
+            raise NotFound(f"unknown item id {item_id!r}")
+        self.catalog.delete([item_id])
+        return {"deleted": item_id, "total": len(self.catalog)}
+
+    # -- ranking --------------------------------------------------------------------------
+    def _unknown(self, ids: Sequence[str], what: str) -> None:
+        missing = self.catalog.missing(ids)
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:10])
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise NotFound(f"unknown item id(s) in {what}: {shown}{more}")
+
+    def recommend(self, history: object = None, history_texts: object = None, k: object = 10,
+                  exclude_history: bool = True, candidates: object = None) -> dict:
+        lim = self.limits
+        history = _check_ids(history if history is not None else [], "history", lim.max_history, allow_empty=True)
+        texts = history_texts if history_texts is not None else []
+        if not isinstance(texts, list) or any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise InvalidInput("history_texts must be a list of non-empty strings")
+        if len(texts) > lim.max_history:
+            raise PayloadTooLarge(f"history_texts has {len(texts)} entries; the limit is {lim.max_history}")
+        if any(len(t) > lim.max_item_text_chars for t in texts):
+            raise PayloadTooLarge(f"a history text is over {lim.max_item_text_chars} characters")
+        if not history and not texts:
+            raise InvalidInput("the history is empty: give item ids in 'history' and/or descriptions in "
+                               "'history_texts'")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInput("k must be an integer >= 1")
+        if k > lim.max_k:
+            raise PayloadTooLarge(f"k={k} is over the limit of {lim.max_k}")
+        self._unknown(history, "history")
+        if candidates is not None:
+            candidates = _check_ids(candidates, "candidates", lim.max_candidates)
+            if len(set(candidates)) != len(candidates):
+                raise InvalidInput("candidates repeats an item id")
+            self._unknown(candidates, "candidates")
+
+        rows = [self.catalog.vectors(history)] if history else []
+        if texts:  # free-text descriptions count as the most recent part of the history
+            rows.append(self.model.embed_items(texts))
+        user = self.model.user_vector(np.concatenate(rows))
+
+        if candidates is not None:
+            pool_ids, pool = candidates, self.catalog.vectors(candidates)
+            seen = set(history)
+            exclude = [j for j, c in enumerate(candidates) if c in seen] if exclude_history else []
+        else:
+            pool_ids, pool, exclude = self.catalog.snapshot_rows(history)
+            if not exclude_history:
+                exclude = []
+        if len(pool) == 0:
+            return {"model": self.model_id, "items": []}
+        top, scores = self.model.recommend(user, pool, k=k, exclude=exclude or None)
+        return {"model": self.model_id,
+                "items": [{"id": pool_ids[j], "score": float(s)} for j, s in zip(top, scores)]}
+
+
+def shipped_model_dir() -> Path:
+    """The ZESRec model committed with zest (trained on MovieLens ml-latest-small)."""
+    import models.rec
+
+    return Path(models.rec.__file__).parent / "checkpoint"
+
+
+def build_recommender(model_dir: str | Path, model_id: str, settings: Settings) -> Recommender:
+    """Load the model, open (and if needed re-embed) the persistent catalogue under ZEST_DATA_DIR."""
+    from models.rec.api import load
+    from models.rec.text import TextEncoder
+
+    model = load(model_dir, encoder=TextEncoder())
+    catalog = ItemCatalog(Path(settings.data_dir).expanduser() / "catalog.sqlite3", model.embed_items,
+                          fingerprint=model_fingerprint(model_dir))
+    return Recommender(model, catalog, model_id, settings)

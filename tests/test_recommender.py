@@ -1,0 +1,107 @@
+"""Recommender request logic, in-process, on a small untrained ZESRec net and the real MiniLM."""
+
+import pytest
+
+from models.errors import InvalidInput, NotFound, PayloadTooLarge
+from service.recommender import build_recommender
+from service.settings import Settings
+
+
+@pytest.fixture()
+def rec(rec_model_dir, tmp_path):
+    settings = Settings(data_dir=str(tmp_path), max_rec_items=5, max_k=20, max_history=4)
+    return build_recommender(rec_model_dir, "test-model", settings)
+
+
+ITEMS = [{"id": f"m{i}", "text": t} for i, t in enumerate(
+    ["A space opera with starships", "A romantic comedy in Paris", "A documentary about whales",
+     "A horror film in a haunted house", "An animated film about toys"])]
+
+
+def test_upsert_then_recommend_immediately(rec):
+    assert rec.upsert(ITEMS) == {"created": 5, "updated": 0, "total": 5}
+    out = rec.recommend(history=["m0"], k=3)
+    ids = [i["id"] for i in out["items"]]
+    assert len(ids) == 3 and "m0" not in ids and out["model"] == "test-model"
+    scores = [i["score"] for i in out["items"]]
+    assert scores == sorted(scores, reverse=True)
+    rec.upsert([{"id": "new", "text": "A brand new sci-fi space adventure"}])  # no retraining needed
+    assert "new" in [i["id"] for i in rec.recommend(history=["m0"], k=10)["items"]]
+
+
+def test_scores_are_model_dot_products(rec):
+    rec.upsert(ITEMS)
+    out = rec.recommend(history=["m0", "m2"], k=5, exclude_history=False)
+    model = rec.model
+    user = model.user_vector(model.embed_items([ITEMS[0]["text"], ITEMS[2]["text"]]))
+    expected = model.embed_items([it["text"] for it in ITEMS]) @ user
+    got = {i["id"]: i["score"] for i in out["items"]}
+    for n, item in enumerate(ITEMS):
+        assert got[item["id"]] == pytest.approx(float(expected[n]), abs=1e-4)
+
+
+def test_candidates_and_free_text_history(rec):
+    rec.upsert(ITEMS)
+    out = rec.recommend(history_texts=["I loved a film about outer space"], k=10, candidates=["m1", "m3"])
+    assert sorted(i["id"] for i in out["items"]) == ["m1", "m3"]
+    out = rec.recommend(history=["m1"], candidates=["m1", "m3"], k=5)
+    assert [i["id"] for i in out["items"]] == ["m3"]
+
+
+def test_update_and_delete(rec):
+    rec.upsert(ITEMS)
+    assert rec.upsert([{"id": "m0", "text": "Changed text"}])["updated"] == 1
+    assert rec.get("m0")["text"] == "Changed text"
+    rec.delete("m0")
+    with pytest.raises(NotFound):
+        rec.get("m0")
+    with pytest.raises(NotFound):
+        rec.delete("m0")
+    assert "m0" not in [i["id"] for i in rec.recommend(history=["m1"], k=10)["items"]]
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(history=["nope"]), NotFound),
+    (dict(history=[]), InvalidInput),
+    (dict(), InvalidInput),
+    (dict(history=["m0"], k=0), InvalidInput),
+    (dict(history=["m0"], k=21), PayloadTooLarge),
+    (dict(history=["m0"] * 5), PayloadTooLarge),
+    (dict(history=["m0"], candidates=["m1", "ghost"]), NotFound),
+    (dict(history=["m0"], candidates=["m1", "m1"]), InvalidInput),
+    (dict(history=["m0"], candidates=[]), InvalidInput),
+    (dict(history_texts=["  "]), InvalidInput),
+])
+def test_bad_recommend_requests(rec, kwargs, error):
+    rec.upsert(ITEMS)
+    with pytest.raises(error):
+        rec.recommend(**kwargs)
+
+
+@pytest.mark.parametrize("items, error", [
+    ([], InvalidInput), ("x", InvalidInput), ([{"id": "a"}], InvalidInput),
+    ([{"id": "", "text": "x"}], InvalidInput), ([{"id": "a", "text": "  "}], InvalidInput),
+    ([{"id": "a", "text": "x", "extra": 1}], InvalidInput),
+    ([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], InvalidInput),
+    ([{"id": f"i{n}", "text": "x"} for n in range(6)], PayloadTooLarge),
+])
+def test_bad_upserts_change_nothing(rec, items, error):
+    rec.upsert(ITEMS[:2])
+    with pytest.raises(error):
+        rec.upsert(items)
+    assert len(rec.catalog) == 2
+
+
+def test_catalogue_survives_restart(rec_model_dir, tmp_path):
+    settings = Settings(data_dir=str(tmp_path))
+    first = build_recommender(rec_model_dir, "m", settings)
+    first.upsert(ITEMS)
+    before = first.recommend(history=["m4"], k=5)
+    first.catalog.close()
+    second = build_recommender(rec_model_dir, "m", settings)
+    assert second.get("m3")["text"] == ITEMS[3]["text"]
+    assert second.recommend(history=["m4"], k=5) == before
+
+
+def test_empty_catalogue_recommends_nothing(rec):
+    assert rec.recommend(history_texts=["anything"], k=3)["items"] == []
