@@ -27,9 +27,10 @@ from models.rec import (
     save,
     train_main,
 )
+from models.rec.baselines import TextPopularity
 from models.rec.metrics import ranking_metrics
 from models.rec.text import TextEncoder
-from models.rec.train import fit
+from models.rec.train import fit, item_vectors
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -91,8 +92,9 @@ TINY = ZesRecConfig(hidden=32, dim=16, n_layers=1, n_heads=2, max_len=10, dropou
 
 
 def _train(emb, seqs, seed=0, epochs=25, **kw):
-    """Pure next-item training by default (the planted pattern is a transition); kw overrides."""
-    kw = {"set_weight": 0.0, "next_weight": 1.0, "n_negatives": 0, "ema": 0.0, **kw}
+    """Pure next-item training by default (the planted pattern is a transition, so no popularity prior at
+    the start: the bias has to be learned like everything else); kw overrides."""
+    kw = {"set_weight": 0.0, "next_weight": 1.0, "n_negatives": 0, "ema": 0.0, "pop_init": False, **kw}
     cfg = TrainConfig(lr=5e-3, batch_size=32, seed=seed, progress=False, weight_decay=0.0, **kw)
     return fit(emb, emb, seqs, np.arange(len(emb)), TINY, cfg, val_fn=None, epochs=epochs).net
 
@@ -142,9 +144,25 @@ def test_content_bias_learns_popularity_from_text(world, encoder):
     rng = np.random.default_rng(0)
     cook, other = np.flatnonzero(topic == "cooking"), np.flatnonzero(topic != "cooking")
     seqs = [np.array([rng.choice(cook) if rng.random() < 0.8 else rng.choice(other) for _ in range(10)]) for _ in range(80)]
-    rec = ZesRec(_train(emb, seqs, epochs=15), encoder=encoder)
+    rec = ZesRec(_train(emb, seqs, epochs=15), encoder=encoder)  # learned by the loss alone (pop_init off)
     bias = rec.embed_items(new_texts)[:, -1]
     assert bias[new_topic == "cooking"].min() > bias[new_topic == "space"].max()
+
+
+def test_pop_init_starts_the_content_bias_at_the_text_popularity_ridge(world):
+    """Before any step the content bias is the ridge fit of log(1 + count) on the text (TextPopularity)."""
+    _, topic, emb, _, _, _ = world
+    rng = np.random.default_rng(1)
+    seqs = [rng.choice(len(emb), size=8, p=np.where(topic == "music", 4.0, 1.0) / np.where(topic == "music", 4.0, 1.0).sum())
+            for _ in range(60)]
+    counts = np.bincount(np.concatenate(seqs), minlength=len(emb))
+    net = _train(emb, seqs, epochs=0, pop_init=True)
+    _, bias = item_vectors(net, emb)
+    ridge = TextPopularity(alpha=1.0).fit(emb, counts).predict(emb)
+    np.testing.assert_allclose(bias, ridge, atol=1e-4)
+    assert np.corrcoef(bias, np.log1p(counts))[0, 1] > 0.5
+    _, cold = item_vectors(_train(emb, seqs, epochs=0, pop_init=False), emb)
+    np.testing.assert_allclose(cold, 0.0)  # without it the bias starts at zero
 
 
 def test_api_shapes_score_and_errors(world, encoder):
@@ -358,3 +376,24 @@ def test_train_main_end_to_end(tmp_path, capsys):
     bad = _write(tmp_path / "bad.csv", "user,item,timestamp\nu,nope,1\n")
     assert train_main(["--items", str(items), "--interactions", str(bad), "--out", str(out), "--cache-dir", ""]) == 2
     assert "not in the items file" in capsys.readouterr().err
+
+
+def test_benchmark_summary_reports_mean_wins_and_single_seed_wins():
+    """The recorded table says whether ZESRec beats every baseline on the mean, and on how many seeds."""
+    from models.rec.evaluation import per_seed_wins, summarize, to_markdown, zesrec_beats_all
+
+    def seed(z, b):
+        row = lambda v: {"test": {k: v for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")}, "params": {}}
+        return {"seed": 0, "split": {}, "seconds": 1.0, "methods": {"ZESRec": row(z), "blend": row(b)}}
+
+    per_seed = [seed(0.30, 0.10), seed(0.10, 0.12), seed(0.11, 0.12)]  # mean 0.170 vs 0.113, wins 1 of 3
+    summ = summarize(per_seed)
+    assert summ["ZESRec"]["ndcg@20"]["mean"] == pytest.approx(0.17)
+    assert zesrec_beats_all(summ) == {"recall@20": True, "ndcg@20": True}
+    assert per_seed_wins(per_seed, "recall@20") == 1
+    results = {"dataset": "d", "seeds": [0, 1, 2], "val_metric": "ndcg@20", "seconds": 1.0, "environment": {},
+               "zesrec_config": {}, "train_config": {}, "protocols": {"cold": {"per_seed": per_seed, "summary": summ}}}
+    md = to_markdown(results)
+    assert "recall@20: yes" in md and "recall@20 in 1 of 3" in md
+    per_seed[0]["methods"]["ZESRec"]["test"]["recall@20"] = 0.05
+    assert not zesrec_beats_all(summarize(per_seed))["recall@20"]

@@ -33,7 +33,7 @@ class ZesRecConfig:
     n_heads: int = 2
     max_len: int = 200
     dropout: float = 0.2
-    text_dropout: float = 0.3  # dropout on the frozen text embedding entering the item tower (regularises it)
+    text_dropout: float = 0.5  # dropout on the frozen text embedding entering the item tower (regularises it)
     use_bias: bool = True
     bias_from_text: bool = True  # content bias linear in the text embedding (ridge-like) instead of the MLP
     linear_skip: bool = True  # add a linear path text -> item vector / bias next to the MLP

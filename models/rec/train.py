@@ -53,6 +53,7 @@ class TrainConfig:
     keep_max: float = 0.95
     set_targets: int = 16  # held-out items per example used as targets
     replicas: int = 2  # held-out examples per user per epoch
+    pop_init: bool = True  # start the (text-linear) content bias at the ridge fit of log(1 + training count)
     ema: float = 0.98  # > 0: validate / return an exponential moving average of the weights (per step)
     seed: int = 0
     threads: int = 1
@@ -122,6 +123,17 @@ def _holdout_examples(seqs: Sequence[np.ndarray], L: int, cfg: "TrainConfig", rn
             ys.append(y)
             zs.append(z)
     return np.stack(xs), np.stack(ys), np.stack(zs)
+
+
+def _ridge_init_bias(net: ZesRecNet, emb: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> None:
+    """Set the text-linear content bias to the ridge solution of ``y`` (log counts) on ``emb``."""
+    X = emb.astype(np.float64)
+    mu, ymu = X.mean(axis=0), y.mean()
+    A = (X - mu).T @ (X - mu) + alpha * np.eye(X.shape[1])
+    wv = np.linalg.solve(A, (X - mu).T @ (y - ymu))
+    with torch.no_grad():
+        net.item_bias.weight.copy_(torch.as_tensor(wv, dtype=torch.float32)[None, :])
+        net.item_bias.bias.fill_(float(ymu - mu @ wv))
 
 
 def pad_histories(histories: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -215,6 +227,9 @@ def fit(
     if not all(in_cat[s].all() for s in seqs):
         raise InvalidInput("a training interaction's item is not in the training catalogue")
     net = ZesRecNet(model_cfg)
+    if cfg.pop_init and model_cfg.bias_from_text and model_cfg.use_bias:
+        counts = np.bincount(np.concatenate(seqs), minlength=len(target_emb)).astype(np.float64)
+        _ridge_init_bias(net, np.asarray(target_emb)[catalogue], np.log1p(counts[catalogue]))
     ema_net = copy.deepcopy(net) if cfg.ema > 0 else None
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     X_in = torch.as_tensor(input_emb, dtype=torch.float32)
