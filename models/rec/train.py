@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.errors import InvalidInput
+from models.rec.baselines import TextPopularity
 from models.rec.model import ZesRecConfig, ZesRecNet
 
 log = logging.getLogger(__name__)
@@ -125,15 +126,12 @@ def _holdout_examples(seqs: Sequence[np.ndarray], L: int, cfg: "TrainConfig", rn
     return np.stack(xs), np.stack(ys), np.stack(zs)
 
 
-def _ridge_init_bias(net: ZesRecNet, emb: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> None:
-    """Set the text-linear content bias to the ridge solution of ``y`` (log counts) on ``emb``."""
-    X = emb.astype(np.float64)
-    mu, ymu = X.mean(axis=0), y.mean()
-    A = (X - mu).T @ (X - mu) + alpha * np.eye(X.shape[1])
-    wv = np.linalg.solve(A, (X - mu).T @ (y - ymu))
+def _ridge_init_bias(net: ZesRecNet, emb: np.ndarray, counts: np.ndarray, alpha: float = 1.0) -> None:
+    """Set the text-linear content bias to the text-popularity ridge fit (text -> log(1 + count))."""
+    tp = TextPopularity(alpha).fit(emb, counts)
     with torch.no_grad():
-        net.item_bias.weight.copy_(torch.as_tensor(wv, dtype=torch.float32)[None, :])
-        net.item_bias.bias.fill_(float(ymu - mu @ wv))
+        net.item_bias.weight.copy_(torch.as_tensor(tp.w, dtype=torch.float32)[None, :])
+        net.item_bias.bias.fill_(float(tp.b))
 
 
 def pad_histories(histories: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -228,8 +226,8 @@ def fit(
         raise InvalidInput("a training interaction's item is not in the training catalogue")
     net = ZesRecNet(model_cfg)
     if cfg.pop_init and model_cfg.bias_from_text and model_cfg.use_bias:
-        counts = np.bincount(np.concatenate(seqs), minlength=len(target_emb)).astype(np.float64)
-        _ridge_init_bias(net, np.asarray(target_emb)[catalogue], np.log1p(counts[catalogue]))
+        counts = np.bincount(np.concatenate(seqs), minlength=len(target_emb))
+        _ridge_init_bias(net, np.asarray(target_emb)[catalogue], counts[catalogue])
     ema_net = copy.deepcopy(net) if cfg.ema > 0 else None
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     X_in = torch.as_tensor(input_emb, dtype=torch.float32)
