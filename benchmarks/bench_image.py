@@ -5,7 +5,7 @@ Contenders (same architecture, same weights, same machine, same run, interleaved
   (a) limit     open_clip `model.encode_image` on pre-made tensors, in-process, inference_mode,
                 at each of a few batch sizes; the best one is "the limit"
   (b) zest      `ClipEncoder.encode_images` from PIL images (preprocessing included), in-process
-  (c) http@N    `bentoml serve service.app:Zest`, N concurrent clients, each posting one JPEG per
+  (c) http@N    `bentoml serve zest.service.app:Zest`, N concurrent clients, each posting one JPEG per
                 `/embed/image` request (multipart): decoding, preprocessing, batching, JSON included
   (d) hf-raw    `transformers.CLIPModel.get_image_features` with `CLIPProcessor` preprocessing from PIL
       hf-pipe   `pipeline("zero-shot-image-classification")` end to end with a few candidate labels
@@ -203,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     import torch
 
-    from models.clip_encoder import ClipEncoder, load_clip
-    from models.errors import ModelLoadError
-    from models.spec import parse_spec
+    from zest.models.clip_encoder import ClipEncoder, load_clip
+    from zest.models.errors import ModelLoadError
+    from zest.models.spec import parse_spec
 
     env = env_info()
     warn_if_busy(env)

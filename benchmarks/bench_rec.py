@@ -83,7 +83,7 @@ def item_id(i: int) -> str:
 def resolve_rec_model(choice: str, workdir: Path) -> tuple[str, str]:
     """(model dir, how it was chosen) for --rec-model: 'auto' (the shipped model if it exists, else an
     untrained one), 'shipped', 'random' (untrained, default architecture) or a model directory."""
-    from service.recommender import shipped_model_dir
+    from zest.service.recommender import shipped_model_dir
 
     if choice in ("auto", "shipped"):
         shipped = shipped_model_dir()
@@ -104,7 +104,7 @@ def resolve_clip_model(choice: str, workdir: Path) -> str:
     import torch
     from open_clip.model import CLIP
 
-    from models.loading import save_checkpoint
+    from zest.models.loading import save_checkpoint
 
     torch.manual_seed(0)
     return "local-dir:" + str(save_checkpoint(CLIP(**TINY_CLIP_CFG), TINY_CLIP_CFG, workdir / "tiny-clip"))
@@ -115,14 +115,14 @@ def open_server_catalogue(data_dir: Path, model_dir: str):
     """(ItemCatalog, item model) exactly as the server opens them (same file, same fingerprint).
 
     If service.recommender changes how it builds the catalogue, this is the one place to adapt."""
-    from service.recommender import build_recommender
+    from zest.service.recommender import build_recommender
 
     settings = SimpleNamespace(data_dir=str(data_dir), max_rec_items=1000, max_item_text_chars=5000,
                                max_history=1000, max_k=1000, max_candidates=100_000)
     try:
         rec = build_recommender(model_dir, "bench", settings)
     except AttributeError:  # RecLimits.of may want more settings fields: fall back to the real Settings
-        from service.settings import Settings
+        from zest.service.settings import Settings
 
         rec = build_recommender(model_dir, "bench", Settings(data_dir=str(data_dir)))
     return rec.catalog, rec.model

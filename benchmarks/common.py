@@ -264,10 +264,10 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 class BenchServer:
-    """`bentoml serve service.app:Zest` on a free loopback port, as tests/server.py starts it, but from
+    """`bentoml serve zest.service.app:Zest` on a free loopback port, as tests/server.py starts it, but from
     any checkout (`root`, default: this one) so an older or newer revision can be measured too."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, root: Path = ROOT, target: str = "service.app:Zest"):
+    def __init__(self, env: dict[str, str], log_path: Path, root: Path = ROOT, target: str = "zest.service.app:Zest"):
         from tests.server import free_port
 
         self.port = free_port()
@@ -329,8 +329,8 @@ def untrained_rec_model(directory: Path) -> str:
     """Write an untrained ZESRec model of the default architecture to `directory`; its path."""
     import torch
 
-    from models.rec.api import ZesRec, save
-    from models.rec.model import ZesRecConfig, ZesRecNet
+    from zest.models.rec.api import ZesRec, save
+    from zest.models.rec.model import ZesRecConfig, ZesRecNet
 
     torch.manual_seed(0)
     return str(save(ZesRec(ZesRecNet(ZesRecConfig())), directory))
@@ -344,7 +344,7 @@ def rec_model_env(workdir: Path, record: dict[str, Any] | None = None) -> dict[s
     if os.environ.get("ZEST_REC_MODEL"):
         return {}
     try:
-        from service.recommender import shipped_model_dir
+        from zest.service.recommender import shipped_model_dir
 
         if (shipped_model_dir() / "model.safetensors").is_file():
             return {}
@@ -492,7 +492,7 @@ def quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore")
     logging.getLogger("open_clip").setLevel(logging.ERROR)
-    logging.getLogger("models.loading").setLevel(logging.ERROR)
+    logging.getLogger("zest.models.loading").setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging

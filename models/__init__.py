@@ -1,5 +1,5 @@
 """zest's model layer: CLIP encoders, the zero-shot head, and the recommender models."""
 
-from models.errors import InvalidInput, ModelLoadError, NotFound, PayloadTooLarge, ZestError
+from .errors import InvalidInput, ModelLoadError, NotFound, PayloadTooLarge, ZestError
 
 __all__ = ["InvalidInput", "ModelLoadError", "NotFound", "PayloadTooLarge", "ZestError"]

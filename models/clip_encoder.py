@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models.errors import ModelLoadError
-from models.images import to_rgb
-from models.loading import LoadedClip, load_open_clip
-from models.spec import ModelSpec, parse_spec
+from .errors import ModelLoadError
+from .images import to_rgb
+from .loading import LoadedClip, load_open_clip
+from .spec import ModelSpec, parse_spec
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -49,7 +49,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 def load_clip(spec: ModelSpec, device: torch.device) -> LoadedClip:
     """Dispatch a parsed spec to zest's own registry or to open_clip."""
     if spec.kind == "zest":
-        from models.registry import ZEST_MODELS
+        from .registry import ZEST_MODELS
 
         return ZEST_MODELS[spec.name](device)
     return load_open_clip(spec, device)

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from models.errors import InvalidInput, PayloadTooLarge
+from .errors import InvalidInput, PayloadTooLarge
 
 _WHITE = (255, 255, 255)
 

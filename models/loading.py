@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import torch
 
-from models.errors import ModelLoadError
-from models.spec import RANDOM_WEIGHTS, ModelSpec
+from .errors import ModelLoadError
+from .spec import RANDOM_WEIGHTS, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _open_clip_args(spec: ModelSpec) -> tuple[str, str | None, bool]:
         if not (path / CONFIG_FILE).is_file():
             raise ModelLoadError(
                 f"cannot load model 'local-dir:{path}': no {CONFIG_FILE} there. A local checkpoint is a "
-                f"directory with {CONFIG_FILE} and {WEIGHTS_FILE} (models.loading.save_checkpoint writes one)"
+                f"directory with {CONFIG_FILE} and {WEIGHTS_FILE} (zest.models.loading.save_checkpoint writes one)"
             )
         return f"local-dir:{path}", None, True
     arch = spec.name

@@ -6,11 +6,11 @@ from typing import Callable
 
 import torch
 
-from models.loading import LoadedClip
+from .loading import LoadedClip
 
 
 def _load_zest_tiny(device: torch.device) -> LoadedClip:
-    from models.embedded import load_zest_tiny
+    from .embedded import load_zest_tiny
 
     return load_zest_tiny(device)
 

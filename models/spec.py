@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.errors import ModelLoadError
+from .errors import ModelLoadError
 
 RANDOM_WEIGHTS = "random"
 
@@ -41,7 +41,7 @@ def _looks_like_path(spec: str) -> bool:
 
 def parse_spec(spec: str) -> ModelSpec:
     """Turn a spec string into a `ModelSpec`, without loading anything."""
-    from models.registry import ZEST_MODELS
+    from .registry import ZEST_MODELS
 
     spec = spec.strip()
     if not spec:

@@ -5,7 +5,7 @@ shipped templates and the templates a user sends with a request, so user text ca
 `str.format` with anything but the one positional placeholder.
 """
 
-from prompts.templates import (
+from .templates import (
     DEFAULT_SET,
     TemplateError,
     TemplateSet,

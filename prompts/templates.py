@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from models.errors import InvalidInput, NotFound
+from ..models.errors import InvalidInput, NotFound
 
 SETS_DIR = Path(__file__).parent / "sets"
 DEFAULT_SET = "imagenet-simple"

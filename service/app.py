@@ -9,7 +9,7 @@ Three services run in one bento:
 - `Zest` is the public API. It decodes, validates and preprocesses requests, keeps the
   class-embedding cache, and calls the other two through `bentoml.depends`.
 
-Serve: `bentoml serve service.app:Zest` (settings: service/settings.py).
+Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from models.errors import InvalidInput, Unavailable, ZestError
-from service.pipeline import ClipPipeline, EncoderInfo
-from service.requests import parse_model, read_images_and_fields, read_json
-from service.schemas import (
+from ..models.errors import InvalidInput, Unavailable, ZestError
+from .pipeline import ClipPipeline, EncoderInfo
+from .requests import parse_model, read_images_and_fields, read_json
+from .schemas import (
     ClassifyRequest,
     ClassifyResponse,
     EmbedImageRequest,
@@ -40,7 +40,7 @@ from service.schemas import (
     TemplateSetInfo,
     TemplatesResponse,
 )
-from service.settings import Settings
+from .settings import Settings
 
 log = logging.getLogger("zest")
 SETTINGS = Settings.from_env()
@@ -52,7 +52,7 @@ class ClipEncoderService:
     """The model, loaded once per worker process; batchable image encoding."""
 
     def __init__(self) -> None:
-        from models.clip_encoder import ClipEncoder
+        from ..models.clip_encoder import ClipEncoder
 
         s = SETTINGS
         self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
@@ -94,7 +94,7 @@ class RecommenderService:
         model_ref = bentoml.models.BentoModel(SETTINGS.rec_model)
 
     def __init__(self) -> None:
-        from service.recommender import build_recommender, shipped_model_dir
+        from .recommender import build_recommender, shipped_model_dir
 
         ref = getattr(self, "model_ref", None)
         if ref is not None:
@@ -266,7 +266,7 @@ class Zest:
     @app.get("/templates", response_model=TemplatesResponse)
     def templates(self):
         """The shipped prompt template sets."""
-        from prompts import list_template_sets
+        from ..prompts import list_template_sets
 
         return TemplatesResponse(template_sets=[
             TemplateSetInfo(name=s.name, description=s.description, templates=list(s.templates))

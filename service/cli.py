@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from models.errors import ZestError
-from service.settings import Settings
+from ..models.errors import ZestError
+from .settings import Settings
 
 
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
@@ -22,7 +22,7 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
 
 
 def cmd_templates(args: argparse.Namespace) -> int:
-    from prompts import list_template_sets
+    from ..prompts import list_template_sets
 
     _print_table([[s.name, str(len(s.templates)), s.description] for s in list_template_sets()],
                  ["name", "templates", "description"])
@@ -30,10 +30,10 @@ def cmd_templates(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from models.classifier import ZeroShotClassifier, clean_labels
-    from models.clip_encoder import ClipEncoder
-    from models.images import decode_image
-    from prompts import load_template_set
+    from ..models.classifier import ZeroShotClassifier, clean_labels
+    from ..models.clip_encoder import ClipEncoder
+    from ..models.images import decode_image
+    from ..prompts import load_template_set
 
     settings = Settings.from_env()
     labels = clean_labels([s for s in args.labels.split(",")], settings.max_labels, settings.max_label_chars)
@@ -53,20 +53,24 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """`bentoml serve` on loopback by default (pass --host 0.0.0.0 to expose it deliberately)."""
-    root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "bentoml", "serve", "service.app:Zest", "--host", args.host,
-           "--port", str(args.port)]
-    return subprocess.call(cmd, cwd=root, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    import zest
+
+    # BentoML imports the service by name from its working directory: the one that holds the `zest`
+    # package (a checkout's root, or site-packages), never the user's current directory.
+    home = Path(zest.__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "bentoml", "serve", "zest.service.app:Zest", "--working-dir", str(home),
+           "--host", args.host, "--port", str(args.port)]
+    return subprocess.call(cmd, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
 
 
 def cmd_train_embedded(args: argparse.Namespace) -> int:
-    from models.embedded.train import main as train_main
+    from ..models.embedded.train import main as train_main
 
     return train_main(args.rest)
 
 
 def cmd_eval_embedded(args: argparse.Namespace) -> int:
-    from models.embedded.evaluate import main as eval_main
+    from ..models.embedded.evaluate import main as eval_main
 
     return eval_main(args.rest)
 
@@ -75,7 +79,7 @@ def cmd_rec(args: argparse.Namespace) -> int:
     """`zest rec train|eval ...`: the recommender's own CLI (models/rec/cli.py); train also stores the model."""
     import tempfile
 
-    from models.rec import cli as rec_cli
+    from ..models.rec import cli as rec_cli
 
     rest = list(args.rest)
     if args.action == "eval":
@@ -88,7 +92,7 @@ def cmd_rec(args: argparse.Namespace) -> int:
         code = rec_cli.train_main(rest)
         if code != 0 or args.no_store:
             return code
-        from service.model_store import save_to_store
+        from .model_store import save_to_store
 
         out = rest[rest.index("--out") + 1]
         tag = save_to_store(out, args.store_name, metadata={"trained_with": " ".join(args.rest)})

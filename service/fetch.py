@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from models.errors import InvalidInput, PayloadTooLarge
+from ..models.errors import InvalidInput, PayloadTooLarge
 
 
 def host_allowed(host: str, allowlist: tuple[str, ...]) -> bool:

@@ -13,19 +13,19 @@ import numpy as np
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from models.classifier import ZeroShotClassifier, clean_labels
-from models.errors import InvalidInput, PayloadTooLarge
-from models.images import decode_image, to_rgb
-from prompts import DEFAULT_SET, TemplateSet, load_template_set, user_template_set
-from service.fetch import fetch_image_bytes
-from service.schemas import (
+from ..models.classifier import ZeroShotClassifier, clean_labels
+from ..models.errors import InvalidInput, PayloadTooLarge
+from ..models.images import decode_image, to_rgb
+from ..prompts import DEFAULT_SET, TemplateSet, load_template_set, user_template_set
+from .fetch import fetch_image_bytes
+from .schemas import (
     ClassifyResponse,
     EmbedResponse,
     ImageResult,
     Prediction,
     TemplatesUsed,
 )
-from service.settings import Settings
+from .settings import Settings
 
 
 @dataclass

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from models.errors import InvalidInput, NotFound, PayloadTooLarge
-from service.catalog import ItemCatalog
-from service.settings import Settings
+from ..models.errors import InvalidInput, NotFound, PayloadTooLarge
+from .catalog import ItemCatalog
+from .settings import Settings
 
 MAX_ID_CHARS = 256
 
@@ -141,15 +141,15 @@ class Recommender:
 
 def shipped_model_dir() -> Path:
     """The ZESRec model committed with zest (trained on MovieLens ml-latest-small)."""
-    import models.rec
+    from ..models import rec
 
-    return Path(models.rec.__file__).parent / "checkpoint"
+    return Path(rec.__file__).parent / "checkpoint"
 
 
 def build_recommender(model_dir: str | Path, model_id: str, settings: Settings) -> Recommender:
     """Load the model, open (and if needed re-embed) the persistent catalogue under ZEST_DATA_DIR."""
-    from models.rec.api import load
-    from models.rec.text import TextEncoder
+    from ..models.rec.api import load
+    from ..models.rec.text import TextEncoder
 
     model = load(model_dir, encoder=TextEncoder())
     catalog = ItemCatalog(Path(settings.data_dir).expanduser() / "catalog.sqlite3", model.embed_items,

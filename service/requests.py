@@ -11,10 +11,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from models.errors import InvalidInput, PayloadTooLarge
-from service.pipeline import RawImage
-from service.schemas import ImageRef
-from service.settings import Settings
+from ..models.errors import InvalidInput, PayloadTooLarge
+from .pipeline import RawImage
+from .schemas import ImageRef
+from .settings import Settings
 
 MULTIPART = "multipart/form-data"
 

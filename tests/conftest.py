@@ -32,7 +32,7 @@ def tiny_arch(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_arch, tmp_path_factory) -> str:
     """A local checkpoint directory of the tiny model with seeded random weights."""
-    from models.loading import save_checkpoint
+    from zest.models.loading import save_checkpoint
 
     torch.manual_seed(0)
     model = open_clip.create_model(tiny_arch, load_weights=False)
@@ -42,7 +42,7 @@ def tiny_checkpoint(tiny_arch, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_checkpoint):
-    from models.clip_encoder import ClipEncoder
+    from zest.models.clip_encoder import ClipEncoder
 
     return ClipEncoder.from_spec(f"local-dir:{tiny_checkpoint}", device="cpu", batch_size=4)
 
@@ -50,8 +50,8 @@ def tiny_encoder(tiny_checkpoint):
 @pytest.fixture(scope="session")
 def rec_model_dir(tmp_path_factory):
     """A small, untrained ZESRec model directory (the real MiniLM text encoder, random MLP/user model)."""
-    from models.rec.api import ZesRec, save
-    from models.rec.model import ZesRecConfig, ZesRecNet
+    from zest.models.rec.api import ZesRec, save
+    from zest.models.rec.model import ZesRecConfig, ZesRecNet
 
     torch.manual_seed(0)
     net = ZesRecNet(ZesRecConfig(hidden=32, dim=16, n_layers=1, n_heads=2, max_len=20))

@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], log_path: Path, target: str = "service.app:Zest"):
+    def __init__(self, env: dict[str, str], log_path: Path, target: str = "zest.service.app:Zest"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path

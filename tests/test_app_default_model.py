@@ -9,7 +9,7 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from models.embedded import scenes as S
+from zest.models.embedded import scenes as S
 from tests.server import Server
 
 LABELS = [f"{c} {s}" for c, s in S.ALL_COMBOS]

@@ -3,7 +3,7 @@ import threading
 import numpy as np
 import pytest
 
-from service.catalog import ItemCatalog
+from zest.service.catalog import ItemCatalog
 
 
 def embed(texts):

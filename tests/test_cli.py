@@ -3,7 +3,7 @@ import sys
 
 from PIL import Image
 
-from service.cli import main
+from zest.service.cli import main
 
 
 def test_templates_lists_sets(capsys):
@@ -36,5 +36,5 @@ def test_errors_are_one_line_not_a_trace(tmp_path, capsys):
 
 
 def test_console_script_entry_point():
-    out = subprocess.run([sys.executable, "-m", "service.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "zest.service.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "classify" in out.stdout

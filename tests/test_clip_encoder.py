@@ -5,9 +5,9 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from models.clip_encoder import ClipEncoder, autocast_dtype, pick_device
-from models.errors import ModelLoadError
-from models.spec import parse_spec
+from zest.models.clip_encoder import ClipEncoder, autocast_dtype, pick_device
+from zest.models.errors import ModelLoadError
+from zest.models.spec import parse_spec
 
 
 def _image(seed=0, size=(48, 40)):
@@ -62,7 +62,7 @@ def test_preprocessing_is_the_models_own(tiny_encoder):
 
 
 def test_local_checkpoint_round_trip(tiny_checkpoint, tiny_encoder, tmp_path):
-    from models.loading import save_checkpoint
+    from zest.models.loading import save_checkpoint
     from tests.conftest import TINY_CFG
 
     again = ClipEncoder.from_spec(tiny_checkpoint, device="cpu")  # a bare path works too

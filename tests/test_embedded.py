@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.embedded import scenes as S
-from models.embedded.model import (
+from zest.models.embedded import scenes as S
+from zest.models.embedded.model import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     FROZEN_PREFIX,
@@ -24,7 +24,7 @@ from models.embedded.model import (
     WEIGHTS_FILE,
     minilm_dir,
 )
-from models.errors import ModelLoadError
+from zest.models.errors import ModelLoadError
 
 TEXTS = [
     "a red circle",
@@ -37,7 +37,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def encoder():
-    from models.clip_encoder import ClipEncoder
+    from zest.models.clip_encoder import ClipEncoder
 
     return ClipEncoder.from_spec("zest-tiny", device="cpu", precision="fp32", batch_size=64)
 
@@ -56,7 +56,7 @@ def test_checkpoint_is_small_and_portable():
 
 
 def test_zero_shot_floors(encoder):
-    from models.embedded.evaluate import evaluate
+    from zest.models.embedded.evaluate import evaluate
 
     r = evaluate(encoder, seed=7, n_per_class=10)
     assert r["n_classes"] == len(S.ALL_COMBOS) == 42
@@ -119,7 +119,7 @@ def test_text_tower_stayed_frozen(encoder):
 # ------------------------------------------------------------------------------ loader errors
 
 def test_missing_checkpoint_says_how_to_train(tmp_path):
-    from models.embedded import load_zest_tiny
+    from zest.models.embedded import load_zest_tiny
 
     with pytest.raises(ModelLoadError, match="train-embedded"):
         load_zest_tiny("cpu", checkpoint_dir=tmp_path / "nothing-here")
@@ -128,7 +128,7 @@ def test_missing_checkpoint_says_how_to_train(tmp_path):
 def test_unexpected_or_text_tensors_are_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from models.embedded import load_zest_tiny
+    from zest.models.embedded import load_zest_tiny
 
     state = load_file(str(CHECKPOINT_DIR / WEIGHTS_FILE))
     for name, extra in [("stray", {"visual.not_a_layer": torch.zeros(1)}),
@@ -166,7 +166,7 @@ def test_generator_coverage():
 
 
 def test_heldout_combos_and_synonyms_never_in_training_captions():
-    from models.embedded.train import training_captions
+    from zest.models.embedded.train import training_captions
 
     captions, index = training_captions(seed=0, n=3000, k=2)
     specs = S.make_specs(0, 3000, "train", S.STREAM_TRAIN)

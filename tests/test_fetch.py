@@ -5,8 +5,8 @@ import threading
 import pytest
 from PIL import Image
 
-from models.errors import InvalidInput, PayloadTooLarge
-from service.fetch import fetch_image_bytes, host_allowed
+from zest.models.errors import InvalidInput, PayloadTooLarge
+from zest.service.fetch import fetch_image_bytes, host_allowed
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.errors import InvalidInput, PayloadTooLarge
-from models.images import decode_image, to_rgb
+from zest.models.errors import InvalidInput, PayloadTooLarge
+from zest.models.images import decode_image, to_rgb
 
 LIMITS = dict(max_bytes=1_000_000, max_pixels=4_000_000)
 

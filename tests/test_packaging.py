@@ -56,7 +56,7 @@ def test_bentoml_build_from_clean_checkout(tmp_path, bentofile, base):
                          cwd=src, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     (bento,) = [p for p in (home / "bentos" / "zest").iterdir() if p.is_dir()]
-    assert yaml.safe_load((bento / "bento.yaml").read_text())["service"] == "service.app:Zest"
+    assert yaml.safe_load((bento / "bento.yaml").read_text())["service"] == "zest.service.app:Zest"
     assert (bento / "src" / "prompts" / "sets" / "imagenet.yaml").is_file()
     assert (bento / "src" / "service" / "app.py").is_file()
     assert not (bento / "src" / "tests").exists()

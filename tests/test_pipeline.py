@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.classifier import ZeroShotClassifier
-from models.errors import InvalidInput, NotFound, PayloadTooLarge
-from prompts import load_template_set
-from service.pipeline import ClipPipeline, EncoderInfo, RawImage
-from service.settings import Settings
+from zest.models.classifier import ZeroShotClassifier
+from zest.models.errors import InvalidInput, NotFound, PayloadTooLarge
+from zest.prompts import load_template_set
+from zest.service.pipeline import ClipPipeline, EncoderInfo, RawImage
+from zest.service.settings import Settings
 
 
 def _png(color):

@@ -1,14 +1,14 @@
 import pytest
 
-from prompts import (
+from zest.prompts import (
     TemplateError,
     list_template_sets,
     load_template_set,
     user_template_set,
     validate_template,
 )
-from prompts.templates import MAX_TEMPLATES, load_file
-from models.errors import NotFound
+from zest.prompts.templates import MAX_TEMPLATES, load_file
+from zest.models.errors import NotFound
 
 
 def test_shipped_sets_load_and_pass_the_validator():

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.errors import InvalidInput, ModelLoadError, NotFound
-from models.rec import (
+from zest.models.errors import InvalidInput, ModelLoadError, NotFound
+from zest.models.rec import (
     TrainConfig,
     ZesRec,
     ZesRecConfig,
@@ -27,10 +27,10 @@ from models.rec import (
     save,
     train_main,
 )
-from models.rec.baselines import TextPopularity
-from models.rec.metrics import ranking_metrics
-from models.rec.text import TextEncoder
-from models.rec.train import fit, item_vectors
+from zest.models.rec.baselines import TextPopularity
+from zest.models.rec.metrics import ranking_metrics
+from zest.models.rec.text import TextEncoder
+from zest.models.rec.train import fit, item_vectors
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -332,7 +332,7 @@ class _HashEncoder:
 
 @pytest.mark.skipif(not (ML_DIR / "ratings.csv").is_file(), reason="vendored MovieLens missing")
 def test_cold_protocol_never_trains_on_cold_or_val_items_and_drops_their_tags():
-    from models.rec.evaluation import cold_split, movielens_eval_data, warm_split
+    from zest.models.rec.evaluation import cold_split, movielens_eval_data, warm_split
 
     ml = load_movielens(ML_DIR)
     data = movielens_eval_data(ml)
@@ -380,7 +380,7 @@ def test_train_main_end_to_end(tmp_path, capsys):
 
 def test_benchmark_summary_reports_mean_wins_and_single_seed_wins():
     """The recorded table says whether ZESRec beats every baseline on the mean, and on how many seeds."""
-    from models.rec.evaluation import per_seed_wins, summarize, to_markdown, zesrec_beats_all
+    from zest.models.rec.evaluation import per_seed_wins, summarize, to_markdown, zesrec_beats_all
 
     def seed(z, b):
         row = lambda v: {"test": {k: v for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")}, "params": {}}

@@ -2,9 +2,9 @@
 
 import pytest
 
-from models.errors import InvalidInput, NotFound, PayloadTooLarge
-from service.recommender import build_recommender
-from service.settings import Settings
+from zest.models.errors import InvalidInput, NotFound, PayloadTooLarge
+from zest.service.recommender import build_recommender
+from zest.service.settings import Settings
 
 
 @pytest.fixture()

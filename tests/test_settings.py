@@ -1,6 +1,6 @@
 import pytest
 
-from service.settings import Settings
+from zest.service.settings import Settings
 
 
 def test_defaults(monkeypatch):

@@ -7,11 +7,11 @@ import torch
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from PIL import Image
 
-from models.classifier import ZeroShotClassifier, clean_labels
-from models.errors import InvalidInput, PayloadTooLarge
-from models.lru import LRUCache
-from models.zero_shot import top_k
-from prompts import load_template_set, user_template_set
+from zest.models.classifier import ZeroShotClassifier, clean_labels
+from zest.models.errors import InvalidInput, PayloadTooLarge
+from zest.models.lru import LRUCache
+from zest.models.zero_shot import top_k
+from zest.prompts import load_template_set, user_template_set
 
 LABELS = ["cat", "dog", "car", "tree", "boat"]
 

@@ -6,6 +6,6 @@ conv image tower trained from scratch on procedural captioned scenes. See
 `zest eval-embedded`.
 """
 
-from models.embedded.loader import load_zest_tiny
+from .loader import load_zest_tiny
 
 __all__ = ["load_zest_tiny"]

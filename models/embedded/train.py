@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.embedded import scenes as S
-from models.embedded.model import (
+from . import scenes as S
+from .model import (
     CHECKPOINT_DIR,
     DEFAULT_MODEL_CFG,
     DEFAULT_PREPROCESS_CFG,
@@ -244,9 +244,9 @@ def train(out_dir: str | Path = CHECKPOINT_DIR, seed: int = DEFAULTS["seed"], st
 def evaluate_checkpoint(directory: str | Path, n_per_class: int, confusion_png: str | Path | None = None,
                         seed: int | None = None) -> dict:
     """Load `directory` as served (loader + ClipEncoder) and run the zero-shot evaluation."""
-    from models.clip_encoder import ClipEncoder
-    from models.embedded.evaluate import DEFAULT_SEED, draw_confusion, evaluate
-    from models.embedded.loader import load_zest_tiny
+    from ..clip_encoder import ClipEncoder
+    from .evaluate import DEFAULT_SEED, draw_confusion, evaluate
+    from .loader import load_zest_tiny
 
     device = torch.device("cpu")
     encoder = ClipEncoder(load_zest_tiny(device, checkpoint_dir=directory), device, precision="fp32")
@@ -368,7 +368,7 @@ zest train-embedded --out models/embedded/checkpoint --seed {summary['seed']} --
 zest eval-embedded --n-per-class 20 --confusion zest-tiny-confusion.png
 ```
 
-(`python -m models.embedded.train` / `python -m models.embedded.evaluate` without the `zest`
+(`python -m zest.models.embedded.train` / `python -m zest.models.embedded.evaluate` without the `zest`
 CLI). The run is seeded; the same seed and thread count on the same torch build give the same
 weights. `tests/test_embedded.py` checks the shipped checkpoint against floors (held-out ≥ 95 %,
 seen ≥ 98 %), that the text tower is the pretrained MiniLM and stayed frozen, and that the
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     s = result["summary"]
     print(f"wrote {result['out_dir']} ({WEIGHTS_FILE}) in {s['total_seconds'] / 60:.1f} min of training")
     if result["metrics"]:
-        from models.embedded.evaluate import format_report
+        from .evaluate import format_report
 
         print(format_report(result["metrics"]))
     return 0

@@ -10,7 +10,7 @@ In-process API (what the BentoML service uses)
 -----------------------------------------------
 ::
 
-    from models.rec import load, save, ZesRec, movie_text
+    from . import load, save, ZesRec, movie_text
 
     rec: ZesRec = load("path/to/model_dir")          # config.json + model.safetensors (+ catalog.*)
 
@@ -37,13 +37,13 @@ Training / evaluation
 * ``train_main(argv)`` -- ``zest rec train --items ITEMS --interactions INTERACTIONS [--out DIR] [--seed N]``
   (or ``--movielens DIR``); also :func:`train_zesrec` as a function.
 * ``eval_main(argv)`` -- ``zest rec eval [--quick] [--seeds ...]``: cold-item and warm-item benchmark vs
-  random, content-KNN, text-popularity (+ blend) and LightFM; see :mod:`models.rec.evaluation`.
+  random, content-KNN, text-popularity (+ blend) and LightFM; see :mod:`zest.models.rec.evaluation`.
 * Loaders: :func:`load_items_csv`, :func:`load_interactions_csv`, :func:`load_movielens`.
 """
 
-from models.rec.api import ZesRec, load, save
-from models.rec.cli import eval_main, train_main, train_zesrec
-from models.rec.data import (
+from .api import ZesRec, load, save
+from .cli import eval_main, train_main, train_zesrec
+from .data import (
     ItemCatalog,
     Interactions,
     MovieLens,
@@ -52,9 +52,9 @@ from models.rec.data import (
     load_movielens,
     movie_text,
 )
-from models.rec.model import ZesRecConfig, ZesRecNet
-from models.rec.text import TextEncoder
-from models.rec.train import TrainConfig
+from .model import ZesRecConfig, ZesRecNet
+from .text import TextEncoder
+from .train import TrainConfig
 
 __all__ = [
     "ItemCatalog",

@@ -27,10 +27,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from models.errors import InvalidInput, ModelLoadError
-from models.rec.model import ZesRecConfig, ZesRecNet
-from models.rec.text import TEXT_DIM, TEXT_MODEL_NAME, TextEncoder
-from models.rec.train import user_vectors_from_item_vectors
+from ..errors import InvalidInput, ModelLoadError
+from .model import ZesRecConfig, ZesRecNet
+from .text import TEXT_DIM, TEXT_MODEL_NAME, TextEncoder
+from .train import user_vectors_from_item_vectors
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``train_main``: early stopping on a held-out 10 % of the *items* (ranked as if they were new, like the
 cold-item use case), then, unless ``--no-refit``, a re-fit on all interactions for the chosen number of
-epochs; the model (+ the catalogue's item vectors) is written with :func:`models.rec.api.save`.
+epochs; the model (+ the catalogue's item vectors) is written with :func:`zest.models.rec.api.save`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from models.errors import InvalidInput, ZestError
-from models.rec.api import ZesRec, save
-from models.rec.data import ItemCatalog, Interactions, load_interactions_csv, load_items_csv, load_movielens
-from models.rec.model import ZesRecConfig
-from models.rec.text import TextEncoder
-from models.rec.train import FitResult, TrainConfig, fit, item_vectors, user_vectors
+from ..errors import InvalidInput, ZestError
+from .api import ZesRec, save
+from .data import ItemCatalog, Interactions, load_interactions_csv, load_items_csv, load_movielens
+from .model import ZesRecConfig
+from .text import TextEncoder
+from .train import FitResult, TrainConfig, fit, item_vectors, user_vectors
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _configs(args) -> tuple[ZesRecConfig, TrainConfig]:
-    from models.rec.evaluation import default_configs
+    from .evaluation import default_configs
 
     mc, tc = default_configs(getattr(args, "quick", False))
     tc = replace(tc, threads=args.threads, progress=not args.no_progress)
@@ -65,7 +65,7 @@ def train_zesrec(catalog: ItemCatalog, interactions: Interactions, seed: int = 0
                  model_cfg: ZesRecConfig | None = None, train_cfg: TrainConfig | None = None, val_frac: float = 0.1,
                  refit: bool = True) -> tuple[ZesRec, dict]:
     """Train on a catalogue + interactions; returns the model (with the catalogue's item vectors) and a report."""
-    from models.rec.evaluation import VAL_METRIC, Task, _targets, make_task
+    from .evaluation import VAL_METRIC, Task, _targets, make_task
 
     t0 = time.perf_counter()
     encoder = encoder or TextEncoder()
@@ -161,7 +161,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """``zest rec eval [--movielens DIR | --items I --interactions X] [--seeds 0 1 2] [--quick]``"""
-    from models.rec.evaluation import default_configs, evaluate, generic_eval_data, movielens_eval_data, to_markdown, zesrec_beats_all
+    from .evaluation import default_configs, evaluate, generic_eval_data, movielens_eval_data, to_markdown, zesrec_beats_all
 
     p = argparse.ArgumentParser(prog="zest rec eval", description="Cold-item (and warm-item) benchmark of ZESRec vs baselines.")
     p.add_argument("--movielens", default=None, help="ml-latest-small directory [data/ml-latest-small]")

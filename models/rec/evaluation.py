@@ -30,7 +30,7 @@ its tag.
 
 Interactions: every MovieLens rating (any value) is one implicit interaction ("the user watched and rated
 it"); ``--min-rating`` changes that. Metrics: Recall@K (truncated) and NDCG@K from
-:mod:`models.rec.metrics`, mean over test users, then mean ± sample std over seeds.
+:mod:`zest.models.rec.metrics`, mean over test users, then mean ± sample std over seeds.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from models.errors import InvalidInput
-from models.rec.baselines import (
+from ..errors import InvalidInput
+from .baselines import (
     LightFMBaseline,
     TextPopularity,
     blend_scores,
@@ -56,11 +56,11 @@ from models.rec.baselines import (
     random_scores,
     text_tokens,
 )
-from models.rec.data import Interactions, MovieLens
-from models.rec.metrics import ranking_metrics
-from models.rec.model import ZesRecConfig
-from models.rec.text import TextEncoder
-from models.rec.train import TrainConfig, fit, item_vectors, user_vectors
+from .data import Interactions, MovieLens
+from .metrics import ranking_metrics
+from .model import ZesRecConfig
+from .text import TextEncoder
+from .train import TrainConfig, fit, item_vectors, user_vectors
 
 log = logging.getLogger(__name__)
 

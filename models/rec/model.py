@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from models.errors import InvalidInput
+from ..errors import InvalidInput
 
 
 @dataclass

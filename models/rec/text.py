@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from models.errors import InvalidInput, ModelLoadError
+from ..errors import InvalidInput, ModelLoadError
 
 log = logging.getLogger(__name__)
 

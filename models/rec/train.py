@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.errors import InvalidInput
-from models.rec.baselines import TextPopularity
-from models.rec.model import ZesRecConfig, ZesRecNet
+from ..errors import InvalidInput
+from .baselines import TextPopularity
+from .model import ZesRecConfig, ZesRecNet
 
 log = logging.getLogger(__name__)
 
