@@ -40,6 +40,7 @@ from .schemas import (
     TemplateSetInfo,
     TemplatesResponse,
 )
+from .image import bento_image
 from .settings import Settings
 
 log = logging.getLogger("zest")
@@ -203,7 +204,7 @@ def _only(fields: dict, allowed: set[str]) -> dict:
     return fields
 
 
-@bentoml.service(name="zest", traffic={"timeout": SETTINGS.timeout_s})
+@bentoml.service(name="zest", image=bento_image(), traffic={"timeout": SETTINGS.timeout_s})
 @bentoml.asgi_app(app, path="/")
 class Zest:
     """The public REST API."""
