@@ -45,14 +45,14 @@ from benchmarks.common import (  # noqa: E402
     print_table,
     print_targets,
     quiet_libraries,
-    run_clients,
     rec_model_env,
     repeat_for,
+    run_clients,
     serve,
-    slug,
     set_threads,
-    warn_if_busy,
+    slug,
     summarize,
+    warn_if_busy,
     write_results,
 )
 

@@ -329,8 +329,8 @@ def untrained_rec_model(directory: Path) -> str:
     """Write an untrained ZESRec model of the default architecture to `directory`; its path."""
     import torch
 
-    from zest.models.rec.api import ZesRec, save
     from zest.models.rec.model import ZesRecConfig, ZesRecNet
+    from zest.models.rec.zesrec import ZesRec, save
 
     torch.manual_seed(0)
     return str(save(ZesRec(ZesRecNet(ZesRecConfig())), directory))

@@ -17,6 +17,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 if __name__ == "__main__":
     os.chdir(ROOT)
-    from zest.models.rec.cli import eval_main
+    from zest.training.rec.cli import eval_main
 
     raise SystemExit(eval_main(sys.argv[1:]))

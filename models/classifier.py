@@ -7,10 +7,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..prompts import TemplateSet
 from .errors import InvalidInput, PayloadTooLarge
 from .lru import LRUCache
 from .zero_shot import class_embeddings, top_k, zero_shot_probs
-from ..prompts import TemplateSet
 
 _SPACES = re.compile(r"\s+")
 

@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ..models.errors import InvalidInput, Unavailable, ZestError
+from .image import bento_image
 from .pipeline import ClipPipeline, EncoderInfo
 from .requests import parse_model, read_images_and_fields, read_json
 from .schemas import (
@@ -40,7 +41,6 @@ from .schemas import (
     TemplateSetInfo,
     TemplatesResponse,
 )
-from .image import bento_image
 from .settings import Settings
 
 log = logging.getLogger("zest")

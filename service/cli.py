@@ -64,22 +64,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_train_embedded(args: argparse.Namespace) -> int:
-    from ..models.embedded.train import main as train_main
+    from ..training.embedded.train import main as train_main
 
     return train_main(args.rest)
 
 
 def cmd_eval_embedded(args: argparse.Namespace) -> int:
-    from ..models.embedded.evaluate import main as eval_main
+    from ..training.embedded.evaluate import main as eval_main
 
     return eval_main(args.rest)
 
 
 def cmd_rec(args: argparse.Namespace) -> int:
-    """`zest rec train|eval ...`: the recommender's own CLI (models/rec/cli.py); train also stores the model."""
+    """`zest rec train|eval ...`: the recommender's own CLI (training/rec/cli.py); train also stores the model."""
     import tempfile
 
-    from ..models.rec import cli as rec_cli
+    from ..training.rec import cli as rec_cli
 
     rest = list(args.rest)
     if args.action == "eval":

@@ -148,8 +148,8 @@ def shipped_model_dir() -> Path:
 
 def build_recommender(model_dir: str | Path, model_id: str, settings: Settings) -> Recommender:
     """Load the model, open (and if needed re-embed) the persistent catalogue under ZEST_DATA_DIR."""
-    from ..models.rec.api import load
     from ..models.rec.text import TextEncoder
+    from ..models.rec.zesrec import load
 
     model = load(model_dir, encoder=TextEncoder())
     catalog = ItemCatalog(Path(settings.data_dir).expanduser() / "catalog.sqlite3", model.embed_items,

@@ -50,8 +50,8 @@ def tiny_encoder(tiny_checkpoint):
 @pytest.fixture(scope="session")
 def rec_model_dir(tmp_path_factory):
     """A small, untrained ZESRec model directory (the real MiniLM text encoder, random MLP/user model)."""
-    from zest.models.rec.api import ZesRec, save
     from zest.models.rec.model import ZesRecConfig, ZesRecNet
+    from zest.models.rec.zesrec import ZesRec, save
 
     torch.manual_seed(0)
     net = ZesRecNet(ZesRecConfig(hidden=32, dim=16, n_layers=1, n_heads=2, max_len=20))

@@ -9,8 +9,8 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from zest.models.embedded import scenes as S
 from tests.server import Server
+from zest.training.embedded import scenes as S
 
 LABELS = [f"{c} {s}" for c, s in S.ALL_COMBOS]
 

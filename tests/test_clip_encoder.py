@@ -62,8 +62,8 @@ def test_preprocessing_is_the_models_own(tiny_encoder):
 
 
 def test_local_checkpoint_round_trip(tiny_checkpoint, tiny_encoder, tmp_path):
-    from zest.models.loading import save_checkpoint
     from tests.conftest import TINY_CFG
+    from zest.models.loading import save_checkpoint
 
     again = ClipEncoder.from_spec(tiny_checkpoint, device="cpu")  # a bare path works too
     imgs = [_image(7)]

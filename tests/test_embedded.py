@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from zest.models.embedded import scenes as S
 from zest.models.embedded.model import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -25,6 +24,7 @@ from zest.models.embedded.model import (
     minilm_dir,
 )
 from zest.models.errors import ModelLoadError
+from zest.training.embedded import scenes as S
 
 TEXTS = [
     "a red circle",
@@ -56,7 +56,7 @@ def test_checkpoint_is_small_and_portable():
 
 
 def test_zero_shot_floors(encoder):
-    from zest.models.embedded.evaluate import evaluate
+    from zest.training.embedded.evaluate import evaluate
 
     r = evaluate(encoder, seed=7, n_per_class=10)
     assert r["n_classes"] == len(S.ALL_COMBOS) == 42
@@ -166,7 +166,7 @@ def test_generator_coverage():
 
 
 def test_heldout_combos_and_synonyms_never_in_training_captions():
-    from zest.models.embedded.train import training_captions
+    from zest.training.embedded.train import training_captions
 
     captions, index = training_captions(seed=0, n=3000, k=2)
     specs = S.make_specs(0, 3000, "train", S.STREAM_TRAIN)

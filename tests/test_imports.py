@@ -50,3 +50,74 @@ def test_subpackages_resolve_under_zest():
 
     for mod, folder in ((zest.models, "models"), (zest.prompts, "prompts"), (zest.service, "service")):
         assert Path(mod.__file__).parent.name == folder
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """zest's modules -> the zest modules they import (module level and inside functions alike)."""
+    folders = {"zest": "zest", "models": "zest.models", "prompts": "zest.prompts", "service": "zest.service",
+               "training": "zest.training"}
+    modules: dict[str, Path] = {}
+    for folder, package in folders.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = [package, *path.relative_to(ROOT / folder).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join(parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_pkg = path.name == "__init__.py"
+        base = name.split(".") if is_pkg else name.split(".")[:-1]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    prefix = ".".join(base[: len(base) - node.level + 1])
+                    mod = f"{prefix}.{node.module}" if node.module else prefix
+                else:
+                    mod = node.module or ""
+                targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+@pytest.mark.xfail(strict=True, reason="known cycle spec -> registry -> embedded -> loading -> spec; issue #11 point 1 "
+                   "(one model factory) removes it, and then this test must pass")
+def test_no_import_cycle_among_zest_modules():
+    """A cycle (even one broken by an import inside a function) means two modules that are really one."""
+    graph = _module_graph()
+    # a package's __init__ re-exporting its own modules is not a cycle of logic: drop parent -> child edges
+    graph = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, cycles
+
+
+def test_serving_code_never_imports_training():
+    graph = _module_graph()
+    serving = [m for m in graph if m.startswith(("zest.models", "zest.prompts", "zest.service"))
+               and m != "zest.service.cli"]  # the CLI dispatches `zest rec train` / `zest train-embedded`
+    seen, todo = set(), list(serving)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        todo += [t for t in graph[module] if t != "zest.service.cli"]
+    assert not {m for m in seen if m.startswith("zest.training")}

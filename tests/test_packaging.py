@@ -9,12 +9,11 @@ import subprocess
 import sys
 import tarfile
 import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
 import yaml
-from importlib.metadata import packages_distributions
-
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 

@@ -1,5 +1,6 @@
 import pytest
 
+from zest.models.errors import NotFound
 from zest.prompts import (
     TemplateError,
     list_template_sets,
@@ -8,7 +9,6 @@ from zest.prompts import (
     validate_template,
 )
 from zest.prompts.templates import MAX_TEMPLATES, load_file
-from zest.models.errors import NotFound
 
 
 def test_shipped_sets_load_and_pass_the_validator():

@@ -15,22 +15,20 @@ import pytest
 import torch
 
 from zest.models.errors import InvalidInput, ModelLoadError, NotFound
-from zest.models.rec import (
+from zest.models.rec import ZesRec, ZesRecConfig, load, save
+from zest.models.rec.model import item_vectors
+from zest.models.rec.text import TextEncoder
+from zest.training.rec import (
     TrainConfig,
-    ZesRec,
-    ZesRecConfig,
-    load,
     load_interactions_csv,
     load_items_csv,
     load_movielens,
     movie_text,
-    save,
     train_main,
 )
-from zest.models.rec.baselines import TextPopularity
-from zest.models.rec.metrics import ranking_metrics
-from zest.models.rec.text import TextEncoder
-from zest.models.rec.train import fit, item_vectors
+from zest.training.rec.baselines import TextPopularity
+from zest.training.rec.metrics import ranking_metrics
+from zest.training.rec.trainer import fit
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -332,7 +330,7 @@ class _HashEncoder:
 
 @pytest.mark.skipif(not (ML_DIR / "ratings.csv").is_file(), reason="vendored MovieLens missing")
 def test_cold_protocol_never_trains_on_cold_or_val_items_and_drops_their_tags():
-    from zest.models.rec.evaluation import cold_split, movielens_eval_data, warm_split
+    from zest.training.rec.evaluation import cold_split, movielens_eval_data, warm_split
 
     ml = load_movielens(ML_DIR)
     data = movielens_eval_data(ml)
@@ -380,7 +378,12 @@ def test_train_main_end_to_end(tmp_path, capsys):
 
 def test_benchmark_summary_reports_mean_wins_and_single_seed_wins():
     """The recorded table says whether ZESRec beats every baseline on the mean, and on how many seeds."""
-    from zest.models.rec.evaluation import per_seed_wins, summarize, to_markdown, zesrec_beats_all
+    from zest.training.rec.evaluation import (
+        per_seed_wins,
+        summarize,
+        to_markdown,
+        zesrec_beats_all,
+    )
 
     def seed(z, b):
         row = lambda v: {"test": {k: v for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")}, "params": {}}

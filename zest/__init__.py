@@ -6,10 +6,11 @@ Everything importable lives under this one name:
     zest.models    CLIP encoders, zero-shot classifier, the embedded zest-tiny model, the recommender
     zest.prompts   prompt template sets
     zest.service   the BentoML services, settings and the `zest` command line
+    zest.training  training and evaluation (zest-tiny, the recommender); serving never imports it
 
 In an installed wheel these are sub-directories of this package (setuptools' ``package-dir`` in
 pyproject.toml maps them). In a source tree -- a checkout, or the ``src/`` of a bento -- they are the
-repository's top-level folders ``models/``, ``prompts/`` and ``service/`` beside this one, so the
+repository's top-level folders ``models/``, ``prompts/``, ``service/`` and ``training/`` beside this one, so the
 package's search path is extended to the repository root there. Either way ``import zest.models`` is the
 same code, and nothing is ever importable as a bare ``models``, ``service`` or ``prompts``.
 """

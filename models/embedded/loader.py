@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ModelLoadError
+from ..loading import LoadedClip
 from .model import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -18,12 +20,10 @@ from .model import (
     build_tokenizer,
     read_config,
 )
-from ..errors import ModelLoadError
-from ..loading import LoadedClip
 
 log = logging.getLogger(__name__)
 
-TRAIN_HINT = "train it with `zest train-embedded` (python -m zest.models.embedded.train --out {dir})"
+TRAIN_HINT = "train it with `zest train-embedded` (python -m zest.training.embedded.train --out {dir})"
 
 
 def load_zest_tiny(device: torch.device | str = "cpu", checkpoint_dir: str | Path | None = None) -> LoadedClip:

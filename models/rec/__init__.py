@@ -10,7 +10,8 @@ In-process API (what the BentoML service uses)
 -----------------------------------------------
 ::
 
-    from . import load, save, ZesRec, movie_text
+    from zest.models.rec import load, save, ZesRec
+    from zest.training.rec import movie_text
 
     rec: ZesRec = load("path/to/model_dir")          # config.json + model.safetensors (+ catalog.*)
 
@@ -32,46 +33,12 @@ In-process API (what the BentoML service uses)
   a missing/corrupt model directory raises :class:`models.errors.ModelLoadError`.
 * Inference is thread-safe; the text encoder caches embeddings of texts it has seen (in memory).
 
-Training / evaluation
----------------------
-* ``train_main(argv)`` -- ``zest rec train --items ITEMS --interactions INTERACTIONS [--out DIR] [--seed N]``
-  (or ``--movielens DIR``); also :func:`train_zesrec` as a function.
-* ``eval_main(argv)`` -- ``zest rec eval [--quick] [--seeds ...]``: cold-item and warm-item benchmark vs
-  random, content-KNN, text-popularity (+ blend) and LightFM; see :mod:`zest.models.rec.evaluation`.
-* Loaders: :func:`load_items_csv`, :func:`load_interactions_csv`, :func:`load_movielens`.
+Training and evaluation live apart, in :mod:`zest.training.rec` (``zest rec train`` / ``zest rec eval``):
+serving imports nothing of them.
 """
 
-from .api import ZesRec, load, save
-from .cli import eval_main, train_main, train_zesrec
-from .data import (
-    ItemCatalog,
-    Interactions,
-    MovieLens,
-    load_interactions_csv,
-    load_items_csv,
-    load_movielens,
-    movie_text,
-)
 from .model import ZesRecConfig, ZesRecNet
 from .text import TextEncoder
-from .train import TrainConfig
+from .zesrec import ZesRec, load, save
 
-__all__ = [
-    "ItemCatalog",
-    "Interactions",
-    "MovieLens",
-    "TextEncoder",
-    "TrainConfig",
-    "ZesRec",
-    "ZesRecConfig",
-    "ZesRecNet",
-    "eval_main",
-    "load",
-    "load_interactions_csv",
-    "load_items_csv",
-    "load_movielens",
-    "movie_text",
-    "save",
-    "train_main",
-    "train_zesrec",
-]
+__all__ = ["TextEncoder", "ZesRec", "ZesRecConfig", "ZesRecNet", "load", "save"]

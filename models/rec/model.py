@@ -17,7 +17,9 @@ unit norm), so any new item or catalogue can be scored.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -121,3 +123,43 @@ class ZesRecNet(nn.Module):
         states = self.user_states(seq_vecs)
         idx = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, states.shape[-1])
         return states.gather(1, idx).squeeze(1)
+
+
+@torch.no_grad()
+def item_vectors(net: ZesRecNet, text_emb: np.ndarray, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Item vectors (n, dim) and content biases (n,) for text embeddings (n, 384)."""
+    net.eval()
+    vs, bs = [], []
+    for a in range(0, len(text_emb), batch):
+        v, b = net.item_tower(torch.as_tensor(text_emb[a : a + batch], dtype=torch.float32))
+        vs.append(v.numpy())
+        bs.append(b.numpy())
+    if not vs:
+        return np.zeros((0, net.cfg.dim), np.float32), np.zeros(0, np.float32)
+    return np.concatenate(vs), np.concatenate(bs)
+
+
+@torch.no_grad()
+def user_vectors_from_item_vectors(net: ZesRecNet, histories_vecs: Sequence[np.ndarray], batch: int = 256) -> np.ndarray:
+    """User vectors (n, dim) from per-user (h_u, dim) arrays of history item vectors (chronological)."""
+    net.eval()
+    L = net.cfg.max_len
+    out = []
+    for a in range(0, len(histories_vecs), batch):
+        chunk = histories_vecs[a : a + batch]
+        lens = [min(L, len(h)) for h in chunk]
+        if min(lens) < 1:
+            raise InvalidInput("a user history is empty; at least one item is needed")
+        T = max(lens)
+        x = np.zeros((len(chunk), T, net.cfg.dim), np.float32)
+        for r, h in enumerate(chunk):
+            h = np.asarray(h, dtype=np.float32)[-T:]
+            x[r, : len(h)] = h
+        out.append(net.user_vectors(torch.from_numpy(x), torch.as_tensor(lens)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, net.cfg.dim), np.float32)
+
+
+def user_vectors(net: ZesRecNet, item_vecs: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
+    """User vectors for histories given as item indices into ``item_vecs``."""
+    L = net.cfg.max_len
+    return user_vectors_from_item_vectors(net, [item_vecs[np.asarray(h)[-L:]] for h in histories])

@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import InvalidInput
+from ...models.errors import InvalidInput
+from ...models.rec.model import ZesRecConfig, ZesRecNet
 from .baselines import TextPopularity
-from .model import ZesRecConfig, ZesRecNet
 
 log = logging.getLogger(__name__)
 
@@ -132,58 +132,6 @@ def _ridge_init_bias(net: ZesRecNet, emb: np.ndarray, counts: np.ndarray, alpha:
     with torch.no_grad():
         net.item_bias.weight.copy_(torch.as_tensor(tp.w, dtype=torch.float32)[None, :])
         net.item_bias.bias.fill_(float(tp.b))
-
-
-def pad_histories(histories: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded (n, L) array of each history's last ``max_len`` items, and the lengths."""
-    L = max(1, min(max_len, max((len(h) for h in histories), default=1)))
-    out = np.zeros((len(histories), L), np.int64)
-    lengths = np.zeros(len(histories), np.int64)
-    for r, h in enumerate(histories):
-        h = np.asarray(h)[-L:]
-        out[r, : len(h)] = h
-        lengths[r] = len(h)
-    return out, lengths
-
-
-@torch.no_grad()
-def item_vectors(net: ZesRecNet, text_emb: np.ndarray, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Item vectors (n, dim) and content biases (n,) for text embeddings (n, 384)."""
-    net.eval()
-    vs, bs = [], []
-    for a in range(0, len(text_emb), batch):
-        v, b = net.item_tower(torch.as_tensor(text_emb[a : a + batch], dtype=torch.float32))
-        vs.append(v.numpy())
-        bs.append(b.numpy())
-    if not vs:
-        return np.zeros((0, net.cfg.dim), np.float32), np.zeros(0, np.float32)
-    return np.concatenate(vs), np.concatenate(bs)
-
-
-@torch.no_grad()
-def user_vectors_from_item_vectors(net: ZesRecNet, histories_vecs: Sequence[np.ndarray], batch: int = 256) -> np.ndarray:
-    """User vectors (n, dim) from per-user (h_u, dim) arrays of history item vectors (chronological)."""
-    net.eval()
-    L = net.cfg.max_len
-    out = []
-    for a in range(0, len(histories_vecs), batch):
-        chunk = histories_vecs[a : a + batch]
-        lens = [min(L, len(h)) for h in chunk]
-        if min(lens) < 1:
-            raise InvalidInput("a user history is empty; at least one item is needed")
-        T = max(lens)
-        x = np.zeros((len(chunk), T, net.cfg.dim), np.float32)
-        for r, h in enumerate(chunk):
-            h = np.asarray(h, dtype=np.float32)[-T:]
-            x[r, : len(h)] = h
-        out.append(net.user_vectors(torch.from_numpy(x), torch.as_tensor(lens)).numpy())
-    return np.concatenate(out) if out else np.zeros((0, net.cfg.dim), np.float32)
-
-
-def user_vectors(net: ZesRecNet, item_vecs: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
-    """User vectors for histories given as item indices into ``item_vecs``."""
-    L = net.cfg.max_len
-    return user_vectors_from_item_vectors(net, [item_vecs[np.asarray(h)[-L:]] for h in histories])
 
 
 @dataclass

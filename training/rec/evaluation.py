@@ -30,7 +30,7 @@ its tag.
 
 Interactions: every MovieLens rating (any value) is one implicit interaction ("the user watched and rated
 it"); ``--min-rating`` changes that. Metrics: Recall@K (truncated) and NDCG@K from
-:mod:`zest.models.rec.metrics`, mean over test users, then mean ± sample std over seeds.
+:mod:`zest.training.rec.metrics`, mean over test users, then mean ± sample std over seeds.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import InvalidInput
+from ...models.errors import InvalidInput
+from ...models.rec.model import ZesRecConfig, item_vectors, user_vectors
+from ...models.rec.text import TextEncoder
 from .baselines import (
     LightFMBaseline,
     TextPopularity,
@@ -58,9 +60,7 @@ from .baselines import (
 )
 from .data import Interactions, MovieLens
 from .metrics import ranking_metrics
-from .model import ZesRecConfig
-from .text import TextEncoder
-from .train import TrainConfig, fit, item_vectors, user_vectors
+from .trainer import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import InvalidInput, NotFound
+from ...models.errors import InvalidInput, NotFound
 
 ID_COLUMNS = ("id", "item", "item_id", "movieId")
 USER_COLUMNS = ("user", "user_id", "userId")

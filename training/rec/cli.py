@@ -2,7 +2,7 @@
 
 ``train_main``: early stopping on a held-out 10 % of the *items* (ranked as if they were new, like the
 cold-item use case), then, unless ``--no-refit``, a re-fit on all interactions for the chosen number of
-epochs; the model (+ the catalogue's item vectors) is written with :func:`zest.models.rec.api.save`.
+epochs; the model (+ the catalogue's item vectors) is written with :func:`zest.models.rec.zesrec.save`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import InvalidInput, ZestError
-from .api import ZesRec, save
-from .data import ItemCatalog, Interactions, load_interactions_csv, load_items_csv, load_movielens
-from .model import ZesRecConfig
-from .text import TextEncoder
-from .train import FitResult, TrainConfig, fit, item_vectors, user_vectors
+from ...models.errors import InvalidInput, ZestError
+from ...models.rec.model import ZesRecConfig, item_vectors, user_vectors
+from ...models.rec.text import TextEncoder
+from ...models.rec.zesrec import ZesRec, save
+from .data import (
+    Interactions,
+    ItemCatalog,
+    load_interactions_csv,
+    load_items_csv,
+    load_movielens,
+)
+from .trainer import FitResult, TrainConfig, fit
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +167,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """``zest rec eval [--movielens DIR | --items I --interactions X] [--seeds 0 1 2] [--quick]``"""
-    from .evaluation import default_configs, evaluate, generic_eval_data, movielens_eval_data, to_markdown, zesrec_beats_all
+    from .evaluation import (
+        evaluate,
+        generic_eval_data,
+        movielens_eval_data,
+        to_markdown,
+        zesrec_beats_all,
+    )
 
     p = argparse.ArgumentParser(prog="zest rec eval", description="Cold-item (and warm-item) benchmark of ZESRec vs baselines.")
     p.add_argument("--movielens", default=None, help="ml-latest-small directory [data/ml-latest-small]")

@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import scenes as S
-from .model import (
+from ...models.embedded.model import (
     CHECKPOINT_DIR,
     DEFAULT_MODEL_CFG,
     DEFAULT_PREPROCESS_CFG,
@@ -38,6 +37,7 @@ from .model import (
     build_tokenizer,
     save_trained,
 )
+from . import scenes as S
 
 DEFAULTS = dict(seed=0, steps=2400, batch_size=128, n_images=40_000, captions_per_image=2, lr=2e-3,
                 weight_decay=0.05, warmup_steps=120, text_lr_scale=0.1, eval_n_per_class=20)
@@ -244,9 +244,9 @@ def train(out_dir: str | Path = CHECKPOINT_DIR, seed: int = DEFAULTS["seed"], st
 def evaluate_checkpoint(directory: str | Path, n_per_class: int, confusion_png: str | Path | None = None,
                         seed: int | None = None) -> dict:
     """Load `directory` as served (loader + ClipEncoder) and run the zero-shot evaluation."""
-    from ..clip_encoder import ClipEncoder
+    from ...models.clip_encoder import ClipEncoder
+    from ...models.embedded.loader import load_zest_tiny
     from .evaluate import DEFAULT_SEED, draw_confusion, evaluate
-    from .loader import load_zest_tiny
 
     device = torch.device("cpu")
     encoder = ClipEncoder(load_zest_tiny(device, checkpoint_dir=directory), device, precision="fp32")
@@ -330,7 +330,7 @@ default and a test fixture, not a general-purpose image model.
 
 ## Training data
 
-`models/embedded/scenes.py`: {len(S.SHAPES)} shapes ({", ".join(S.SHAPES)}) × {len(S.COLOUR_NAMES)}
+`training/embedded/scenes.py`: {len(S.SHAPES)} shapes ({", ".join(S.SHAPES)}) × {len(S.COLOUR_NAMES)}
 colours ({", ".join(S.COLOUR_NAMES)}) = {len(S.ALL_COMBOS)} combinations; random size, position,
 rotation, hue/saturation/brightness jitter, texture (plain, striped, dotted), outline, neutral
 background (solid, gradient, noise; white, grey, black, beige, ...), canvas 48–256 px,
@@ -368,7 +368,7 @@ zest train-embedded --out models/embedded/checkpoint --seed {summary['seed']} --
 zest eval-embedded --n-per-class 20 --confusion zest-tiny-confusion.png
 ```
 
-(`python -m zest.models.embedded.train` / `python -m zest.models.embedded.evaluate` without the `zest`
+(`python -m zest.training.embedded.train` / `python -m zest.training.embedded.evaluate` without the `zest`
 CLI). The run is seeded; the same seed and thread count on the same torch build give the same
 weights. `tests/test_embedded.py` checks the shipped checkpoint against floors (held-out ≥ 95 %,
 seen ≥ 98 %), that the text tower is the pretrained MiniLM and stayed frozen, and that the

@@ -28,9 +28,8 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInput, ModelLoadError
-from .model import ZesRecConfig, ZesRecNet
+from .model import ZesRecConfig, ZesRecNet, user_vectors_from_item_vectors
 from .text import TEXT_DIM, TEXT_MODEL_NAME, TextEncoder
-from .train import user_vectors_from_item_vectors
 
 log = logging.getLogger(__name__)
 

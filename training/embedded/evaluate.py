@@ -23,9 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-from . import scenes as S
-from ..zero_shot import class_embeddings, zero_shot_probs
+from ...models.zero_shot import class_embeddings, zero_shot_probs
 from ...prompts import TemplateSet, load_template_set
+from . import scenes as S
 
 DEFAULT_SEED = 2024
 DEFAULT_N_PER_CLASS = 20
@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     args = parser.parse_args(argv)
 
-    from ..clip_encoder import ClipEncoder
-    from ..errors import ZestError
+    from ...models.clip_encoder import ClipEncoder
+    from ...models.errors import ZestError
 
     try:
         templates = load_template_set(args.templates)
