@@ -5,7 +5,7 @@ inference are zest.models.rec."""
 from .cli import eval_main, train_main, train_zesrec
 from .data import (
     Interactions,
-    ItemCatalog,
+    ItemTexts,
     MovieLens,
     load_interactions_csv,
     load_items_csv,
@@ -16,7 +16,7 @@ from .trainer import TrainConfig
 
 __all__ = [
     "Interactions",
-    "ItemCatalog",
+    "ItemTexts",
     "MovieLens",
     "TrainConfig",
     "eval_main",

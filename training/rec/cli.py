@@ -27,7 +27,7 @@ from ...models.rec.text import TextEncoder
 from ...models.rec.zesrec import ZesRec, save
 from .data import (
     Interactions,
-    ItemCatalog,
+    ItemTexts,
     load_interactions_csv,
     load_items_csv,
     load_movielens,
@@ -67,7 +67,7 @@ def _encoder(args) -> TextEncoder:
 # ------------------------------------------------------------------------------------------------- train
 
 
-def train_zesrec(catalog: ItemCatalog, interactions: Interactions, seed: int = 0, encoder: TextEncoder | None = None,
+def train_zesrec(catalog: ItemTexts, interactions: Interactions, seed: int = 0, encoder: TextEncoder | None = None,
                  model_cfg: ZesRecConfig | None = None, train_cfg: TrainConfig | None = None, val_frac: float = 0.1,
                  refit: bool = True) -> tuple[ZesRec, dict]:
     """Train on a catalogue + interactions; returns the model (with the catalogue's item vectors) and a report."""

@@ -24,7 +24,7 @@ import csv
 import math
 import os
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +42,7 @@ RATING_COLUMNS = ("rating", "weight")
 
 
 @dataclass
-class ItemCatalog:
+class ItemTexts:
     """Items in a fixed order: ``ids[i]`` has text ``texts[i]``; ``index`` maps id -> position."""
 
     ids: list[str]
@@ -73,7 +73,7 @@ class ItemCatalog:
 
 @dataclass
 class Interactions:
-    """Implicit interactions as parallel arrays of user index, item index (into an ItemCatalog) and time."""
+    """Implicit interactions as parallel arrays of user index, item index (into an ItemTexts) and time."""
 
     user: np.ndarray  # int64, index into user_ids
     item: np.ndarray  # int64, index into the catalog
@@ -101,9 +101,6 @@ class Interactions:
         for chunk_u, chunk_i in zip(np.split(users, cuts), np.split(items, cuts)):
             out[int(chunk_u[0])] = chunk_i.copy()
         return out
-
-    def item_counts(self, n_items: int) -> np.ndarray:
-        return np.bincount(self.item, minlength=n_items).astype(np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -168,7 +165,7 @@ def load_items_csv(
     path: str | os.PathLike,
     id_col: str | None = None,
     text_cols: Sequence[str] | None = None,
-) -> ItemCatalog:
+) -> ItemTexts:
     """Read ``items.csv``: an id column plus a ``text`` column or several text columns (joined)."""
     header, rows = _open_csv(path, "items")
     id_idx = _pick(header, ID_COLUMNS, id_col, "id", path)
@@ -216,12 +213,12 @@ def load_items_csv(
         texts.append(text)
     if not ids:
         raise InvalidInput(f"items file {str(path)!r} has no items")
-    return ItemCatalog(ids, texts)
+    return ItemTexts(ids, texts)
 
 
 def load_interactions_csv(
     path: str | os.PathLike,
-    catalog: ItemCatalog,
+    catalog: ItemTexts,
     min_rating: float | None = None,
     dedupe: bool = False,
     user_col: str | None = None,
@@ -297,7 +294,7 @@ class MovieLens:
     """ml-latest-small, parsed. ``catalog.texts`` is title + genres + tags (all tags); use :func:`movie_text`
     / :meth:`texts` to rebuild texts without tags or without some (user, item) tag applications."""
 
-    catalog: ItemCatalog
+    catalog: ItemTexts
     interactions: Interactions
     titles: list[str]
     genres: list[list[str]]
@@ -366,7 +363,7 @@ def load_movielens(directory: str | os.PathLike, min_rating: float | None = None
         genres.append([g for g in row[gi].split("|") if g])
         m = _YEAR.search(row[ti])
         years.append(int(m.group(1)) if m else None)
-    catalog = ItemCatalog(ids, [""] * len(ids))
+    catalog = ItemTexts(ids, [""] * len(ids))
     interactions = load_interactions_csv(d / "ratings.csv", catalog, min_rating=min_rating)
     user_pos = {u: i for i, u in enumerate(interactions.user_ids)}
     tags: list[tuple[int, int, str, float]] = []
@@ -390,28 +387,3 @@ def load_movielens(directory: str | os.PathLike, min_rating: float | None = None
     ml.catalog.texts = ml.texts(with_tags=True)
     return ml
 
-
-def write_movielens_as_generic(ml: MovieLens, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``items.csv`` (id,text) and ``interactions.csv`` (user,item,timestamp) for ``zest rec train``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    items_path, inter_path = out / "items.csv", out / "interactions.csv"
-    with open(items_path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "text"])
-        for i, t in zip(ml.catalog.ids, ml.catalog.texts):
-            w.writerow([i, t])
-    with open(inter_path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["user", "item", "timestamp"])
-        inter = ml.interactions
-        for u, i, t in zip(inter.user, inter.item, inter.time):
-            w.writerow([inter.user_ids[u], ml.catalog.ids[i], int(t)])
-    return items_path, inter_path
-
-
-def group_by_user(pairs: Iterable[tuple[int, int]]) -> dict[int, set[int]]:
-    out: dict[int, set[int]] = defaultdict(set)
-    for u, i in pairs:
-        out[int(u)].add(int(i))
-    return dict(out)
