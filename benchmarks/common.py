@@ -12,7 +12,6 @@ import io
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
+
+from tests.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -263,61 +264,15 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**OFFLINE_ENV, **(extra or {})}
 
 
-class BenchServer:
-    """`bentoml serve zest.service.app:Zest` on a free loopback port, as tests/server.py starts it, but from
-    any checkout (`root`, default: this one) so an older or newer revision can be measured too."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, root: Path = ROOT, target: str = "zest.service.app:Zest"):
-        from tests.server import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=root, env={**os.environ, **server_env(env)}, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-
-    def wait_ready(self, timeout: float = 600) -> float:
-        """Seconds until /readyz answered 200; raises with the log tail if the server dies or hangs."""
-        import requests
-
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early (see {self.log_path}):\n{self.log()}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return time.perf_counter() - t0
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"server not ready after {timeout:.0f}s (see {self.log_path}):\n{self.log()}")
-
-    def log(self, chars: int = 3000) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-
-
 @contextlib.contextmanager
 def serve(env: dict[str, str], name: str, timeout: float = 600, log_dir: Path | None = None,
-          root: Path | None = None) -> Iterator[BenchServer]:
-    """A started, ready `BenchServer`, stopped on exit. The log goes to `log_dir/<name>.log`
+          root: Path | None = None) -> Iterator[Server]:
+    """A started, ready `tests.server.Server` (run from checkout `root`, default this one, so an older or
+    newer revision can be measured too), stopped on exit. The log goes to `log_dir/<name>.log`
     (default: a fresh temp dir); `server.ready_s` is how long start-up took."""
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="zest-bench-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    server = BenchServer(env, log_dir / f"{name}.log", root=Path(root or ROOT))
+    server = Server(server_env(env), log_dir / f"{name}.log", cwd=Path(root or ROOT))
     try:
         server.ready_s = server.wait_ready(timeout=timeout)
         yield server

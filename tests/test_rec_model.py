@@ -330,7 +330,7 @@ class _HashEncoder:
 
 @pytest.mark.skipif(not (ML_DIR / "ratings.csv").is_file(), reason="vendored MovieLens missing")
 def test_cold_protocol_never_trains_on_cold_or_val_items_and_drops_their_tags():
-    from zest.training.rec.evaluation import cold_split, movielens_eval_data, warm_split
+    from zest.training.rec.protocols import cold_split, movielens_eval_data, warm_split
 
     ml = load_movielens(ML_DIR)
     data = movielens_eval_data(ml)
@@ -378,7 +378,7 @@ def test_train_main_end_to_end(tmp_path, capsys):
 
 def test_benchmark_summary_reports_mean_wins_and_single_seed_wins():
     """The recorded table says whether ZESRec beats every baseline on the mean, and on how many seeds."""
-    from zest.training.rec.evaluation import (
+    from zest.training.rec.report import (
         per_seed_wins,
         summarize,
         to_markdown,
