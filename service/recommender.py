@@ -151,7 +151,7 @@ def build_recommender(model_dir: str | Path, model_id: str, settings: Settings) 
     from ..models.rec.text import TextEncoder
     from ..models.rec.zesrec import load
 
-    model = load(model_dir, encoder=TextEncoder())
+    model = load(model_dir, encoder=TextEncoder(max_cached=settings.text_cache_size))
     catalog = ItemCatalog(Path(settings.data_dir).expanduser() / "catalog.sqlite3", model.embed_items,
                           fingerprint=model_fingerprint(model_dir))
     return Recommender(model, catalog, model_id, settings)

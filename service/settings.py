@@ -24,6 +24,7 @@
 | ZEST_REC_MODEL            | (empty)     | trained ZESRec model: a BentoML model tag (`zest rec train` prints it) or a directory; empty = the shipped one |
 | ZEST_MAX_REC_ITEMS        | 1000        | items per POST /items request                                  |
 | ZEST_MAX_ITEM_TEXT_CHARS  | 5000        | characters per item description                                |
+| ZEST_TEXT_CACHE_SIZE      | 20000       | item/history texts whose MiniLM embeddings the recommender keeps in memory (LRU) |
 | ZEST_MAX_HISTORY          | 1000        | history entries per /recommend request                         |
 | ZEST_MAX_K                | 1000        | largest k for /recommend                                       |
 | ZEST_MAX_CANDIDATES       | 100000      | candidate ids per /recommend request                           |
@@ -60,6 +61,7 @@ class Settings:
     rec_model: str = ""
     max_rec_items: int = 1000
     max_item_text_chars: int = 5000
+    text_cache_size: int = 20_000
     max_history: int = 1000
     max_k: int = 1000
     max_candidates: int = 100_000
@@ -86,7 +88,7 @@ class Settings:
         settings = cls(**values)
         for name in ("timeout_s", "batch_size", "max_batch_size", "max_images", "max_image_bytes", "max_image_pixels",
                      "max_labels", "max_label_chars", "max_texts", "max_text_chars", "cache_size",
-                     "max_rec_items", "max_item_text_chars", "max_history", "max_k", "max_candidates"):
+                     "max_rec_items", "max_item_text_chars", "text_cache_size", "max_history", "max_k", "max_candidates"):
             if getattr(settings, name) < 1:
                 raise ValueError(f"ZEST_{name.upper()} must be >= 1")
         return settings

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -49,6 +50,7 @@ class TextEncoder:
         batch_size: int = 64,
         cache_dir: str | os.PathLike | None = None,
         show_progress: bool = False,
+        max_cached: int | None = None,
     ) -> None:
         self.model_path = Path(model_path) if model_path else None
         self.device = device
@@ -56,7 +58,12 @@ class TextEncoder:
         self.show_progress = show_progress
         self._model = None
         self._lock = threading.Lock()
-        self._cache: dict[str, np.ndarray] = {}
+        # Least recently used first. Training keeps every text (max_cached=None, optionally on disk); a
+        # server bounds it, since every /recommend history text and item description would stay forever.
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        if max_cached is not None and max_cached < 1:
+            raise ValueError("max_cached must be >= 1 (or None for no bound)")
+        self.max_cached = max_cached
         self._dirty = False
         self.cache_dir = Path(cache_dir) if cache_dir else None
         if self.cache_dir is not None:
@@ -127,7 +134,9 @@ class TextEncoder:
         with self._lock:
             todo = {}
             for k, t in zip(keys, texts):
-                if k not in self._cache and k not in todo:
+                if k in self._cache:
+                    self._cache.move_to_end(k)
+                elif k not in todo:
                     todo[k] = t
             if todo:
                 vecs = self.model.encode(
@@ -137,9 +146,20 @@ class TextEncoder:
                     convert_to_numpy=True,
                     show_progress_bar=self.show_progress and len(todo) > self.batch_size,
                 )
-                for k, v in zip(todo, np.asarray(vecs, dtype=np.float32)):
-                    self._cache[k] = v
+                fresh = dict(zip(todo, np.asarray(vecs, dtype=np.float32)))
+                self._cache.update(fresh)
                 self._dirty = True
                 if self.cache_dir is not None:
                     self.save_cache()
-            return np.stack([self._cache[k] for k in keys]).astype(np.float32)
+            else:
+                fresh = {}
+            out = np.stack([fresh[k] if k in fresh else self._cache[k] for k in keys]).astype(np.float32)
+            if self.max_cached is not None:
+                while len(self._cache) > self.max_cached:
+                    self._cache.popitem(last=False)
+            return out
+
+    def __len__(self) -> int:
+        """Texts held in memory."""
+        with self._lock:
+            return len(self._cache)
