@@ -17,10 +17,10 @@
 | ZEST_MAX_LABEL_CHARS      | 200         | characters per label                                           |
 | ZEST_MAX_TEXTS            | 256         | texts per /embed/text request                                  |
 | ZEST_MAX_TEXT_CHARS       | 20000       | characters per text (longer is refused; within it, CLIP truncates to its context) |
-| ZEST_CACHE_SIZE           | 64          | class-embedding sets kept in the LRU cache                     |
+| ZEST_CLASS_CACHE_MB       | 256         | memory for cached class embeddings (per label and template set; LRU), also kept on disk under ZEST_DATA_DIR/class-cache |
 | ZEST_URL_ALLOWLIST        | (empty)     | comma-separated hosts whose image URLs may be fetched; empty = never fetch |
 | ZEST_URL_TIMEOUT_S        | 10          | timeout for one allowed image fetch                            |
-| ZEST_DATA_DIR             | ~/.zest     | where the recommender's item catalogue is stored (SQLite)       |
+| ZEST_DATA_DIR             | ~/.zest     | where the item catalogue and the class-embedding cache are stored (SQLite) |
 | ZEST_REC_MODEL            | (empty)     | trained ZESRec model: a BentoML model tag (`zest rec train` prints it) or a directory; empty = the shipped one |
 | ZEST_MAX_REC_ITEMS        | 1000        | items per POST /items request                                  |
 | ZEST_MAX_ITEM_TEXT_CHARS  | 5000        | characters per item description                                |
@@ -54,7 +54,7 @@ class Settings:
     max_label_chars: int = 200
     max_texts: int = 256
     max_text_chars: int = 20_000
-    cache_size: int = 64
+    class_cache_mb: int = 256
     url_allowlist: tuple[str, ...] = field(default_factory=tuple)
     url_timeout_s: float = 10.0
     data_dir: str = "~/.zest"
@@ -87,7 +87,7 @@ class Settings:
                 raise ValueError(f"ZEST_{f.name.upper()}={raw!r} is not a valid {f.type}") from None
         settings = cls(**values)
         for name in ("timeout_s", "batch_size", "max_batch_size", "max_images", "max_image_bytes", "max_image_pixels",
-                     "max_labels", "max_label_chars", "max_texts", "max_text_chars", "cache_size",
+                     "max_labels", "max_label_chars", "max_texts", "max_text_chars", "class_cache_mb",
                      "max_rec_items", "max_item_text_chars", "text_cache_size", "max_history", "max_k", "max_candidates"):
             if getattr(settings, name) < 1:
                 raise ValueError(f"ZEST_{name.upper()} must be >= 1")
