@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -13,8 +15,11 @@ from PIL import Image
 from .errors import ModelLoadError
 from .images import to_rgb
 from .loading import LoadedClip, load_open_clip
+from .runtimes import check_fidelity, get_runtime
 from .spec import ModelSpec, parse_spec
 from .text_tower import content_lengths, pad_token_id, trimmed_text_encoder
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -74,6 +79,8 @@ class ClipEncoder:
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
+        self.runtime = "torch"  # what runs the model (models/runtimes.py); with_runtime() changes it
+        self.fidelity = None  # the FidelityReport that admitted a non-torch runtime
         self._autocast_dtype = autocast_dtype(device, precision)
         self._pad_id = pad_token_id(self.tokenizer)
         self._encode_trimmed = trimmed_text_encoder(self.model)
@@ -81,9 +88,35 @@ class ClipEncoder:
 
     @classmethod
     def from_spec(cls, spec: str, device: str | None = None, precision: str = "auto",
-                  batch_size: int = 32) -> "ClipEncoder":
+                  batch_size: int = 32, runtime: str = "torch") -> "ClipEncoder":
         dev = pick_device(device)
-        return cls(load_clip(parse_spec(spec), dev), dev, precision=precision, batch_size=batch_size)
+        loaded = load_clip(parse_spec(spec), dev)
+        encoder = cls(loaded, dev, precision=precision, batch_size=batch_size)
+        return encoder.with_runtime(runtime, loaded) if runtime != "torch" else encoder
+
+    def with_runtime(self, name: str, loaded: LoadedClip) -> "ClipEncoder":
+        """This encoder on another runtime (models/runtimes.py) if it passes the fidelity gate against this
+        one; otherwise this encoder, with one log line that says why."""
+        runtime = get_runtime(name)
+        if runtime.convert is None:
+            return self
+        try:
+            converted = runtime.convert(self.model, self.device)
+            candidate = type(self)(replace(loaded, model=converted), self.device, precision=self.precision,
+                                   batch_size=self.batch_size)
+            candidate.runtime = name
+            report = check_fidelity(name, self, candidate)
+        except Exception as exc:  # noqa: BLE001 - any failure of a fast path falls back to torch
+            log.error("runtime %s refused for %s (%s: %s); serving with torch", name, self.model_id,
+                      type(exc).__name__, exc)
+            return self
+        if not report.passed:
+            log.error("runtime %s refused for %s, failed the fidelity gate: %s; serving with torch",
+                      name, self.model_id, report)
+            return self
+        log.info("runtime %s admitted for %s: %s", name, self.model_id, report)
+        candidate.fidelity = report
+        return candidate
 
     @property
     def logit_scale(self) -> float:

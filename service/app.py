@@ -57,7 +57,7 @@ class ClipEncoderService:
 
         s = SETTINGS
         self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
-                                             batch_size=s.batch_size)
+                                             batch_size=s.batch_size, runtime=s.runtime)
         log.info("loaded %s on %s (dim %d)", self.encoder.model_id, self.encoder.device, self.encoder.dim)
 
     @bentoml.api

@@ -41,7 +41,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     images = [decode_image(Path(p).read_bytes(), max_bytes=settings.max_image_bytes,
                            max_pixels=settings.max_image_pixels, name=p) for p in args.images]
     encoder = ClipEncoder.from_spec(args.model or settings.model, device=args.device or settings.device,
-                                    precision=settings.precision, batch_size=settings.batch_size)
+                                    precision=settings.precision, batch_size=settings.batch_size,
+                                    runtime=settings.runtime)
     classifier = ZeroShotClassifier.from_encoder(encoder)
     predictions = classifier.predict(encoder.encode_images(images), labels, templates, k=args.top_k)
     rows = [[path, str(rank + 1), label, f"{prob:.4f}"]
