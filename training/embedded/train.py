@@ -22,6 +22,7 @@ import string
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,22 @@ from ...models.embedded.model import (
 )
 from . import scenes as S
 
-DEFAULTS = dict(seed=0, steps=2400, batch_size=128, n_images=40_000, captions_per_image=2, lr=2e-3,
-                weight_decay=0.05, warmup_steps=120, text_lr_scale=0.1, eval_n_per_class=20)
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """zest-tiny's training settings; the defaults trained the shipped checkpoint (see its model card)."""
+
+    seed: int = 0
+    steps: int = 2400
+    batch_size: int = 128
+    n_images: int = field(default=40_000, metadata={"help": "training scenes to render"})
+    captions_per_image: int = 2
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 120
+    text_lr_scale: float = field(default=0.1, metadata={"help": "learning-rate multiplier of the text projection"})
+    eval_n_per_class: int = field(default=20, metadata={
+        "help": "images per combination for the final evaluation (0: skip it)"})
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -144,13 +159,12 @@ def _param_groups(model, weight_decay: float, text_lr_scale: float = 1.0):
             {"params": text, "weight_decay": weight_decay, "lr_scale": text_lr_scale}]
 
 
-def train(out_dir: str | Path = CHECKPOINT_DIR, seed: int = DEFAULTS["seed"], steps: int = DEFAULTS["steps"],
-          batch_size: int = DEFAULTS["batch_size"], n_images: int = DEFAULTS["n_images"],
-          captions_per_image: int = DEFAULTS["captions_per_image"], lr: float = DEFAULTS["lr"],
-          weight_decay: float = DEFAULTS["weight_decay"], warmup_steps: int = DEFAULTS["warmup_steps"],
-          text_lr_scale: float = DEFAULTS["text_lr_scale"], workers: int | None = None,
-          threads: int | None = None, progress: bool = True, eval_n_per_class: int = DEFAULTS["eval_n_per_class"], write_card: bool = True) -> dict:
+def train(out_dir: str | Path = CHECKPOINT_DIR, config: TrainConfig = TrainConfig(), workers: int | None = None,
+          threads: int | None = None, progress: bool = True, write_card: bool = True) -> dict:
     """Train zest-tiny from scratch into `out_dir`; return the training summary and metrics."""
+    seed, steps, batch_size, n_images = config.seed, config.steps, config.batch_size, config.n_images
+    captions_per_image, lr, weight_decay = config.captions_per_image, config.lr, config.weight_decay
+    warmup_steps, text_lr_scale, eval_n_per_class = config.warmup_steps, config.text_lr_scale, config.eval_n_per_class
     from open_clip.loss import ClipLoss
     from tqdm import tqdm
 
@@ -325,27 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="zest train-embedded", description="Train zest's embedded zest-tiny model "
                                 "(frozen MiniLM text tower, small conv image tower) on procedural scenes.")
     p.add_argument("--out", default=str(CHECKPOINT_DIR), help=f"checkpoint directory (default: {CHECKPOINT_DIR})")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    p.add_argument("--n-images", type=int, default=DEFAULTS["n_images"], help="training scenes to render")
-    p.add_argument("--captions-per-image", type=int, default=DEFAULTS["captions_per_image"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
-    p.add_argument("--warmup-steps", type=int, default=DEFAULTS["warmup_steps"])
-    p.add_argument("--text-lr-scale", type=float, default=DEFAULTS["text_lr_scale"],
-                   help="learning-rate multiplier of the text projection")
+    for f in fields(TrainConfig):  # one option per setting, with the dataclass's default
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                       help=f.metadata.get("help"))
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--workers", type=int, default=None, help="scene rendering processes (default: threads)")
-    p.add_argument("--eval-n-per-class", type=int, default=DEFAULTS["eval_n_per_class"],
-                   help="images per combination for the final evaluation (0: skip it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
 
-    result = train(args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size, n_images=args.n_images,
-                   captions_per_image=args.captions_per_image, lr=args.lr, weight_decay=args.weight_decay,
-                   warmup_steps=args.warmup_steps, text_lr_scale=args.text_lr_scale, workers=args.workers,
-                   threads=args.threads, progress=not args.no_progress, eval_n_per_class=args.eval_n_per_class)
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    result = train(args.out, config, workers=args.workers, threads=args.threads, progress=not args.no_progress)
     s = result["summary"]
     print(f"wrote {result['out_dir']} ({WEIGHTS_FILE}) in {s['total_seconds'] / 60:.1f} min of training")
     if result["metrics"]:
