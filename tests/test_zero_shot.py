@@ -7,9 +7,9 @@ import torch
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from PIL import Image
 
+from zest.models.class_cache import ClassEmbeddingCache
 from zest.models.classifier import ZeroShotClassifier, clean_labels
 from zest.models.errors import InvalidInput, PayloadTooLarge
-from zest.models.class_cache import ClassEmbeddingCache
 from zest.models.zero_shot import top_k
 from zest.prompts import load_template_set, user_template_set
 
