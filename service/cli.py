@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +51,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """`bentoml serve` on loopback by default (pass --host 0.0.0.0 to expose it deliberately)."""
+    """`bentoml serve` on loopback by default (pass --host 0.0.0.0 to expose it deliberately).
+
+    The environment is passed on as it is: a hub spec downloads when the machine has network, and
+    zest-tiny and the recommender's MiniLM read local files whatever HF_HUB_OFFLINE says."""
     import zest
 
     # BentoML imports the service by name from its working directory: the one that holds the `zest`
@@ -60,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     home = Path(zest.__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "bentoml", "serve", "zest.service.app:Zest", "--working-dir", str(home),
            "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(cmd, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    return subprocess.call(cmd)
 
 
 def cmd_train_embedded(args: argparse.Namespace) -> int:
