@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 OFFLINE_HINT = (
     "the weights are not in the local cache and the model hub cannot be reached. On a machine without "
     "network, pass a local checkpoint directory (local-dir:/path holding open_clip_config.json and weights), "
-    "an ARCH/path/to/weights file, or fill the Hugging Face cache (HF_HOME) on a machine that has network"
+    "an ARCH/path/to/weights file, a BentoML model tag stored with `zest models import` (NAME:VERSION), "
+    "or fill the Hugging Face cache (HF_HOME) on a machine that has network"
 )
 NOT_FOUND_HINT = (
     "check the repository name (hf-hub:ORG/NAME), log in (HF_TOKEN) if it is private or gated, or pass a "
-    "local checkpoint directory (local-dir:/path)"
+    "local checkpoint directory (local-dir:/path) or a BentoML model tag stored with `zest models import`"
 )
 
 

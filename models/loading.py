@@ -25,7 +25,8 @@ WEIGHTS_FILE = "open_clip_model.safetensors"
 HF_WEIGHTS_FILE = "open_clip_pytorch_model.bin"  # open_clip's older name on the hub; WEIGHTS_FILE is preferred
 PREPROCESS_KEYS = ("mode", "mean", "std", "interpolation", "resize_mode", "fill_color")  # size: the model's own
 
-__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "OFFLINE_HINT", "LoadedClip", "load_open_clip", "save_checkpoint"]
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "OFFLINE_HINT", "LoadedClip", "load_open_clip", "save_checkpoint",
+           "export_checkpoint"]
 
 
 @dataclass
@@ -172,6 +173,24 @@ def load_open_clip(spec: ModelSpec, device: torch.device) -> LoadedClip:
     )
 
 
+def load_bento_model(spec: ModelSpec, device: torch.device) -> LoadedClip:
+    """A model `zest models import` stored in the BentoML model store (a local checkpoint directory there).
+    Its id is the resolved tag, NAME:VERSION: it names exactly these weights."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        stored = bentoml.models.get(spec.name)
+    except (NotFound, ValueError) as exc:
+        home = os.environ.get("BENTOML_HOME", "~/bentoml")
+        raise ModelLoadError(f"cannot load model '{spec.name}': no such model in the BentoML model store "
+                             f"({home}/models): {exc}. `zest models import SPEC` stores one, `bentoml models list` "
+                             f"lists them") from None
+    loaded = load_open_clip(ModelSpec("local-dir", stored.path), device)
+    loaded.model_id = str(stored.tag)
+    return loaded
+
+
 def save_checkpoint(model: torch.nn.Module, model_cfg: dict, directory: str | Path,
                     preprocess_cfg: dict | None = None) -> Path:
     """Write `model` as a local open_clip checkpoint directory that `local-dir:` specs load."""
@@ -185,4 +204,26 @@ def save_checkpoint(model: torch.nn.Module, model_cfg: dict, directory: str | Pa
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
+    return directory
+
+
+def export_checkpoint(loaded: LoadedClip, directory: str | Path) -> Path:
+    """Write a loaded model as a self-contained local checkpoint directory: config, weights and, for a
+    Hugging Face tokenizer, its files (open_clip's `local-dir:` loads such a tokenizer from the directory).
+    What `zest models import` stores. Raises `ModelLoadError` for a model one directory cannot describe."""
+    cfg = loaded.model_cfg
+    if cfg is None:
+        raise ModelLoadError(f"cannot export model '{loaded.model_id}': it has no open_clip config "
+                             f"(zest's own models ship inside zest and need no import)")
+    text_cfg = cfg.get("text_cfg", {})
+    if text_cfg.get("hf_model_name"):
+        raise ModelLoadError(
+            f"cannot export model '{loaded.model_id}': its text tower is the Hugging Face model "
+            f"{text_cfg['hf_model_name']!r}, whose config open_clip looks up by that name when it builds the model, "
+            f"so a checkpoint directory cannot carry it; serve it from a filled Hugging Face cache (HF_HOME) instead"
+        )
+    directory = save_checkpoint(loaded.model, cfg, directory, loaded.preprocess_cfg)
+    save_pretrained = getattr(loaded.tokenizer, "save_pretrained", None)
+    if text_cfg.get("hf_tokenizer_name") and callable(save_pretrained):
+        save_pretrained(str(directory))
     return directory

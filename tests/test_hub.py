@@ -181,7 +181,7 @@ def test_missing_repository_is_one_clear_error(hub, tiny_repo, tmp_path):
     result = _errors(_online(hub.url, tmp_path / "hf"), spec)[spec]
     assert result["error"] is not None
     assert result["error"].startswith(f"cannot load model '{spec}': the hub at {hub.url} has no repository")
-    assert "local-dir:" in result["error"]  # what to pass instead
+    assert "local-dir:" in result["error"] and "zest models import" in result["error"]  # what to pass instead
     assert result["seconds"] < 5
     assert [path for _, path, _ in hub.requests] == ["/zest-test/no-such-model/resolve/main/" + CONFIG]
 
@@ -195,7 +195,7 @@ def test_stopped_hub_with_an_empty_cache_fails_fast_saying_what_to_pass(hub, tmp
         error = results[spec]["error"]
         assert error is not None and error.startswith(f"cannot load model '{spec}': the weights are not in the "
                                                       f"local cache and the model hub cannot be reached"), error
-        assert "local-dir:" in error and "Connection refused" in error
+        assert "local-dir:" in error and "NAME:VERSION" in error and "Connection refused" in error
         # one refused connection, no back-off: huggingface_hub's own retries take 20 s and more per file
         assert results[spec]["seconds"] < 5, results
 
