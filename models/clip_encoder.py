@@ -14,7 +14,7 @@ from PIL import Image
 
 from .errors import ModelLoadError
 from .images import to_rgb
-from .loading import LoadedClip, load_open_clip
+from .loading import LoadedClip, load_bento_model, load_open_clip
 from .runtimes import check_fidelity, get_runtime
 from .spec import ModelSpec, parse_spec
 from .text_tower import content_lengths, pad_token_id, trimmed_text_encoder
@@ -53,11 +53,13 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 
 def load_clip(spec: ModelSpec, device: torch.device) -> LoadedClip:
-    """Dispatch a parsed spec to zest's own registry or to open_clip."""
+    """Dispatch a parsed spec to zest's own registry, the BentoML model store, or open_clip."""
     if spec.kind == "zest":
         from .registry import ZEST_MODELS
 
         return ZEST_MODELS[spec.name](device)
+    if spec.kind == "bento":
+        return load_bento_model(spec, device)
     return load_open_clip(spec, device)
 
 

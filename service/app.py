@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ..models.errors import InvalidInput, Unavailable, ZestError
+from ..models.spec import bento_tag
 from .image import bento_image
 from .pipeline import ClipPipeline, EncoderInfo
 from .requests import parse_model, read_images_and_fields, read_json
@@ -52,10 +53,16 @@ RESOURCES: dict[str, Any] = {"gpu": SETTINGS.gpus} if SETTINGS.gpus else {"cpu":
 class ClipEncoderService:
     """The model, loaded once per worker process; batchable image encoding."""
 
+    if bento_tag(SETTINGS.model):
+        # A BentoML model tag (`zest models import` prints it), as a class attribute: `bentoml build` packs
+        # the model into the bento, and its container serves it with no network.
+        model_ref = bentoml.models.BentoModel(bento_tag(SETTINGS.model))
+
     def __init__(self) -> None:
         from ..models.clip_encoder import ClipEncoder
 
         s = SETTINGS
+        # A tag loads from the model store that `model_ref` resolves in (the bento's own, in a container).
         self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
                                              batch_size=s.batch_size, runtime=s.runtime)
         log.info("loaded %s on %s (dim %d)", self.encoder.model_id, self.encoder.device, self.encoder.dim)

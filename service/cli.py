@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +52,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """`bentoml serve` on loopback by default (pass --host 0.0.0.0 to expose it deliberately)."""
+    """`bentoml serve` on loopback by default (pass --host 0.0.0.0 to expose it deliberately).
+
+    The environment is passed on as it is: a hub spec downloads when the machine has network, and
+    zest-tiny and the recommender's MiniLM read local files whatever HF_HUB_OFFLINE says."""
     import zest
 
     # BentoML imports the service by name from its working directory: the one that holds the `zest`
@@ -61,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     home = Path(zest.__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "bentoml", "serve", "zest.service.app:Zest", "--working-dir", str(home),
            "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(cmd, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    return subprocess.call(cmd)
 
 
 def cmd_train_embedded(args: argparse.Namespace) -> int:
@@ -102,6 +104,17 @@ def cmd_rec(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_import(args: argparse.Namespace) -> int:
+    """`zest models import SPEC [--name NAME]`: a CLIP model's config and weights into the BentoML model store."""
+    from .model_store import import_clip
+
+    print(f"loading {args.spec} ...", file=sys.stderr)
+    tag = import_clip(args.spec, args.name)
+    print(f"saved {args.spec} to the BentoML model store as {tag}\nserve it:  ZEST_MODEL={tag} zest serve"
+          f"\npack it:   ZEST_MODEL={tag} bentoml build   (the bento then starts with no network)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zest", description="Multimodal zero-shot inference.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-store", action="store_true", help="do not save the trained model to the BentoML store")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the train/eval command")
     p.set_defaults(func=cmd_rec)
+
+    p = sub.add_parser("models", help="BentoML model store: `zest models import SPEC` stores a CLIP model for packing")
+    models = p.add_subparsers(dest="models_command", required=True)
+    p = models.add_parser("import", help="load a CLIP model spec; store its config and weights as a BentoML model",
+                          description="Load SPEC (any model spec: ARCH/TAG, hf-hub:ORG/NAME, a local checkpoint, ...) "
+                                      "and store it in the BentoML model store as a local open_clip checkpoint. "
+                                      "ZEST_MODEL=NAME:VERSION then serves it, and `bentoml build` packs it.")
+    p.add_argument("spec", help="model spec, e.g. ViT-B-32/laion2b_s34b_b79k")
+    p.add_argument("--name", default=None, help="BentoML model name (default: derived from the spec)")
+    p.set_defaults(func=cmd_models_import)
 
     # listed for --help; main() hands their arguments straight to their own parsers
     sub.add_parser("train-embedded", help="train the embedded zest-tiny model (`zest train-embedded -h`)")

