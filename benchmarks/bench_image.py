@@ -203,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     import torch
 
-    from zest.models.clip_encoder import ClipEncoder, load_clip
+    from zest.models.clip_encoder import ClipEncoder
     from zest.models.errors import ModelLoadError
+    from zest.models.factory import load_clip
     from zest.models.spec import parse_spec
 
     env = env_info()

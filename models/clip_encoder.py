@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import ModelLoadError
+from .factory import load_clip
 from .images import to_rgb
-from .loading import LoadedClip, load_bento_model, load_open_clip
+from .loaded import LoadedClip
 from .runtimes import check_fidelity, get_runtime
-from .spec import ModelSpec, parse_spec
 from .text_tower import content_lengths, pad_token_id, trimmed_text_encoder
 
 log = logging.getLogger(__name__)
@@ -52,17 +52,6 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.float16 if precision == "fp16" else torch.bfloat16
 
 
-def load_clip(spec: ModelSpec, device: torch.device) -> LoadedClip:
-    """Dispatch a parsed spec to zest's own registry, the BentoML model store, or open_clip."""
-    if spec.kind == "zest":
-        from .registry import ZEST_MODELS
-
-        return ZEST_MODELS[spec.name](device)
-    if spec.kind == "bento":
-        return load_bento_model(spec, device)
-    return load_open_clip(spec, device)
-
-
 class ClipEncoder:
     """Image and text towers of one CLIP model.
 
@@ -92,7 +81,7 @@ class ClipEncoder:
     def from_spec(cls, spec: str, device: str | None = None, precision: str = "auto",
                   batch_size: int = 32, runtime: str = "torch") -> "ClipEncoder":
         dev = pick_device(device)
-        loaded = load_clip(parse_spec(spec), dev)
+        loaded = load_clip(spec, dev)
         encoder = cls(loaded, dev, precision=precision, batch_size=batch_size)
         return encoder.with_runtime(runtime, loaded) if runtime != "torch" else encoder
 

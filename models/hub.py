@@ -65,8 +65,7 @@ def hub_file(spec_id: str, repo_id: str, filenames: Sequence[str], revision: str
     has none of the files, or the hub cannot be reached and nothing is cached.
     """
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, \
-        RevisionNotFoundError
+    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     if constants.HF_HUB_OFFLINE:
         return _from_cache(spec_id, repo_id, filenames, revision, "HF_HUB_OFFLINE is set")

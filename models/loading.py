@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 
 from .errors import ModelLoadError
 from .hub import OFFLINE_HINT, hub_file
+from .loaded import LoadedClip
 from .spec import RANDOM_WEIGHTS, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -25,20 +25,8 @@ WEIGHTS_FILE = "open_clip_model.safetensors"
 HF_WEIGHTS_FILE = "open_clip_pytorch_model.bin"  # open_clip's older name on the hub; WEIGHTS_FILE is preferred
 PREPROCESS_KEYS = ("mode", "mean", "std", "interpolation", "resize_mode", "fill_color")  # size: the model's own
 
-__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "OFFLINE_HINT", "LoadedClip", "load_open_clip", "save_checkpoint",
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "OFFLINE_HINT", "load_open_clip", "load_bento_model", "save_checkpoint",
            "export_checkpoint"]
-
-
-@dataclass
-class LoadedClip:
-    """What a loader returns: everything `ClipEncoder` needs, nothing more."""
-
-    model: torch.nn.Module
-    preprocess: Callable[[Any], torch.Tensor]  # PIL RGB image -> (3, H, W) float tensor
-    tokenizer: Callable[[list[str]], torch.Tensor]
-    model_id: str
-    preprocess_cfg: dict = field(default_factory=dict)
-    model_cfg: dict | None = None  # the open_clip model config, where one describes the model fully
 
 
 def _is_offline_error(exc: BaseException) -> bool:

@@ -1,6 +1,6 @@
 """Model specs: one string names any model zest can load.
 
-    zest-tiny                       a model zest ships (see models/registry.py)
+    zest-tiny                       a model zest ships (SHIPPED_MODELS below)
     ViT-B-32/laion2b_s34b_b79k      open_clip architecture / pretrained tag
     ViT-B-32/path/to/weights.pt     open_clip architecture / weights file
     ViT-B-32/random                 open_clip architecture, untrained (benchmarks, tests)
@@ -25,6 +25,12 @@ from pathlib import Path
 from .errors import ModelLoadError
 
 RANDOM_WEIGHTS = "random"
+
+# The models zest ships, by name -> (module relative to zest.models, loader function). Data: parsing a spec
+# never imports a loader; models/factory.py resolves the entry when the model is built.
+SHIPPED_MODELS: dict[str, tuple[str, str]] = {
+    "zest-tiny": (".embedded.loader", "load_zest_tiny"),
+}
 BENTO_PREFIX = "bento:"
 _SCHEMES = ("hf-hub", "local-dir", "bento")
 _TAG_PART = r"[a-z0-9](?:[-._a-z0-9]{0,61}[a-z0-9])?"  # BentoML's tag name/version syntax, <= 63 chars
@@ -66,12 +72,10 @@ def bento_tag(spec: str) -> str | None:
 
 def parse_spec(spec: str) -> ModelSpec:
     """Turn a spec string into a `ModelSpec`, without loading anything."""
-    from .registry import ZEST_MODELS
-
     spec = spec.strip()
     if not spec:
         raise ModelLoadError("empty model spec: pass e.g. 'zest-tiny' or 'ViT-B-32/laion2b_s34b_b79k'")
-    if spec in ZEST_MODELS:
+    if spec in SHIPPED_MODELS:
         return ModelSpec("zest", spec)
     if spec.startswith("hf-hub:"):
         hub_id = spec[len("hf-hub:"):]
@@ -93,6 +97,6 @@ def parse_spec(spec: str) -> ModelSpec:
             f"model spec {spec!r} names no weights: use ARCH/TAG (e.g. ViT-B-32/laion2b_s34b_b79k), "
             f"ARCH/path/to/weights.pt, ARCH/{RANDOM_WEIGHTS} for untrained weights, hf-hub:ORG/NAME, "
             f"a local checkpoint directory, a BentoML model tag (NAME:VERSION, or bento:NAME for the latest), "
-            f"or one of zest's models: {', '.join(sorted(ZEST_MODELS))}"
+            f"or one of zest's models: {', '.join(sorted(SHIPPED_MODELS))}"
         )
     return ModelSpec("open_clip", arch, pretrained)

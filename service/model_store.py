@@ -55,7 +55,7 @@ def import_clip(spec: str, name: str | None = None) -> str:
 
     import torch
 
-    from ..models.clip_encoder import load_clip
+    from ..models.factory import load_clip
     from ..models.loading import export_checkpoint
     from ..models.spec import bento_tag, parse_spec
 
