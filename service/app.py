@@ -419,11 +419,11 @@ class Zest:
             lambda c: c.search(name, text=body.text, image=image, vector=body.vector, k=body.k, filter=body.filter))
 
 
-    @app.get("/collections/{name}/items/{item_id}")
+    @app.get("/collections/{name}/items/{item_id:path}")
     async def get_collection_item(self, name: str, item_id: str):
         return await self._in_collections(lambda c: c.get_item(name, item_id))
 
 
-    @app.delete("/collections/{name}/items/{item_id}")
+    @app.delete("/collections/{name}/items/{item_id:path}")
     async def delete_collection_item(self, name: str, item_id: str):
         return await self._in_collections(lambda c: c.delete_item(name, item_id))
