@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--exact-queries", type=int, default=None, help="queries with an exact answer (default --queries)")
     ap.add_argument("--nprobe", default="16,32,64,128")
-    ap.add_argument("--default-nprobe", type=int, default=64)
+    ap.add_argument("--default-nprobe", type=int, default=128)
     ap.add_argument("--ann-min-rows", type=int, default=1000)
     ap.add_argument("--deletes", type=int, default=200)
     ap.add_argument("--batch", type=int, default=1000, help="vectors per upsert")
