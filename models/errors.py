@@ -35,3 +35,9 @@ class Unavailable(ZestError):
     """A part of the service is not available (e.g. no recommender model configured)."""
 
     status_code = 503
+
+
+class Conflict(InvalidInput):
+    """The request contradicts what exists (a collection that exists already, or was made by another model)."""
+
+    status_code = 409

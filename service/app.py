@@ -14,6 +14,7 @@ Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -30,10 +31,16 @@ from ..models.errors import InvalidInput, Unavailable, ZestError
 from ..models.spec import bento_tag
 from .image import bento_image
 from .pipeline import ClipPipeline, EncoderInfo
-from .requests import parse_model, read_images_and_fields, read_json
+from .requests import MULTIPART, json_images, parse_model, read_images_and_fields, read_json, read_multipart
 from .schemas import (
     ClassifyRequest,
     ClassifyResponse,
+    CollectionCreateRequest,
+    CollectionInfoResponse,
+    CollectionItemsRequest,
+    CollectionSearchRequest,
+    CollectionSearchResponse,
+    CollectionsResponse,
     EmbedImageRequest,
     EmbedResponse,
     EmbedTextRequest,
@@ -93,9 +100,10 @@ def _outcome(fn, *args, **kwargs) -> dict:
         return {"error": str(exc), "status": exc.status_code}
 
 
-@bentoml.service(name="zest-recommender", workers=1, traffic={"timeout": SETTINGS.timeout_s})
+@bentoml.service(name="zest-recommender", workers=SETTINGS.rec_workers, traffic={"timeout": SETTINGS.timeout_s})
 class RecommenderService:
-    """ZESRec model + item catalogue. One worker: the catalogue's single writer."""
+    """ZESRec model + item catalogue. One worker on the embedded store (its single writer); with a shared
+    Milvus store ZEST_REC_WORKERS may be more (settings.py refuses more workers on a single-writer store)."""
 
     if SETTINGS.rec_model and not os.path.isdir(SETTINGS.rec_model):
         # A BentoML model tag, as a class attribute: `bentoml build` packs the model into the bento.
@@ -211,6 +219,38 @@ def _only(fields: dict, allowed: set[str]) -> dict:
     return fields
 
 
+# -- collections: image/text search over stored CLIP embeddings --------------------------------------
+_collections_lock = threading.Lock()
+
+
+def _json_field(fields: dict, key: str, default=None):
+    """A multipart text field holding JSON (ids, metadata, filter)."""
+    if key not in fields:
+        return default
+    try:
+        return json.loads(fields[key])
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"field {key!r} is not valid JSON ({exc})") from None
+
+
+def _collection_items(raw: list, fields: dict) -> list:
+    """Multipart: files in `images`; optional `ids` (JSON list, default the file names) and `metadata`
+    (a JSON object for every file, or a JSON list with one object per file)."""
+    from .collections import NewItem
+
+    _only(fields, {"ids", "metadata"})
+    ids = _json_field(fields, "ids", [r.name for r in raw])
+    metadata = _json_field(fields, "metadata", {})
+    if not isinstance(ids, list) or len(ids) != len(raw):
+        raise InvalidInput(f"ids must be a JSON list with one id per image ({len(raw)})")
+    if isinstance(metadata, list):
+        if len(metadata) != len(raw):
+            raise InvalidInput(f"metadata must be one JSON object, or a list with one per image ({len(raw)})")
+    else:
+        metadata = [metadata] * len(raw)
+    return [NewItem(id=i, image=r, metadata=m) for i, r, m in zip(ids, raw, metadata)]
+
+
 @bentoml.service(name="zest", image=bento_image(), traffic={"timeout": SETTINGS.timeout_s})
 @bentoml.asgi_app(app, path="/")
 class Zest:
@@ -307,3 +347,90 @@ class Zest:
         """Top-k items for a history of item ids and/or free-text descriptions of liked items."""
         body = parse_model(RecommendRequest, await read_json(request, self.settings))
         return await self._rec("recommend", body.model_dump())
+
+    # -- collections: image/text search over stored CLIP embeddings (service/collections.py) ----------
+    # Served by the public service itself: it holds the pipeline (decoding, preprocessing, the encoder
+    # service's batched calls); the store is ZEST_VECTOR_STORE's "collections" role.
+    def collections(self):
+        """The collections logic, built on first use (it needs the encoder's model info, like pipeline())."""
+        with _collections_lock:
+            if getattr(self, "_collections", None) is None:
+                from .collections import Collections
+                from .recommender import open_store_for
+
+                self._collections = Collections(open_store_for(self.settings, "collections"), self.pipeline(),
+                                                self.settings)
+            return self._collections
+
+    async def _in_collections(self, fn):
+        coll = await anyio.to_thread.run_sync(self.collections)
+        return await anyio.to_thread.run_sync(fn, coll)
+
+    @app.post("/collections", response_model=CollectionInfoResponse)
+    async def create_collection(self, request: Request):
+        """Create a collection for this server's CLIP model: {"name": ..., "model": optional}."""
+        body = parse_model(CollectionCreateRequest, await read_json(request, self.settings))
+        return await self._in_collections(lambda c: c.create(body.name, body.model))
+
+
+    @app.get("/collections", response_model=CollectionsResponse)
+    async def list_collections(self):
+        return await self._in_collections(lambda c: c.list())
+
+
+    @app.get("/collections/{name}", response_model=CollectionInfoResponse)
+    async def describe_collection(self, name: str):
+        return await self._in_collections(lambda c: c.describe(name))
+
+
+    @app.delete("/collections/{name}")
+    async def drop_collection(self, name: str):
+        return await self._in_collections(lambda c: c.drop(name))
+
+
+    @app.post("/collections/{name}/items")
+    async def add_collection_items(self, name: str, request: Request):
+        """Add or replace items, embedded on write: multipart `images` files (+ `ids`, `metadata`), or JSON
+        {"items": [{"id", "text" | "image", "metadata"}]}."""
+        from .collections import NewItem
+
+        if request.headers.get("content-type", "").split(";")[0].strip() == MULTIPART:
+            raw, fields = await read_multipart(request, self.settings)
+            items = _collection_items(raw, fields)
+        else:
+            body = parse_model(CollectionItemsRequest, await read_json(request, self.settings))
+            items = []
+            for n, it in enumerate(body.items):
+                image = json_images([it.image])[0] if it.image is not None else None
+                if image is not None and image.name == "image[0]":
+                    image.name = f"items[{n}].image"
+                items.append(NewItem(id=it.id, text=it.text, image=image, metadata=it.metadata))
+        return await self._in_collections(lambda c: c.add(name, items))
+
+
+    @app.post("/collections/{name}/search", response_model=CollectionSearchResponse)
+    async def search_collection(self, name: str, request: Request):
+        """Top-k items by text, image or vector: JSON {"text" | "image" | "vector", "k", "filter"}, or multipart
+        with one file in `images` (+ `k`, `filter`)."""
+        if request.headers.get("content-type", "").split(";")[0].strip() == MULTIPART:
+            raw, fields = await read_multipart(request, self.settings)
+            _only(fields, {"k", "filter"})
+            if len(raw) != 1:
+                raise InvalidInput("send exactly one image file in 'images' to search by")
+            k = _json_field(fields, "k", 10)
+            flt = _json_field(fields, "filter")
+            return await self._in_collections(lambda c: c.search(name, image=raw[0], k=k, filter=flt))
+        body = parse_model(CollectionSearchRequest, await read_json(request, self.settings))
+        image = json_images([body.image])[0] if body.image is not None else None
+        return await self._in_collections(
+            lambda c: c.search(name, text=body.text, image=image, vector=body.vector, k=body.k, filter=body.filter))
+
+
+    @app.get("/collections/{name}/items/{item_id:path}")
+    async def get_collection_item(self, name: str, item_id: str):
+        return await self._in_collections(lambda c: c.get_item(name, item_id))
+
+
+    @app.delete("/collections/{name}/items/{item_id:path}")
+    async def delete_collection_item(self, name: str, item_id: str):
+        return await self._in_collections(lambda c: c.delete_item(name, item_id))

@@ -21,7 +21,14 @@
 | ZEST_CLASS_CACHE_MB       | 256         | memory for cached class embeddings (per label and template set; LRU), also kept on disk under ZEST_DATA_DIR/class-cache |
 | ZEST_URL_ALLOWLIST        | (empty)     | comma-separated hosts whose image URLs may be fetched; empty = never fetch |
 | ZEST_URL_TIMEOUT_S        | 10          | timeout for one allowed image fetch                            |
-| ZEST_DATA_DIR             | ~/.zest     | where the item catalogue and the class-embedding cache are stored (SQLite) |
+| ZEST_DATA_DIR             | ~/.zest     | where the embedded vector store (catalogue, collections) and the class-embedding cache keep their SQLite files |
+| ZEST_VECTOR_STORE         | embedded    | embedded, milvus://HOST:PORT[?index=HNSW&db=DB], milvus+https://HOST, milvus-lite:DIR (store/__init__.py) |
+| ZEST_MILVUS_TOKEN         | (empty)     | Milvus credentials (user:password or an API key)                |
+| ZEST_ANN_MIN_ROWS         | 100000      | embedded store: live rows from which a collection is searched with an IVF index instead of an exact scan |
+| ZEST_ANN_NPROBE           | 128         | embedded store: IVF lists probed per search (recall vs latency; benchmarks/bench_store.py) |
+| ZEST_REC_WORKERS          | 1           | recommender service workers; more than 1 needs a shared store (milvus://) |
+| ZEST_MAX_COLLECTION_K     | 1000        | largest k for a collection search                              |
+| ZEST_MAX_METADATA_BYTES   | 4096        | JSON bytes of one collection item's metadata                   |
 | ZEST_REC_MODEL            | (empty)     | trained ZESRec model: a BentoML model tag (`zest rec train` prints it) or a directory; empty = the shipped one |
 | ZEST_MAX_REC_ITEMS        | 1000        | items per POST /items request                                  |
 | ZEST_MAX_ITEM_TEXT_CHARS  | 5000        | characters per item description                                |
@@ -67,6 +74,13 @@ class Settings:
     max_history: int = 1000
     max_k: int = 1000
     max_candidates: int = 100_000
+    vector_store: str = "embedded"
+    milvus_token: str = ""
+    ann_min_rows: int = 100_000
+    ann_nprobe: int = 128
+    rec_workers: int = 1
+    max_collection_k: int = 1000
+    max_metadata_bytes: int = 4096
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -90,7 +104,14 @@ class Settings:
         settings = cls(**values)
         for name in ("timeout_s", "batch_size", "max_batch_size", "max_images", "max_image_bytes", "max_image_pixels",
                      "max_labels", "max_label_chars", "max_texts", "max_text_chars", "class_cache_mb",
-                     "max_rec_items", "max_item_text_chars", "text_cache_size", "max_history", "max_k", "max_candidates"):
+                     "max_rec_items", "max_item_text_chars", "text_cache_size", "max_history", "max_k", "max_candidates",
+                     "ann_min_rows", "ann_nprobe", "rec_workers", "max_collection_k", "max_metadata_bytes"):
             if getattr(settings, name) < 1:
                 raise ValueError(f"ZEST_{name.upper()} must be >= 1")
+        from ..store import check_spec, is_shared
+
+        check_spec(settings.vector_store)
+        if settings.rec_workers > 1 and not is_shared(settings.vector_store):
+            raise ValueError("ZEST_REC_WORKERS > 1 needs a store every worker shares: set ZEST_VECTOR_STORE="
+                             "milvus://HOST:PORT (the embedded store and milvus-lite files have one writer)")
         return settings

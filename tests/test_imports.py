@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BARE = {"models", "service", "prompts"}
-SOURCE_DIRS = ("zest", "models", "service", "prompts", "tests", "benchmarks")
+BARE = {"models", "service", "prompts", "store"}
+SOURCE_DIRS = ("zest", "models", "service", "prompts", "store", "tests", "benchmarks")
 
 
 def _python_files() -> list[Path]:
@@ -55,7 +55,7 @@ def test_subpackages_resolve_under_zest():
 def _module_graph() -> dict[str, set[str]]:
     """zest's modules -> the zest modules they import (module level and inside functions alike)."""
     folders = {"zest": "zest", "models": "zest.models", "prompts": "zest.prompts", "service": "zest.service",
-               "training": "zest.training"}
+               "store": "zest.store", "training": "zest.training"}
     modules: dict[str, Path] = {}
     for folder, package in folders.items():
         for path in (ROOT / folder).rglob("*.py"):
@@ -109,7 +109,7 @@ def test_no_import_cycle_among_zest_modules():
 
 def test_serving_code_never_imports_training():
     graph = _module_graph()
-    serving = [m for m in graph if m.startswith(("zest.models", "zest.prompts", "zest.service"))
+    serving = [m for m in graph if m.startswith(("zest.models", "zest.prompts", "zest.service", "zest.store"))
                and m != "zest.service.cli"]  # the CLI dispatches `zest rec train` / `zest train-embedded`
     seen, todo = set(), list(serving)
     while todo:

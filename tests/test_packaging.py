@@ -31,7 +31,7 @@ OPTIONAL_IMPORTS = {"lightfm", "scipy"}
 
 def _third_party_imports() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
-    for folder in ("zest", "models", "service", "prompts"):
+    for folder in ("zest", "models", "service", "prompts", "store"):
         for path in (ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 names = []
