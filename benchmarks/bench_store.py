@@ -32,15 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (  # noqa: E402
-    check_target,
-    env_info,
-    latency_ms,
-    print_table,
-    print_targets,
-    warn_if_busy,
-    write_results,
-)
+from benchmarks.harness.environment import env_info, warn_if_busy  # noqa: E402
+from benchmarks.harness.report import check_target, print_table, print_targets, write_results  # noqa: E402
+from benchmarks.harness.timing import latency_ms  # noqa: E402
 
 
 def make_vectors(n: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:

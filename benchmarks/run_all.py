@@ -19,7 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import RESULTS_DIR, env_info, slug, write_results  # noqa: E402
+from benchmarks.harness import RESULTS_DIR  # noqa: E402
+from benchmarks.harness.environment import env_info  # noqa: E402
+from benchmarks.harness.report import slug, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ("image", "classify", "rec")
