@@ -1,4 +1,4 @@
-"""The embedded backend: SQLite is the source of truth, every collection is also held in memory and scored
+"""The embedded backend: SQLite is the source of truth, every collection is also held in memory (store/memory.py) and scored
 there -- by an exact scan, or by a faiss IVF index once a collection is large.
 
 Concurrency (one process; the BentoML service that owns the store):
@@ -33,9 +33,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..models.errors import Conflict, InvalidInput
+from ..models.errors import Conflict
 from ..models.topk import top_k_indices
 from .base import CollectionInfo, Hit, Record, VectorStore, check_filter, check_ids, check_name
+from .memory import CollectionIndex, IvfIndex, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -59,122 +60,6 @@ CREATE TABLE IF NOT EXISTS records (
 _CHUNK = 900  # ids per SQL statement (SQLite's default variable limit is 999 on old builds)
 
 
-class _State:
-    """A published view of one collection: rows [0, n) of buf, their ids and liveness."""
-
-    __slots__ = ("buf", "ids", "alive", "n")
-
-    def __init__(self, buf: np.ndarray, ids: list, alive: np.ndarray, n: int):
-        self.buf, self.ids, self.alive, self.n = buf, ids, alive, n
-
-
-class _Ivf:
-    """faiss IVF-Flat over rows [0, covered) of a collection, keyed by row number."""
-
-    def __init__(self, dim: int, nlist: int):
-        import faiss
-
-        self.faiss = faiss
-        self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        self.lock = threading.Lock()  # faiss IVF is not safe for add concurrent with search
-        self.covered = 0
-
-    def train(self, sample: np.ndarray) -> None:
-        self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
-
-    def add(self, buf: np.ndarray, start: int, stop: int, chunk: int = 50_000) -> None:
-        for a in range(start, stop, chunk):
-            b = min(stop, a + chunk)
-            with self.lock:
-                self.index.add_with_ids(np.ascontiguousarray(buf[a:b]), np.arange(a, b, dtype=np.int64))
-                self.covered = b
-
-    def search(self, q: np.ndarray, k: int, alive: np.ndarray, exclude_rows: Sequence[int], nprobe: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-        faiss = self.faiss
-        with self.lock:
-            covered = self.covered
-            mask = alive[:covered].copy()
-            if len(exclude_rows):
-                ex = np.asarray([r for r in exclude_rows if r < covered], dtype=np.int64)
-                mask[ex] = False
-            bits = np.packbits(mask, bitorder="little")
-            sel = faiss.IDSelectorBitmap(covered, faiss.swig_ptr(bits))
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
-            scores, rows = self.index.search(np.ascontiguousarray(q, dtype=np.float32), k, params=params)
-        return scores, rows
-
-
-class _Index:
-    """One collection in memory."""
-
-    def __init__(self, info: CollectionInfo):
-        self.info = info
-        self.state = _State(np.zeros((0, info.dim), np.float32), [], np.zeros(0, bool), 0)
-        self.row: dict[str, int] = {}
-        self.dead = 0
-        self.generation = 0  # bumped by compaction (row numbers change)
-        self.ann: _Ivf | None = None
-        self.ann_building = False
-
-    @property
-    def live(self) -> int:
-        return len(self.row)
-
-    def load(self, ids: list[str], vectors: np.ndarray) -> None:
-        n = len(ids)
-        cap = max(1024, n + n // 4)
-        buf = np.zeros((cap, self.info.dim), np.float32)
-        buf[:n] = vectors
-        alive = np.zeros(cap, bool)
-        alive[:n] = True
-        self.state = _State(buf, list(ids), alive, n)
-        self.row = {item_id: i for i, item_id in enumerate(ids)}
-
-    def append(self, ids: Sequence[str], vectors: np.ndarray) -> tuple[int, int]:
-        """Tombstone the old rows of `ids`, append new ones; (first, stop) row numbers appended."""
-        st = self.state
-        for item_id in ids:
-            old = self.row.get(item_id)
-            if old is not None:
-                st.alive[old] = False
-                self.dead += 1
-        n, need = st.n, st.n + len(ids)
-        if need > len(st.buf):
-            cap = max(need, 2 * len(st.buf), 1024)
-            buf = np.zeros((cap, self.info.dim), np.float32)
-            buf[:n] = st.buf[:n]
-            alive = np.zeros(cap, bool)
-            alive[:n] = st.alive[:n]
-            st = _State(buf, st.ids, alive, n)
-        st.buf[n:need] = vectors
-        st.ids.extend(ids)  # past the published n: invisible to readers until the new state below
-        st.alive[n:need] = True
-        for k, item_id in enumerate(ids):
-            self.row[item_id] = n + k
-        self.state = _State(st.buf, st.ids, st.alive, need)  # publish
-        return n, need
-
-    def remove(self, ids: Sequence[str]) -> int:
-        st, gone = self.state, 0
-        for item_id in ids:
-            r = self.row.pop(item_id, None)
-            if r is not None:
-                st.alive[r] = False
-                self.dead += 1
-                gone += 1
-        return gone
-
-    def compacted(self) -> None:
-        st = self.state
-        keep = np.flatnonzero(st.alive[:st.n])
-        ids = [st.ids[j] for j in keep]
-        self.load(ids, st.buf[keep])
-        self.dead = 0
-        self.generation += 1
-        self.ann = None
-
-
 class EmbeddedStore(VectorStore):
     kind = "embedded"
     shared = False
@@ -192,7 +77,7 @@ class EmbeddedStore(VectorStore):
         self._db.executescript(_SCHEMA)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
-        self._indexes: dict[str, _Index] = {}
+        self._indexes: dict[str, CollectionIndex] = {}
         self._threads: list[threading.Thread] = []
         self._closed = False
         for row in self._db.execute("SELECT name, dim, metric, meta, created_at FROM collections"):
@@ -226,8 +111,8 @@ class EmbeddedStore(VectorStore):
             self.db.execute("ROLLBACK" if exc_type else "COMMIT")
             return False
 
-    def _load(self, info: CollectionInfo) -> _Index:
-        idx = _Index(info)
+    def _load(self, info: CollectionInfo) -> CollectionIndex:
+        idx = CollectionIndex(info)
         ids, blobs = [], []
         for item_id, blob in self._db.execute("SELECT id, vector FROM records WHERE collection=? ORDER BY rowid",
                                               (info.name,)):
@@ -248,7 +133,7 @@ class EmbeddedStore(VectorStore):
             with self._Tx(self._db) as db:
                 db.execute("INSERT INTO collections(name, dim, metric, meta, created_at) VALUES(?, ?, ?, ?, ?)",
                            (name, dim, metric, json.dumps(info.meta), info.created_at))
-            self._indexes[name] = _Index(info)
+            self._indexes[name] = CollectionIndex(info)
         return info
 
     def collection(self, name: str) -> CollectionInfo | None:
@@ -276,7 +161,7 @@ class EmbeddedStore(VectorStore):
             del self._indexes[name]
         return True
 
-    def _index(self, name: str) -> _Index:
+    def _index(self, name: str) -> CollectionIndex:
         idx = self._indexes.get(name)
         if idx is None:
             self._require(check_name(name))
@@ -378,7 +263,7 @@ class EmbeddedStore(VectorStore):
         return [[Hit(st.ids[r], s, payloads[st.ids[r]]) for r, s in hits if st.ids[r] in payloads]
                 for hits in results]
 
-    def _exact(self, st: _State, rows: np.ndarray | None, q: np.ndarray, k: int, ex_rows: list[int]
+    def _exact(self, st: Snapshot, rows: np.ndarray | None, q: np.ndarray, k: int, ex_rows: list[int]
                ) -> list[list[tuple[int, float]]]:
         n = st.n
         if rows is None:
@@ -399,7 +284,7 @@ class EmbeddedStore(VectorStore):
             out.append([(int(rows[t]), float(col[t])) for t in top if np.isfinite(col[t])])
         return out
 
-    def _approximate(self, idx: _Index, st: _State, q: np.ndarray, k: int, ex_rows: list[int]
+    def _approximate(self, idx: CollectionIndex, st: Snapshot, q: np.ndarray, k: int, ex_rows: list[int]
                      ) -> list[list[tuple[int, float]]]:
         ann = idx.ann
         scores, rows = ann.search(q, k, st.alive, ex_rows, self.nprobe)
@@ -417,7 +302,7 @@ class EmbeddedStore(VectorStore):
             out.append(hits)
         return out
 
-    def _filtered_rows(self, name: str, flt: dict, idx: _Index, n: int) -> np.ndarray:
+    def _filtered_rows(self, name: str, flt: dict, idx: CollectionIndex, n: int) -> np.ndarray:
         clauses, params = [], [name]
         for parts, values in flt.items():
             path = "$." + ".".join(parts)
@@ -448,13 +333,13 @@ class EmbeddedStore(VectorStore):
         self._threads = [x for x in self._threads if x.is_alive()] + [t]
         t.start()
 
-    def _maybe_compact(self, idx: _Index) -> None:
+    def _maybe_compact(self, idx: CollectionIndex) -> None:
         n = idx.state.n
         if idx.dead > max(1024, self.compact_fraction * n) and not getattr(idx, "compacting", False):
             idx.compacting = True
             self._spawn(self._compact, idx)
 
-    def _compact(self, idx: _Index) -> None:
+    def _compact(self, idx: CollectionIndex) -> None:
         try:
             with self._wlock:
                 t0 = time.perf_counter()
@@ -466,12 +351,12 @@ class EmbeddedStore(VectorStore):
         finally:
             idx.compacting = False
 
-    def _maybe_build_ann(self, idx: _Index) -> None:
+    def _maybe_build_ann(self, idx: CollectionIndex) -> None:
         if idx.ann is None and not idx.ann_building and idx.live >= self.ann_min_rows:
             idx.ann_building = True
             self._spawn(self._build_ann, idx)
 
-    def _build_ann(self, idx: _Index) -> None:
+    def _build_ann(self, idx: CollectionIndex) -> None:
         try:
             while not self._closed:
                 t0 = time.perf_counter()
@@ -479,7 +364,7 @@ class EmbeddedStore(VectorStore):
                 n0 = st.n
                 live = np.flatnonzero(st.alive[:n0])
                 nlist = int(min(16384, max(64, 2 * np.sqrt(len(live)))))
-                ann = _Ivf(idx.info.dim, nlist)
+                ann = IvfIndex(idx.info.dim, nlist)
                 rng = np.random.default_rng(0)
                 sample = live if len(live) <= 40 * nlist else np.sort(rng.choice(live, 40 * nlist, replace=False))
                 ann.train(st.buf[sample])
