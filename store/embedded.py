@@ -1,5 +1,5 @@
-"""The embedded backend: SQLite is the source of truth, every collection is also held in memory (store/memory.py) and scored
-there -- by an exact scan, or by a faiss IVF index once a collection is large.
+"""The embedded backend: SQLite is the source of truth, every collection is also held in memory
+(store/memory.py) and scored there -- by an exact scan, or by a faiss IVF index once a collection is large.
 
 Concurrency (one process; the BentoML service that owns the store):
 
