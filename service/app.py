@@ -24,9 +24,9 @@ import anyio
 import bentoml
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from ..models.errors import InvalidInput, Unavailable, ZestError
+from . import errors
 from .pipeline import ClipPipeline, EncoderInfo
 from .requests import parse_model, read_images_and_fields, read_json
 from .schemas import (
@@ -175,25 +175,7 @@ async def _retrying_async(fn, *args):
             log.warning("retrying %s after %s", getattr(fn, "__name__", fn), type(exc).__name__)
 
 
-@app.exception_handler(aiohttp.ClientConnectionError)
-async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
-    log.error("internal service unreachable: %s", exc)
-    return JSONResponse({"error": "a model service is unavailable; retry shortly"}, status_code=503)
-
-
-@app.exception_handler(Exception)
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
-    return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
-
-
-@app.exception_handler(ZestError)
-async def _zest_error(request: Request, exc: ZestError) -> JSONResponse:
-    status = getattr(exc, "status_code", 500)
-    if status >= 500 and not isinstance(exc, Unavailable):
-        log.exception("request failed", exc_info=exc)
-        return JSONResponse({"error": "internal error; see the server log"}, status_code=status)
-    return JSONResponse({"error": str(exc)}, status_code=status)
+errors.register(app)
 
 
 def _only(fields: dict, allowed: set[str]) -> dict:

@@ -1,0 +1,47 @@
+"""How the public API turns exceptions into responses: every error is `{"error": "..."}` with a status.
+
+`register(app)` installs the handlers once, on the FastAPI app in service/app.py. The rule they keep:
+the client's fault is a 4xx with a message naming the problem; a model service that is down is a 503 the
+client may retry; anything else is a 500 whose details go to the log only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ..models.errors import Unavailable, ZestError
+
+log = logging.getLogger("zest")
+
+
+def _error(message: str, status: int, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+async def _zest_error(request: Request, exc: ZestError) -> JSONResponse:
+    status = getattr(exc, "status_code", 500)
+    if status >= 500 and not isinstance(exc, Unavailable):
+        log.error("request failed", exc_info=exc)
+        return _error("internal error; see the server log", status)
+    return _error(str(exc), status)
+
+
+async def _connection_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("internal service unreachable: %s: %s", type(exc).__name__, exc)
+    return _error("a model service is unavailable; retry shortly", 503)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    return _error("internal error; see the server log", 500)
+
+
+def register(app: FastAPI) -> None:
+    """Install zest's exception handlers on `app` (once, at import of service/app.py)."""
+    app.add_exception_handler(ZestError, _zest_error)
+    app.add_exception_handler(aiohttp.ClientConnectionError, _connection_error)
+    app.add_exception_handler(Exception, _unexpected)
