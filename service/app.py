@@ -9,17 +9,17 @@ Three services run in one bento:
 - `Zest` is the public API. It decodes, validates and preprocesses requests, keeps the
   class-embedding cache, and calls the other two through `bentoml.depends`.
 
-Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
+How the services call each other and retry: service/transport.py. Exceptions to responses:
+service/errors.py. Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import threading
 from typing import Any
 
-import aiohttp
 import anyio
 import bentoml
 import numpy as np
@@ -41,13 +41,19 @@ from .schemas import (
     TemplatesResponse,
 )
 from .settings import Settings
+from .transport import RUNNER_CONNECTION, Dependency
 
 log = logging.getLogger("zest")
 SETTINGS = Settings.from_env()
 RESOURCES: dict[str, Any] = {"gpu": SETTINGS.gpus} if SETTINGS.gpus else {"cpu": "1"}
 
 
-@bentoml.service(name="zest-clip-encoder", resources=RESOURCES, workers=1, traffic={"timeout": SETTINGS.timeout_s})
+# On the model services (the callees): their callers' BentoML client keeps one connection session for
+# good instead of closing it under running calls every 100 calls / 300 s. Why: service/transport.py.
+CALLEE = {"traffic": {"timeout": SETTINGS.timeout_s}, "runner_connection": RUNNER_CONNECTION}
+
+
+@bentoml.service(name="zest-clip-encoder", resources=RESOURCES, workers=1, **CALLEE)
 class ClipEncoderService:
     """The model, loaded once per worker process; batchable image encoding."""
 
@@ -85,7 +91,7 @@ def _outcome(fn, *args, **kwargs) -> dict:
         return {"error": str(exc), "status": exc.status_code}
 
 
-@bentoml.service(name="zest-recommender", workers=1, traffic={"timeout": SETTINGS.timeout_s})
+@bentoml.service(name="zest-recommender", workers=1, **CALLEE)
 class RecommenderService:
     """ZESRec model + item catalogue. One worker: the catalogue's single writer."""
 
@@ -146,36 +152,8 @@ def _unwrap(outcome: dict):
 app = FastAPI(title="zest", description="Zero-shot image classification and embeddings with CLIP.")
 
 
-# Calls between services reuse keep-alive connections; one the callee is just closing fails with a
-# connection error before the request is handled. Idempotent calls are retried; if the callee is
-# really down the client gets a 503, never a 500.
-_CONNECTION_ERRORS = (aiohttp.ClientConnectionError,)
-_ATTEMPTS = 3
-
-
-def _retrying(fn):
-    def call(*args, **kwargs):
-        for attempt in range(_ATTEMPTS):
-            try:
-                return fn(*args, **kwargs)
-            except _CONNECTION_ERRORS as exc:
-                if attempt == _ATTEMPTS - 1:
-                    raise
-                log.warning("retrying %s after %s", getattr(fn, "__name__", fn), type(exc).__name__)
-    return call
-
-
-async def _retrying_async(fn, *args):
-    for attempt in range(_ATTEMPTS):
-        try:
-            return await fn(*args)
-        except _CONNECTION_ERRORS as exc:
-            if attempt == _ATTEMPTS - 1:
-                raise
-            log.warning("retrying %s after %s", getattr(fn, "__name__", fn), type(exc).__name__)
-
-
 errors.register(app)
+INFO_DEADLINE_S = 10.0  # the encoder's `info` is instant when it is up: a longer wait means it is not
 
 
 def _only(fields: dict, allowed: set[str]) -> dict:
@@ -194,28 +172,36 @@ class Zest:
     recommender = bentoml.depends(RecommenderService)
 
     def __init__(self) -> None:
-        self.settings = SETTINGS
+        s = self.settings = SETTINGS
         self._pipeline: ClipPipeline | None = None
-        self._lock = threading.Lock()
+        self._pipeline_lock = asyncio.Lock()
+        self.enc = Dependency("zest-clip-encoder", self.encoder, s.probe_timeout_s)
+        self.rec = Dependency("zest-recommender", self.recommender, s.probe_timeout_s)
 
-    def pipeline(self) -> ClipPipeline:
+    async def pipeline(self) -> ClipPipeline:
         """Built on first use: it needs the encoder service's model info, which may start after us."""
-        with self._lock:
-            if self._pipeline is None:
-                info = EncoderInfo(**_retrying(self.encoder.info)())
-                self._pipeline = ClipPipeline(self.settings, info, _retrying(self.encoder.encode_pixels),
-                                              _retrying(self.encoder.encode_texts))
-            return self._pipeline
+        if self._pipeline is None:
+            async with self._pipeline_lock:
+                if self._pipeline is None:
+                    info = await self.enc.call("info", idempotent=True, deadline_s=INFO_DEADLINE_S)
+                    self._pipeline = ClipPipeline(self.settings, EncoderInfo(**info),
+                                                  self.enc.sync("encode_pixels", idempotent=True),
+                                                  self.enc.sync("encode_texts", idempotent=True))
+        return self._pipeline
 
-    def __is_ready__(self) -> bool:
+    async def __is_ready__(self) -> bool:
         try:
-            self.pipeline()
+            await self.pipeline()
             return True
-        except Exception:  # encoder not up yet
+        except Exception:  # noqa: BLE001 - encoder not up yet
             return False
 
+    @bentoml.on_shutdown
+    async def _close_probes(self) -> None:
+        await asyncio.gather(self.enc.close(), self.rec.close())
+
     async def _run(self, fn, *args):
-        pipeline = await anyio.to_thread.run_sync(self.pipeline)
+        pipeline = await self.pipeline()
         return await anyio.to_thread.run_sync(fn, pipeline, *args)
 
     @app.post("/classify", response_model=ClassifyResponse)
@@ -257,10 +243,8 @@ class Zest:
 
     # -- recommender ----------------------------------------------------------------------
     async def _rec(self, method: str, *args):
-        call = getattr(self.recommender.to_async, method)
-        if method == "delete_item":  # not idempotent: never repeated
-            return _unwrap(await call(*args))
-        return _unwrap(await _retrying_async(call, *args))
+        # An upsert by id, a read or a ranking can be sent again; a delete is not: never repeated.
+        return _unwrap(await self.rec.call(method, *args, idempotent=method != "delete_item"))
 
     @app.post("/items")
     async def upsert_items(self, request: Request):

@@ -27,6 +27,7 @@
 | ZEST_MAX_HISTORY          | 1000        | history entries per /recommend request                         |
 | ZEST_MAX_K                | 1000        | largest k for /recommend                                       |
 | ZEST_MAX_CANDIDATES       | 100000      | candidate ids per /recommend request                           |
+| ZEST_PROBE_TIMEOUT_S      | 0.5         | how long a readiness probe of a model service may take (retries ask it first) |
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Settings:
     max_history: int = 1000
     max_k: int = 1000
     max_candidates: int = 100_000
+    probe_timeout_s: float = 0.5
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -89,4 +91,7 @@ class Settings:
                      "max_rec_items", "max_item_text_chars", "max_history", "max_k", "max_candidates"):
             if getattr(settings, name) < 1:
                 raise ValueError(f"ZEST_{name.upper()} must be >= 1")
+        for f in dataclasses.fields(cls):
+            if f.type in ("float", float) and not getattr(settings, f.name) > 0:
+                raise ValueError(f"ZEST_{f.name.upper()} must be > 0")
         return settings
