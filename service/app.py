@@ -9,8 +9,8 @@ Three services run in one bento:
 - `Zest` is the public API. It decodes, validates and preprocesses requests, keeps the
   class-embedding cache, and calls the other two through `bentoml.depends`.
 
-How the services call each other and retry: service/transport.py. Exceptions to responses:
-service/errors.py. Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
+How the services call each other, retry and report health: service/transport.py. Exceptions to
+responses: service/errors.py. Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ from .schemas import (
     TemplatesResponse,
 )
 from .settings import Settings
-from .transport import RUNNER_CONNECTION, Dependency
+from .transport import RUNNER_CONNECTION, Dependencies, Dependency
 
 log = logging.getLogger("zest")
+if log.level == logging.NOTSET:  # BentoML's server logging shows WARNING and up from other loggers
+    log.setLevel(logging.INFO)   # zest's start-up, health and shutdown lines are INFO
 SETTINGS = Settings.from_env()
 RESOURCES: dict[str, Any] = {"gpu": SETTINGS.gpus} if SETTINGS.gpus else {"cpu": "1"}
 
@@ -163,7 +165,10 @@ def _only(fields: dict, allowed: set[str]) -> dict:
     return fields
 
 
-@bentoml.service(name="zest", traffic={"timeout": SETTINGS.timeout_s})
+# runner_probe off: BentoML's own dependency check in /readyz waits up to 5 s per service and answers 500
+# when one refuses connections; `Zest.__is_ready__` checks them instead, within ZEST_PROBE_TIMEOUT_S.
+@bentoml.service(name="zest", traffic={"timeout": SETTINGS.timeout_s},
+                 runner_probe={"enabled": False, "timeout": 1, "period": 10})
 @bentoml.asgi_app(app, path="/")
 class Zest:
     """The public REST API."""
@@ -177,6 +182,7 @@ class Zest:
         self._pipeline_lock = asyncio.Lock()
         self.enc = Dependency("zest-clip-encoder", self.encoder, s.probe_timeout_s)
         self.rec = Dependency("zest-recommender", self.recommender, s.probe_timeout_s)
+        self.deps = Dependencies([self.enc, self.rec])
 
     async def pipeline(self) -> ClipPipeline:
         """Built on first use: it needs the encoder service's model info, which may start after us."""
@@ -190,15 +196,28 @@ class Zest:
         return self._pipeline
 
     async def __is_ready__(self) -> bool:
+        """/readyz: every model service answers its probe and the pipeline is built. Never takes much
+        longer than ZEST_PROBE_TIMEOUT_S: a service that is down, restarting or loading makes it 503."""
         try:
-            await self.pipeline()
+            if not await self.deps.ready():
+                return False
+            await asyncio.wait_for(self.pipeline(), self.settings.probe_timeout_s)
             return True
-        except Exception:  # noqa: BLE001 - encoder not up yet
+        except Exception:  # noqa: BLE001 - not ready, whatever the reason; the calls path logs failures
             return False
+
+    async def __is_alive__(self) -> bool:
+        """/livez: False once a model service that was up has not answered for ZEST_LIVENESS_GRACE_S —
+        it is not coming back by itself (e.g. a worker that crashes while loading, again and again), so
+        this process can no longer serve and the orchestrator should restart it."""
+        dead = await self.deps.dead(self.settings.liveness_grace_s)
+        if dead:
+            log.error("not live: %s down for more than %.0f s", ", ".join(dead), self.settings.liveness_grace_s)
+        return not dead
 
     @bentoml.on_shutdown
     async def _close_probes(self) -> None:
-        await asyncio.gather(self.enc.close(), self.rec.close())
+        await self.deps.close()
 
     async def _run(self, fn, *args):
         pipeline = await self.pipeline()

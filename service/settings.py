@@ -27,7 +27,8 @@
 | ZEST_MAX_HISTORY          | 1000        | history entries per /recommend request                         |
 | ZEST_MAX_K                | 1000        | largest k for /recommend                                       |
 | ZEST_MAX_CANDIDATES       | 100000      | candidate ids per /recommend request                           |
-| ZEST_PROBE_TIMEOUT_S      | 0.5         | how long a readiness probe of a model service may take (retries ask it first) |
+| ZEST_PROBE_TIMEOUT_S      | 0.5         | /readyz asks every model service, in parallel, for at most this long (then 503) |
+| ZEST_LIVENESS_GRACE_S     | 60          | /livez fails once a model service that was up has not answered for this long |
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Settings:
     max_k: int = 1000
     max_candidates: int = 100_000
     probe_timeout_s: float = 0.5
+    liveness_grace_s: float = 60.0
 
     @classmethod
     def from_env(cls) -> "Settings":

@@ -25,8 +25,13 @@ not retried becomes `DependencyDown`, a 503.
 
 **Health.** `probe()` asks the service's `/readyz` over a fresh connection with a short timeout. A model
 worker that died or is still loading does not answer: BentoML's arbiter keeps the listening socket, so the
-connection is accepted and nothing replies; only a timeout tells. While a service is known to be down,
-calls probe it first and fail fast with 503 instead of waiting in a dead socket's backlog.
+connection is accepted and nothing replies; only a timeout tells — or the process table. When the service
+runs on this host under the same arbiter (a Unix socket), the probe also looks at its worker processes:
+no living worker is "down" at once, without waiting for the timeout; and a timeout from the *same* worker
+that answered the previous probe counts as busy, not down, for up to `SLOW_PROBES` probes in a row (a
+loaded machine answers late; readiness must not flap and shed traffic because of it). A new worker (a
+respawn) is down until it has answered once. While a service is known to be down, calls probe it first
+and fail fast with 503 instead of waiting in a dead socket's backlog.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import aiohttp
 import anyio.from_thread
 
 from .errors import DependencyDown
+from .lifecycle import sibling_workers
 
 log = logging.getLogger("zest")
 
@@ -52,6 +58,7 @@ log = logging.getLogger("zest")
 RUNNER_CONNECTION = {"max_requests": 2**62, "max_age": 1e12}
 
 ATTEMPTS = 3
+SLOW_PROBES = 3  # timeouts in a row from a worker that answered before, before it counts as down
 BACKOFF_BASE_S = 0.05  # full jitter: sleep uniform(0, min(cap, base * 2**attempt))
 BACKOFF_CAP_S = 1.0
 
@@ -99,6 +106,8 @@ class Dependency:
         self._session: aiohttp.ClientSession | None = None
         self._probing: asyncio.Future[bool] | None = None
         self._probe_failure = ""
+        self._ok_pids: frozenset[int] | None = None  # the workers that answered the last good probe
+        self._slow = 0
 
     # -- health -------------------------------------------------------------------------------------
     def _probe_session(self) -> aiohttp.ClientSession:
@@ -132,9 +141,23 @@ class Dependency:
         if not self._remote:
             return True  # served in this process
         if self._probing is None:
-            self._probing = asyncio.ensure_future(self._probe_once())
+            self._probing = asyncio.ensure_future(self._check())
             self._probing.add_done_callback(self._note)
         return await asyncio.shield(self._probing)
+
+    async def _check(self) -> bool:
+        pids = self.worker_pids()
+        if pids is not None and not pids:
+            self._probe_failure = "no worker process"
+            return False
+        if await self._probe_once():
+            self._ok_pids, self._slow = pids, 0
+            return True
+        busy = pids is not None and pids == self._ok_pids and self._probe_failure.startswith("no answer")
+        if busy and self._slow < SLOW_PROBES:
+            self._slow += 1
+            return True
+        return False
 
     def _note(self, fut: asyncio.Future) -> None:
         self._probing = None
@@ -149,6 +172,19 @@ class Dependency:
             if self.ever_up:  # not while it is still loading at start-up
                 log.error("%s is down (readiness probe: %s): requests that need it get 503 until it is "
                           "back", self.name, self._probe_failure or fut.exception() or "cancelled")
+
+    def worker_pids(self) -> frozenset[int] | None:
+        """The living worker processes of this service under our arbiter; None if it is not served
+        that way (not over a Unix socket on this host), so the process table says nothing about it."""
+        if not self._url.startswith(("file:", "unix:")):
+            return None
+        return frozenset(p.pid for p in sibling_workers(self.name))
+
+    def down_for(self) -> float:
+        """Seconds this service has been down after having been up (0 if up or never up yet)."""
+        if self.down_since is None or not self.ever_up:
+            return 0.0
+        return time.monotonic() - self.down_since
 
     # -- calls --------------------------------------------------------------------------------------
     async def _send(self, method: str, args: tuple, deadline_s: float | None) -> Any:
@@ -194,3 +230,23 @@ class Dependency:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class Dependencies:
+    """All of `Zest`'s model services: readiness and liveness over all of them."""
+
+    def __init__(self, deps: list[Dependency]) -> None:
+        self.all = deps
+
+    async def ready(self) -> bool:
+        """Every service answers its probe (in parallel; at most one probe timeout)."""
+        return all(await asyncio.gather(*(d.probe() for d in self.all)))
+
+    async def dead(self, grace_s: float) -> list[str]:
+        """Services that were up and have not answered for more than `grace_s` (re-probed now)."""
+        suspects = [d for d in self.all if d.down_for() > grace_s]
+        results = await asyncio.gather(*(d.probe() for d in suspects))
+        return [d.name for d, ok in zip(suspects, results) if not ok]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(d.close() for d in self.all))

@@ -1,7 +1,8 @@
 """Issue #16: the retry policy in-process, then end to end on the real server (`bentoml serve`) on
-loopback: no request hangs or fails without a fault.
+loopback: no request hangs or fails without a fault; readiness tells the truth.
 
-One server serves the end-to-end tests in file order. Every loop here is bounded in count and in time.
+One server serves the end-to-end tests in file order (each leaves it serving). Every loop here is
+bounded in count and in time.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import asyncio
 import base64
 import io
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import aiohttp
+import psutil
 import pytest
 import requests
 from PIL import Image
@@ -145,6 +148,20 @@ def _png(i: int = 0) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def classify(srv: Server, i: int = 0, labels=("cat", "dog", "car"), timeout: float = 20, **kw):
+    body = {"images": [_png(i)], "labels": list(labels), **kw}
+    return requests.post(f"{srv.url}/classify", json=body, timeout=timeout)
+
+
+def worker(srv: Server, service: str) -> psutil.Process:
+    """The (single) BentoML worker process of `service` under the server's arbiter."""
+    for child in psutil.Process(srv.proc.pid).children():
+        cmd = child.cmdline()
+        if "--service-name" in cmd and cmd[cmd.index("--service-name") + 1] == service:
+            return child
+    raise LookupError(f"no worker for {service}")
+
+
 def server_log(srv: Server) -> str:
     srv._log.flush()
     return srv.log_path.read_text(errors="replace")
@@ -162,6 +179,18 @@ def test_no_fault_load_crosses_the_session_refresh_without_a_failure(server):
     """Before the fix, BentoML closed its client session every 100 calls under running calls: hung
     requests, 'retrying ... ServerDisconnectedError' lines, the odd 500 (issue #16)."""
     log_start = len(server_log(server))
+    stop = threading.Event()
+    probes: list[tuple[int, float]] = []
+
+    def poll_readyz() -> None:  # readiness must not flap under load, and answers fast
+        while not stop.is_set() and len(probes) < 600:
+            t = time.monotonic()
+            try:
+                code = requests.get(f"{server.url}/readyz", timeout=5).status_code
+            except requests.RequestException:
+                code = 0
+            probes.append((code, time.monotonic() - t))
+            time.sleep(0.2)
 
     def client(c: int) -> list[tuple[object, float]]:
         out = []
@@ -179,16 +208,61 @@ def test_no_fault_load_crosses_the_session_refresh_without_a_failure(server):
                     out.append((type(exc).__name__, time.monotonic() - t))
         return out
 
+    poller = threading.Thread(target=poll_readyz)
+    poller.start()
     t0 = time.monotonic()
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        results = [r for rs in pool.map(client, range(CLIENTS)) for r in rs]
+    try:
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            results = [r for rs in pool.map(client, range(CLIENTS)) for r in rs]
+    finally:
+        stop.set()
+        poller.join(10)
     elapsed = time.monotonic() - t0
     log = server_log(server)[log_start:]
     outcomes = {o: sum(1 for r in results if r[0] == o) for o in {r[0] for r in results}}
     print(f"\n{len(results)} requests in {elapsed:.1f} s: {outcomes}; max latency "
-          f"{max(r[1] for r in results):.2f} s; 'retrying' lines: {log.count('retrying')}")
+          f"{max(r[1] for r in results):.2f} s; {len(probes)} /readyz, slowest {max(p[1] for p in probes):.2f} s; "
+          f"'retrying' lines: {log.count('retrying')}")
     assert len(results) == CLIENTS * PER_CLIENT
     assert outcomes == {200: CLIENTS * PER_CLIENT}, outcomes
     assert max(r[1] for r in results) < 10
     assert "retrying" not in log and "[ERROR]" not in log, log[-3000:]
     assert not [s for s in _statuses(log) if s >= 500]
+    assert {p[0] for p in probes} == {200} and max(p[1] for p in probes) < 1.0, probes
+
+
+# -- 2. a model worker dies: readiness says so within a second, and recovers ---------------------------
+def test_readiness_flips_when_the_encoder_dies_and_back_when_it_returns(server):
+    assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
+    victim = worker(server, "zest-clip-encoder")
+    victim.kill()
+    t_kill = time.monotonic()
+    seen: list[tuple[float, int, float]] = []  # (since kill, status, answer time)
+    first_503 = back = None
+    outage_request = None
+    while time.monotonic() - t_kill < 120:
+        t = time.monotonic()
+        try:
+            code = requests.get(f"{server.url}/readyz", timeout=5).status_code
+        except requests.RequestException:
+            code = 0
+        seen.append((t - t_kill, code, time.monotonic() - t))
+        if code == 503 and first_503 is None:
+            first_503 = t - t_kill
+            t_req = time.monotonic()
+            r = classify(server, timeout=20)
+            outage_request = (r.status_code, r.json(), time.monotonic() - t_req)
+        if code == 200 and first_503 is not None:
+            back = t - t_kill
+            break
+        time.sleep(0.1)
+    print(f"\n/readyz 503 {first_503:.2f} s after the kill, 200 again after {back:.1f} s; slowest answer "
+          f"{max(s[2] for s in seen):.2f} s; a /classify meanwhile: {outage_request}")
+    assert first_503 is not None and first_503 < 1.0, seen[:20]
+    assert max(s[2] for s in seen) < 1.0, [s for s in seen if s[2] >= 1.0]
+    assert {s[1] for s in seen} <= {200, 503}, seen
+    assert outage_request[0] == 503 and "zest-clip-encoder" in outage_request[1]["error"]
+    assert outage_request[2] < 2.0  # fails fast instead of waiting in the dead socket's backlog
+    assert back is not None, seen[-5:]
+    assert worker(server, "zest-clip-encoder").pid != victim.pid
+    assert classify(server).status_code == 200
