@@ -10,7 +10,8 @@ Three services run in one bento:
   class-embedding cache, and calls the other two through `bentoml.depends`.
 
 How the services call each other, retry and report health: service/transport.py. Exceptions to
-responses: service/errors.py. Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
+responses: service/errors.py. SIGTERM: service/lifecycle.py.
+Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fastapi import FastAPI, Request
 
 from ..models.errors import InvalidInput, Unavailable, ZestError
 from . import errors
+from .lifecycle import install_drain
 from .pipeline import ClipPipeline, EncoderInfo
 from .requests import parse_model, read_images_and_fields, read_json
 from .schemas import (
@@ -50,6 +52,7 @@ SETTINGS = Settings.from_env()
 RESOURCES: dict[str, Any] = {"gpu": SETTINGS.gpus} if SETTINGS.gpus else {"cpu": "1"}
 
 
+PUBLIC_SERVICE = "zest"
 # On the model services (the callees): their callers' BentoML client keeps one connection session for
 # good instead of closing it under running calls every 100 calls / 300 s. Why: service/transport.py.
 CALLEE = {"traffic": {"timeout": SETTINGS.timeout_s}, "runner_connection": RUNNER_CONNECTION}
@@ -63,6 +66,7 @@ class ClipEncoderService:
         from ..models.clip_encoder import ClipEncoder
 
         s = SETTINGS
+        install_drain("zest-clip-encoder", s.shutdown_timeout_s, public_service=PUBLIC_SERVICE)
         self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
                                              batch_size=s.batch_size)
         log.info("loaded %s on %s (dim %d)", self.encoder.model_id, self.encoder.device, self.encoder.dim)
@@ -104,6 +108,7 @@ class RecommenderService:
     def __init__(self) -> None:
         from .recommender import build_recommender, shipped_model_dir
 
+        install_drain("zest-recommender", SETTINGS.shutdown_timeout_s, public_service=PUBLIC_SERVICE)
         ref = getattr(self, "model_ref", None)
         if ref is not None:
             model_dir, model_id = ref.path, str(ref.tag)
@@ -167,7 +172,7 @@ def _only(fields: dict, allowed: set[str]) -> dict:
 
 # runner_probe off: BentoML's own dependency check in /readyz waits up to 5 s per service and answers 500
 # when one refuses connections; `Zest.__is_ready__` checks them instead, within ZEST_PROBE_TIMEOUT_S.
-@bentoml.service(name="zest", traffic={"timeout": SETTINGS.timeout_s},
+@bentoml.service(name=PUBLIC_SERVICE, traffic={"timeout": SETTINGS.timeout_s},
                  runner_probe={"enabled": False, "timeout": 1, "period": 10})
 @bentoml.asgi_app(app, path="/")
 class Zest:
@@ -180,9 +185,11 @@ class Zest:
         s = self.settings = SETTINGS
         self._pipeline: ClipPipeline | None = None
         self._pipeline_lock = asyncio.Lock()
+        self._stopping = False
         self.enc = Dependency("zest-clip-encoder", self.encoder, s.probe_timeout_s)
         self.rec = Dependency("zest-recommender", self.recommender, s.probe_timeout_s)
         self.deps = Dependencies([self.enc, self.rec])
+        install_drain(PUBLIC_SERVICE, s.shutdown_timeout_s, on_term=self._on_term)
 
     async def pipeline(self) -> ClipPipeline:
         """Built on first use: it needs the encoder service's model info, which may start after us."""
@@ -198,6 +205,8 @@ class Zest:
     async def __is_ready__(self) -> bool:
         """/readyz: every model service answers its probe and the pipeline is built. Never takes much
         longer than ZEST_PROBE_TIMEOUT_S: a service that is down, restarting or loading makes it 503."""
+        if self._stopping:
+            return False
         try:
             if not await self.deps.ready():
                 return False
@@ -214,6 +223,13 @@ class Zest:
         if dead:
             log.error("not live: %s down for more than %.0f s", ", ".join(dead), self.settings.liveness_grace_s)
         return not dead
+
+    async def _on_term(self) -> None:
+        self._stopping = True
+        down = self.deps.stopping()
+        if down:
+            log.error("stopping with no worker left for %s: requests waiting on it answer 503 now",
+                      ", ".join(down))
 
     @bentoml.on_shutdown
     async def _close_probes(self) -> None:

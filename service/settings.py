@@ -29,6 +29,7 @@
 | ZEST_MAX_CANDIDATES       | 100000      | candidate ids per /recommend request                           |
 | ZEST_PROBE_TIMEOUT_S      | 0.5         | /readyz asks every model service, in parallel, for at most this long (then 503) |
 | ZEST_LIVENESS_GRACE_S     | 60          | /livez fails once a model service that was up has not answered for this long |
+| ZEST_SHUTDOWN_TIMEOUT_S   | 30          | SIGTERM: in-flight requests get this long to finish, then the worker exits |
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Settings:
     max_candidates: int = 100_000
     probe_timeout_s: float = 0.5
     liveness_grace_s: float = 60.0
+    shutdown_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls) -> "Settings":

@@ -32,6 +32,12 @@ that answered the previous probe counts as busy, not down, for up to `SLOW_PROBE
 loaded machine answers late; readiness must not flap and shed traffic because of it). A new worker (a
 respawn) is down until it has answered once. While a service is known to be down, calls probe it first
 and fail fast with 503 instead of waiting in a dead socket's backlog.
+
+**Stopping.** When the arbiter stops, BentoML deletes the Unix sockets' directory first (its `Arbiter.stop`
+runs `shutil.rmtree(uds_path)` before stopping the workers): from then on no new connection to a model
+service can be opened, only pooled ones reused. So after SIGTERM (`stopping()`) a service counts as up
+while its worker process lives, and a call that could not connect is retried until a pooled connection
+is free (service/lifecycle.py keeps the model services serving until the public one has drained).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -63,6 +70,16 @@ BACKOFF_BASE_S = 0.05  # full jitter: sleep uniform(0, min(cap, base * 2**attemp
 BACKOFF_CAP_S = 1.0
 
 _AIOHTTP_CLOSED = ("Connection closed.", "Session is closed")  # aiohttp RuntimeErrors of a closed transport
+
+
+CONTAINER_HINT = ("; in a container BentoML does not restart a dead worker (BENTOML_CONTAINERIZED): it stops "
+                  "the whole server at its next worker check (every 10 s), exit code 1, for the orchestrator "
+                  "to restart")
+
+
+def in_container() -> bool:
+    """What BentoML checks before it turns worker respawning off (bentoml/serving.py)."""
+    return "BENTOML_CONTAINERIZED" in os.environ or "BENTOCLOUD_DEPLOYMENT_URL" in os.environ
 
 
 def is_transient(exc: BaseException, *, own_deadline: bool = False) -> bool:
@@ -105,9 +122,11 @@ class Dependency:
         self._url: str = proxy.to_async.url if self._remote else ""
         self._session: aiohttp.ClientSession | None = None
         self._probing: asyncio.Future[bool] | None = None
+        self._abandon: asyncio.Event | None = None
         self._probe_failure = ""
         self._ok_pids: frozenset[int] | None = None  # the workers that answered the last good probe
         self._slow = 0
+        self.stopping = False  # this worker got SIGTERM: no new connections (see the module doc)
 
     # -- health -------------------------------------------------------------------------------------
     def _probe_session(self) -> aiohttp.ClientSession:
@@ -140,6 +159,8 @@ class Dependency:
         one probe. Logs each change between up and down."""
         if not self._remote:
             return True  # served in this process
+        if self.stopping:
+            return self.worker_alive()
         if self._probing is None:
             self._probing = asyncio.ensure_future(self._check())
             self._probing.add_done_callback(self._note)
@@ -171,7 +192,8 @@ class Dependency:
             self.down_since = now
             if self.ever_up:  # not while it is still loading at start-up
                 log.error("%s is down (readiness probe: %s): requests that need it get 503 until it is "
-                          "back", self.name, self._probe_failure or fut.exception() or "cancelled")
+                          "back%s", self.name, self._probe_failure or fut.exception() or "cancelled",
+                          CONTAINER_HINT if in_container() else "")
 
     def worker_pids(self) -> frozenset[int] | None:
         """The living worker processes of this service under our arbiter; None if it is not served
@@ -180,6 +202,11 @@ class Dependency:
             return None
         return frozenset(p.pid for p in sibling_workers(self.name))
 
+    def worker_alive(self) -> bool:
+        """A worker process of this service is running (True if that cannot be known)."""
+        pids = self.worker_pids()
+        return pids is None or bool(pids)
+
     def down_for(self) -> float:
         """Seconds this service has been down after having been up (0 if up or never up yet)."""
         if self.down_since is None or not self.ever_up:
@@ -187,9 +214,29 @@ class Dependency:
         return time.monotonic() - self.down_since
 
     # -- calls --------------------------------------------------------------------------------------
+    def abandon_calls(self) -> None:
+        """Fail every call now waiting on this service with DependencyDown (used at shutdown when the
+        service is down: its answer will never come)."""
+        if self._abandon is not None:
+            self._abandon.set()
+            self._abandon = None
+
     async def _send(self, method: str, args: tuple, deadline_s: float | None) -> Any:
         coro = getattr(self.proxy.to_async, method)(*args)
-        return await (asyncio.wait_for(coro, deadline_s) if deadline_s else coro)
+        call = asyncio.ensure_future(asyncio.wait_for(coro, deadline_s) if deadline_s else coro)
+        if self._abandon is None:
+            self._abandon = asyncio.Event()
+        abandoned = asyncio.ensure_future(self._abandon.wait())
+        try:
+            done, _ = await asyncio.wait({call, abandoned}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            abandoned.cancel()
+            if not call.done():
+                call.cancel()
+        if call in done:
+            return call.result()
+        log.error("%s.%s abandoned: the service is down and this worker is stopping", self.name, method)
+        raise DependencyDown(self.name, "the call was abandoned: the service is down")
 
     async def call(self, method: str, *args: Any, idempotent: bool, deadline_s: float | None = None) -> Any:
         """Call `method` on the service. `deadline_s`: our own time limit for a call that is always quick
@@ -247,6 +294,17 @@ class Dependencies:
         suspects = [d for d in self.all if d.down_for() > grace_s]
         results = await asyncio.gather(*(d.probe() for d in suspects))
         return [d.name for d, ok in zip(suspects, results) if not ok]
+
+    def stopping(self) -> list[str]:
+        """This worker got SIGTERM. Calls waiting on a service whose worker is gone fail now with 503
+        (nothing will answer them); returns those services' names."""
+        dead = []
+        for d in self.all:
+            d.stopping = True
+            if d._remote and not d.worker_alive():
+                d.abandon_calls()
+                dead.append(d.name)
+        return dead
 
     async def close(self) -> None:
         await asyncio.gather(*(d.close() for d in self.all))
