@@ -10,7 +10,7 @@ Three services run in one bento:
   class-embedding cache, and calls the other two through `bentoml.depends`.
 
 How the services call each other, retry and report health: service/transport.py. Exceptions to
-responses: service/errors.py. SIGTERM: service/lifecycle.py.
+responses: service/errors.py. Time limits on clients: service/http_limits.py. SIGTERM: service/lifecycle.py.
 Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 
 from ..models.errors import InvalidInput, Unavailable, ZestError
 from . import errors
+from .http_limits import BodyTimeoutMiddleware, install_header_timeout
 from .lifecycle import install_drain
 from .pipeline import ClipPipeline, EncoderInfo
 from .requests import parse_model, read_images_and_fields, read_json
@@ -160,6 +161,8 @@ app = FastAPI(title="zest", description="Zero-shot image classification and embe
 
 
 errors.register(app)
+app.add_middleware(BodyTimeoutMiddleware, read_timeout_s=SETTINGS.body_read_timeout_s,
+                   total_timeout_s=SETTINGS.body_timeout_s)
 INFO_DEADLINE_S = 10.0  # the encoder's `info` is instant when it is up: a longer wait means it is not
 
 
@@ -189,6 +192,7 @@ class Zest:
         self.enc = Dependency("zest-clip-encoder", self.encoder, s.probe_timeout_s)
         self.rec = Dependency("zest-recommender", self.recommender, s.probe_timeout_s)
         self.deps = Dependencies([self.enc, self.rec])
+        install_header_timeout(s.header_timeout_s)  # this worker's uvicorn, before it accepts anything
         install_drain(PUBLIC_SERVICE, s.shutdown_timeout_s, on_term=self._on_term)
 
     async def pipeline(self) -> ClipPipeline:

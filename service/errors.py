@@ -28,12 +28,20 @@ class DependencyDown(Unavailable):
         self.service, self.reason = service, reason
 
 
+class RequestTimeout(ZestError):
+    """The client took too long to send its request (service/http_limits.py): 408, connection closed."""
+
+    status_code = 408
+
+
 def _error(message: str, status: int, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
 async def _zest_error(request: Request, exc: ZestError) -> JSONResponse:
     status = getattr(exc, "status_code", 500)
+    if isinstance(exc, RequestTimeout):
+        return _error(str(exc), status, connection="close")  # the rest of a slow body is not read
     if status >= 500 and not isinstance(exc, Unavailable):
         log.error("request failed", exc_info=exc)
         return _error("internal error; see the server log", status)

@@ -30,6 +30,9 @@
 | ZEST_PROBE_TIMEOUT_S      | 0.5         | /readyz asks every model service, in parallel, for at most this long (then 503) |
 | ZEST_LIVENESS_GRACE_S     | 60          | /livez fails once a model service that was up has not answered for this long |
 | ZEST_SHUTDOWN_TIMEOUT_S   | 30          | SIGTERM: in-flight requests get this long to finish, then the worker exits |
+| ZEST_HEADER_TIMEOUT_S     | 10          | a client must send a request's line and headers within this long (else closed) |
+| ZEST_BODY_READ_TIMEOUT_S  | 10          | longest pause while a request body is being received (else 408) |
+| ZEST_BODY_TIMEOUT_S       | 60          | a whole request body must arrive within this long (else 408)  |
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ class Settings:
     probe_timeout_s: float = 0.5
     liveness_grace_s: float = 60.0
     shutdown_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
+    body_read_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
 
     @classmethod
     def from_env(cls) -> "Settings":

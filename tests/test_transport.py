@@ -1,6 +1,6 @@
 """Issue #16: the retry policy in-process, then end to end on the real server (`bentoml serve`) on
 loopback: no request hangs or fails without a fault; readiness tells the truth; a crashed model worker
-is never silence; SIGTERM drains.
+is never silence; SIGTERM drains; slow clients are cut off.
 
 One server serves the end-to-end tests in file order (each leaves it serving, the last one stops it);
 the containerised crash gets a server of its own. Every loop here is bounded in count and in time.
@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +28,8 @@ import requests
 from PIL import Image
 
 from zest.service import transport
-from zest.service.errors import DependencyDown
+from zest.service.errors import DependencyDown, RequestTimeout
+from zest.service.http_limits import BodyTimeoutMiddleware
 from tests.server import Server
 
 # -- the retry policy, in-process -------------------------------------------------------------------------
@@ -139,9 +142,32 @@ def test_backoff_has_jitter_and_a_cap():
     assert len(waits) > 40 and max(waits) <= min(transport.BACKOFF_CAP_S, transport.BACKOFF_BASE_S * 4)
 
 
+def test_body_timeout_middleware():
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+
+    async def scenario(messages, read_s, total_s):
+        async def receive():
+            delay, message = messages.pop(0)
+            await asyncio.sleep(delay)
+            return message
+
+        await BodyTimeoutMiddleware(app, read_s, total_s)({"type": "http"}, receive, None)
+
+    chunk = {"type": "http.request", "body": b"x", "more_body": True}
+    last = {"type": "http.request", "body": b"x", "more_body": False}
+    _run(scenario([(0.01, chunk), (0.01, last)], 0.2, 1))  # prompt: fine
+    with pytest.raises(RequestTimeout, match="no data for 0.05 s"):
+        _run(scenario([(0.01, chunk), (0.5, last)], 0.05, 1))
+    with pytest.raises(RequestTimeout, match="not complete after 0.1 s"):
+        _run(scenario([(0.04, chunk)] * 5 + [(0.01, last)], 0.05, 0.1))
+
+
 # -- end to end ------------------------------------------------------------------------------------------
 SHUTDOWN_S = 20  # ZEST_SHUTDOWN_TIMEOUT_S of the test servers
-LIMITS = {"ZEST_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)}
+LIMITS = {"ZEST_HEADER_TIMEOUT_S": "2", "ZEST_BODY_READ_TIMEOUT_S": "1", "ZEST_BODY_TIMEOUT_S": "3",
+          "ZEST_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)}
 
 
 def start(tiny_checkpoint, rec_model_dir, home, **env) -> Server:
@@ -253,7 +279,67 @@ def test_no_fault_load_crosses_the_session_refresh_without_a_failure(server):
     assert {p[0] for p in probes} == {200} and max(p[1] for p in probes) < 1.0, probes
 
 
-# -- 2. a model worker dies: readiness says so within a second, and recovers ---------------------------
+# -- 2. slow clients --------------------------------------------------------------------------------------
+def _raw(srv: Server, data: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    sock.sendall(data)
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_slow_body_gets_408_while_others_are_served(server):
+    head = (f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"content-length: 5000\r\n\r\n").encode()
+    stalled = _raw(server, head + b'{"images": [')  # then nothing: the read timeout (1 s) cuts it
+    trickler = _raw(server, head)  # a byte every 0.5 s: never idle 1 s, cut by the 3 s body limit
+    t0 = time.monotonic()
+    served = []
+    for i in range(8):
+        if time.monotonic() - t0 < 4:
+            try:
+                trickler.sendall(b" ")
+            except OSError:
+                pass
+        served.append(classify(server, i).status_code)
+        time.sleep(0.5)
+    for sock, limit in ((stalled, "no data for 1 s"), (trickler, "not complete after 3 s")):
+        reply = _read_all(sock)
+        sock.close()
+        assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+        body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+        assert limit in body["error"], body
+    assert served == [200] * 8  # the others kept being served meanwhile
+    assert time.monotonic() - t0 < 15
+
+
+def test_half_sent_heads_are_closed_by_the_header_timeout(server):
+    socks = [_raw(server, b"GET /templates HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ") for _ in range(50)]
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)  # sends nothing at all
+    t0 = time.monotonic()
+    assert classify(server).status_code == 200  # served while 51 connections dawdle
+    replies = [_read_all(s) for s in socks + [idle]]
+    waited = time.monotonic() - t0
+    for s in socks + [idle]:
+        s.close()
+    assert all(r.startswith(b"HTTP/1.1 408 ") for r in replies[:-1]), {r[:40] for r in replies}
+    assert replies[-1] == b""  # a connection that never sent a byte is just closed
+    assert waited < 2 + 3, waited  # ZEST_HEADER_TIMEOUT_S=2, plus slack for a loaded machine
+    assert classify(server).status_code == 200
+
+
+# -- 3. a model worker dies: readiness says so within a second, and recovers ---------------------------
 def test_readiness_flips_when_the_encoder_dies_and_back_when_it_returns(server):
     assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
     victim = worker(server, "zest-clip-encoder")
@@ -290,12 +376,12 @@ def test_readiness_flips_when_the_encoder_dies_and_back_when_it_returns(server):
     assert classify(server).status_code == 200
 
 
-# -- 3. SIGTERM under load: drains, answers every accepted request, exits in time ---------------------
+# -- 4. SIGTERM under load: drains, answers every accepted request, exits in time ---------------------
 def test_sigterm_under_load_drains_and_exits_within_the_bound(server):
     """Requests that need the encoder for a while each (a new label set every time) are in
     flight when the arbiter gets SIGTERM: the public worker must finish them, so the encoder must keep
     serving until it has."""
-    labels = lambda c, n: [f"thing {c} {n} {k}" for k in range(8)]  # noqa: E731  (640 prompts)
+    labels = lambda c, n: [f"thing {c} {n} {k}" for k in range(4)]  # noqa: E731  (320 prompts)
     log_start = len(server_log(server))
     t_slow = time.monotonic()
     assert classify(server, labels=labels(99, 0), templates="imagenet", timeout=60).status_code == 200
@@ -345,7 +431,7 @@ def test_sigterm_under_load_drains_and_exits_within_the_bound(server):
     assert not [s for s in _statuses(log) if s >= 500]
 
 
-# -- 4. in a container a dead worker is not respawned: the server must not go silent -------------------
+# -- 5. in a container a dead worker is not respawned: the server must not go silent -------------------
 def test_containerised_encoder_crash_is_never_silent(tiny_checkpoint, rec_model_dir, tmp_path):
     srv = start(tiny_checkpoint, rec_model_dir, tmp_path, BENTOML_CONTAINERIZED="true")
     try:
