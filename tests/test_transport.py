@@ -137,6 +137,52 @@ def test_abandoned_calls_fail_with_503():
     _run(scenario())
 
 
+def _health_dep(pids, answers):
+    """A Dependency whose process table says `pids` and whose /readyz answers as `answers` pops."""
+    dep = transport.Dependency("fake", FakeService(), probe_timeout_s=0.1)
+    dep._remote = True
+    dep.worker_pids = lambda: pids[0]
+
+    async def probe_once() -> bool:
+        ok = answers.pop(0)
+        dep._probe_failure = "" if ok else "no answer within 0.1 s"
+        return ok
+
+    dep._probe_once = probe_once
+    return dep
+
+
+def test_health_reads_the_process_table():
+    async def scenario():
+        pids = [frozenset({11})]
+        dep = _health_dep(pids, [True] + [False] * 4 + [False, True])
+        assert await dep.probe()  # up
+        # the same worker, late: busy, not down, for SLOW_PROBES probes; then down
+        assert [await dep.probe() for _ in range(transport.SLOW_PROBES + 1)] == [True] * 3 + [False]
+        pids[0] = frozenset()  # no worker at all: down without asking
+        assert not await dep.probe()
+        pids[0] = frozenset({12})  # a respawned worker is down until it has answered once
+        assert not await dep.probe()
+        assert await dep.probe() and dep.down_since is None
+
+    _run(scenario())
+
+
+def test_liveness_fails_only_after_the_grace():
+    async def scenario():
+        pids = [frozenset({11})]
+        dep = _health_dep(pids, [True, False, False, False])
+        deps = transport.Dependencies([dep])
+        assert await dep.probe()
+        pids[0] = frozenset({12})  # respawned, and this one does not answer
+        assert not await dep.probe()
+        assert await deps.dead(grace_s=60) == []  # not for long enough
+        dep.down_since -= 61
+        assert await deps.dead(grace_s=60) == ["fake"]  # re-probed, still down
+
+    _run(scenario())
+
+
 def test_backoff_has_jitter_and_a_cap():
     waits = {transport._backoff(2) for _ in range(50)}
     assert len(waits) > 40 and max(waits) <= min(transport.BACKOFF_CAP_S, transport.BACKOFF_BASE_S * 4)
@@ -300,8 +346,8 @@ def _read_all(sock: socket.socket) -> bytes:
 
 
 def test_slow_body_gets_408_while_others_are_served(server):
-    head = (f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            f"content-length: 5000\r\n\r\n").encode()
+    head = (b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: 5000\r\n\r\n")
     stalled = _raw(server, head + b'{"images": [')  # then nothing: the read timeout (1 s) cuts it
     trickler = _raw(server, head)  # a byte every 0.5 s: never idle 1 s, cut by the 3 s body limit
     t0 = time.monotonic()
