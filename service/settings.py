@@ -36,6 +36,12 @@
 | ZEST_MAX_HISTORY          | 1000        | history entries per /recommend request                         |
 | ZEST_MAX_K                | 1000        | largest k for /recommend                                       |
 | ZEST_MAX_CANDIDATES       | 100000      | candidate ids per /recommend request                           |
+| ZEST_PROBE_TIMEOUT_S      | 0.5         | /readyz asks every model service, in parallel, for at most this long (then 503) |
+| ZEST_LIVENESS_GRACE_S     | 60          | /livez fails once a model service that was up has not answered for this long |
+| ZEST_SHUTDOWN_TIMEOUT_S   | 30          | SIGTERM: in-flight requests get this long to finish, then the worker exits |
+| ZEST_HEADER_TIMEOUT_S     | 10          | a client must send a request's line and headers within this long (else closed) |
+| ZEST_BODY_READ_TIMEOUT_S  | 10          | longest pause while a request body is being received (else 408) |
+| ZEST_BODY_TIMEOUT_S       | 60          | a whole request body must arrive within this long (else 408)  |
 """
 
 from __future__ import annotations
@@ -81,6 +87,12 @@ class Settings:
     rec_workers: int = 1
     max_collection_k: int = 1000
     max_metadata_bytes: int = 4096
+    probe_timeout_s: float = 0.5
+    liveness_grace_s: float = 60.0
+    shutdown_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
+    body_read_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -108,6 +120,9 @@ class Settings:
                      "ann_min_rows", "ann_nprobe", "rec_workers", "max_collection_k", "max_metadata_bytes"):
             if getattr(settings, name) < 1:
                 raise ValueError(f"ZEST_{name.upper()} must be >= 1")
+        for f in dataclasses.fields(cls):
+            if f.type in ("float", float) and not getattr(settings, f.name) > 0:
+                raise ValueError(f"ZEST_{f.name.upper()} must be > 0")
         from ..store import check_spec, is_shared
 
         check_spec(settings.vector_store)
