@@ -24,9 +24,10 @@ def _pyproject_deps() -> list[str]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
-# Imported only behind the optional LightFM baseline of `zest rec eval` (installed by hand: it builds only
-# without build isolation, see the README).
-OPTIONAL_IMPORTS = {"lightfm", "scipy"}
+# Imported only when present: lightfm/scipy behind the optional LightFM baseline of `zest rec eval` (installed
+# by hand: it builds only without build isolation, see the README); httptools, uvicorn's faster HTTP parser,
+# which service/http_limits.py also guards when uvicorn[standard] brings it.
+OPTIONAL_IMPORTS = {"lightfm", "scipy", "httptools"}
 
 
 def _third_party_imports() -> dict[str, set[str]]:
