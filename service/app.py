@@ -2,8 +2,9 @@
 (service/recommender.py).
 
 Three services run in one bento:
-- `ClipEncoderService` holds the model. Its `encode_pixels` API is *batchable*: concurrent requests
-  are merged by BentoML's adaptive batching into one forward pass.
+- `ClipEncoderService` holds the model. Concurrent `encode_pixels` (and `encode_texts`) calls are merged by
+  zest's `GreedyBatcher` (service/batching.py): a call that finds the model idle runs at once, alone; calls
+  that arrive while it is busy run together as one forward pass when it frees.
 - `RecommenderService` holds the ZESRec model and the persistent item catalogue. It runs as a
   single worker so the catalogue has one writer.
 - `Zest` is the public API. It decodes, validates and preprocesses requests, keeps the
@@ -20,19 +21,23 @@ import asyncio
 import json
 import logging
 import os
+import threading
 from typing import Any
 
 import anyio
 import bentoml
 import numpy as np
+import torch
 from fastapi import FastAPI, Request
 
 from ..models.errors import InvalidInput, Unavailable, ZestError
 from ..models.spec import bento_tag
 from . import errors
+from .batching import GreedyBatcher
 from .http_limits import BodyTimeoutMiddleware, install_header_timeout
 from .image import bento_image
 from .lifecycle import install_drain
+from .metrics import observe_batch
 from .pipeline import ClipPipeline, EncoderInfo
 from .requests import MULTIPART, json_images, parse_model, read_images_and_fields, read_json, read_multipart
 from .schemas import (
@@ -70,7 +75,7 @@ CALLEE = {"traffic": {"timeout": SETTINGS.timeout_s}, "runner_connection": RUNNE
 
 @bentoml.service(name="zest-clip-encoder", resources=RESOURCES, workers=1, **CALLEE)
 class ClipEncoderService:
-    """The model, loaded once per worker process; batchable image encoding."""
+    """The model, loaded once per worker process; concurrent calls merged by a GreedyBatcher."""
 
     if bento_tag(SETTINGS.model):
         # A BentoML model tag (`zest models import` prints it), as a class attribute: `bentoml build` packs
@@ -85,7 +90,22 @@ class ClipEncoderService:
         # A tag loads from the model store that `model_ref` resolves in (the bento's own, in a container).
         self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
                                              batch_size=s.batch_size, runtime=s.runtime)
-        log.info("loaded %s on %s (dim %d)", self.encoder.model_id, self.encoder.device, self.encoder.dim)
+        # One model, two queues: image and text calls merge separately, and the lock runs one forward pass at a
+        # time (a pass already uses every core: torch's intra-op threads).
+        model_lock = threading.Lock()
+
+        def locked(fn):
+            def run(batch):
+                with model_lock:
+                    return fn(batch)
+            return run
+
+        self.pixel_batcher = GreedyBatcher(locked(self.encoder.encode_pixels), s.max_batch_size, "pixels",
+                                           on_batch=lambda requests, items: observe_batch("pixels", requests, items))
+        self.text_batcher = GreedyBatcher(locked(self.encoder.encode_texts), max(s.max_batch_size, s.max_texts), "texts",
+                                          on_batch=lambda requests, items: observe_batch("texts", requests, items))
+        log.info("loaded %s on %s (dim %d, runtime %s, %d torch threads)", self.encoder.model_id, self.encoder.device,
+                 self.encoder.dim, self.encoder.runtime, torch.get_num_threads())
 
     @bentoml.api
     def info(self) -> dict:
@@ -93,14 +113,13 @@ class ClipEncoderService:
         return {"model_id": e.model_id, "dim": e.dim, "logit_scale": e.logit_scale,
                 "context_length": e.context_length, "preprocess_cfg": e.preprocess_cfg}
 
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=SETTINGS.max_batch_size,
-                 max_latency_ms=SETTINGS.max_latency_ms)
-    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        return self.encoder.encode_pixels(pixels)
+    @bentoml.api
+    async def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return await self.pixel_batcher.run(pixels) if len(pixels) else self.encoder.encode_pixels(pixels)
 
     @bentoml.api
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode_texts(texts)
+    async def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return await self.text_batcher.run(texts) if texts else self.encoder.encode_texts(texts)
 
 
 def _outcome(fn, *args, **kwargs) -> dict:

@@ -10,6 +10,7 @@ import threading
 
 _lock = threading.Lock()
 _class_cache = None
+_batches = None
 
 
 def _class_cache_metrics():
@@ -36,3 +37,19 @@ def observe_class_cache(hits: int, misses: int, entries: int, nbytes: int) -> No
         miss_counter.inc(misses)
     entries_gauge.set(entries)
     bytes_gauge.set(nbytes)
+
+
+def _batch_metrics():
+    global _batches
+    with _lock:
+        if _batches is None:
+            from prometheus_client import Histogram
+
+            _batches = Histogram("zest_encoder_batch_size", "items (images or texts) per model call of the encoder",
+                                 ["kind"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        return _batches
+
+
+def observe_batch(kind: str, requests: int, items: int) -> None:
+    """Called by the encoder's batcher after each model call (`requests` merged into `items`)."""
+    _batch_metrics().labels(kind=kind).observe(items)

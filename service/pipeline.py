@@ -1,7 +1,7 @@
 """Request-level logic of the CLIP endpoints, independent of HTTP and BentoML.
 
 The service hands a `ClipPipeline` two callables — encode preprocessed pixels, encode texts —
-which are the (adaptively batched) encoder service in production and a `ClipEncoder` in tests.
+which are the (request-merging) encoder service in production and a `ClipEncoder` in tests.
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@
 | ZEST_GPUS                 | 0           | GPUs the encoder service asks BentoML for (set 1 with cuda)     |
 | ZEST_BATCH_SIZE           | 32          | images/texts per forward pass                                  |
 | ZEST_TIMEOUT_S            | 300         | request timeout of every service (a first /classify with many labels x templates encodes them all) |
-| ZEST_MAX_BATCH_SIZE       | 64          | adaptive batching: largest batch the encoder is handed         |
-| ZEST_MAX_LATENCY_MS       | 10000       | adaptive batching: latency budget of one batched call          |
+| ZEST_MAX_BATCH_SIZE       | 64          | most images merged into one model call (calls never wait to be merged: service/batching.py) |
 | ZEST_MAX_IMAGES           | 16          | images per request                                             |
 | ZEST_MAX_IMAGE_BYTES      | 10485760    | bytes per image (10 MiB)                                       |
 | ZEST_MAX_IMAGE_PIXELS     | 40000000    | pixels per image (decompression-bomb guard)                    |
@@ -61,7 +60,6 @@ class Settings:
     batch_size: int = 32
     timeout_s: int = 300
     max_batch_size: int = 64
-    max_latency_ms: int = 10_000
     max_images: int = 16
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000

@@ -19,7 +19,7 @@ def start_server(tiny_checkpoint, rec_model_dir, home, data_dir) -> Server:
     srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
                   "ZEST_DATA_DIR": str(data_dir), "BENTOML_HOME": str(home),
                   "ZEST_MAX_IMAGES": "4", "ZEST_MAX_IMAGE_BYTES": "200000", "ZEST_MAX_IMAGE_PIXELS": "1000000",
-                  "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8", "ZEST_MAX_LATENCY_MS": "20000",
+                  "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8",
                   "ZEST_MAX_REC_ITEMS": "10"},
                  home / "server.log")
     try:
@@ -169,7 +169,7 @@ def test_bad_multipart_and_bodies(server):
 
 def _batch_histogram(server) -> tuple[float, float]:
     text = requests.get(f"{server.url}/metrics", timeout=10).text
-    pat = r'bentoml_service_adaptive_batch_size_(sum|count)\{[^}]*method_name="encode_pixels"[^}]*\} ([0-9.e+]+)'
+    pat = r'zest_encoder_batch_size_(sum|count)\{[^}]*kind="pixels"[^}]*\} ([0-9.e+]+)'
     found = {kind: float(v) for kind, v in re.findall(pat, text)}
     return found.get("sum", 0.0), found.get("count", 0.0)
 
@@ -183,7 +183,7 @@ def test_concurrent_single_image_requests_are_batched(server):
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
     sum1, count1 = _batch_histogram(server)
     images, batches = sum1 - sum0, count1 - count0
-    assert images == n  # every image went through the batchable encoder
+    assert images == n  # every image went through the encoder's batcher
     assert batches < n, f"{n} concurrent requests ran as {batches} batches: no batching happened"
 
 

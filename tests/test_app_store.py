@@ -35,7 +35,7 @@ def start(tiny_checkpoint, rec_model_dir, home, extra: dict) -> Server:
     home.mkdir(parents=True, exist_ok=True)
     srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
                   "ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), "ZEST_MAX_IMAGES": "4",
-                  "ZEST_MAX_LATENCY_MS": "20000", **extra}, home / "server.log")
+                  **extra}, home / "server.log")
     try:
         srv.wait_ready()
     except Exception:

@@ -27,10 +27,11 @@ import pytest
 import requests
 from PIL import Image
 
+from tests.server import Server
 from zest.service import transport
 from zest.service.errors import DependencyDown, RequestTimeout
 from zest.service.http_limits import BodyTimeoutMiddleware
-from tests.server import Server
+
 
 # -- the retry policy, in-process -------------------------------------------------------------------------
 class FakeService:
