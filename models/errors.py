@@ -27,6 +27,12 @@ class NotFound(InvalidInput):
     status_code = 404
 
 
+class Conflict(InvalidInput):
+    """A request the server cannot serve as configured (e.g. a head made for another model)."""
+
+    status_code = 409
+
+
 class ModelLoadError(ZestError, RuntimeError):
     """The model spec cannot be turned into a loaded model; the message says what to do."""
 
