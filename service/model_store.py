@@ -13,3 +13,16 @@ def save_to_store(directory: str | Path, name: str, metadata: dict | None = None
     with bentoml.models.create(name, labels={"project": "zest"}, metadata=metadata or {}) as model:
         shutil.copytree(directory, model.path, dirs_exist_ok=True)
     return str(model.tag)
+
+
+def store_path(tag: str) -> str:
+    """The directory of model `tag` (`name` = its latest version) in the store; `NotFound` if absent."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    from ..models.errors import NotFound
+
+    try:
+        return str(bentoml.models.get(tag).path)
+    except (BentoMLException, ValueError) as exc:
+        raise NotFound(f"no model {tag!r} in the BentoML model store ({exc})") from None

@@ -1,0 +1,9 @@
+"""Evaluate and adapt zero-shot classification on a user's own labelled images.
+
+    data      image-folder trees (one sub-folder per class, optional classes.yaml) and the held-out split
+    features  reading images (unreadable ones listed, never fatal) and the on-disk image-feature cache
+    metrics   top-k accuracy, confusion matrix, per-class precision / recall / support
+    report    the confusion-matrix PNG, the failure sheet (HTML) and the text tables
+    evaluate  `zest eval`: zero-shot (or head) metrics on a folder, in process or against a server (--url)
+    cli       the `zest eval` command
+"""
