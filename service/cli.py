@@ -83,6 +83,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_main(args.rest, resolve_head=store_path)
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    """`zest adapt DIR --name NAME ...`: a few-shot head, saved to the BentoML model store (training/vision)."""
+    from ..training.vision.cli import adapt_main
+    from .model_store import save_to_store
+
+    return adapt_main(args.rest, save_to_store=save_to_store)
+
+
 def cmd_rec(args: argparse.Namespace) -> int:
     """`zest rec train|eval ...`: the recommender's own CLI (training/rec/cli.py); train also stores the model."""
     import tempfile
@@ -138,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train-embedded", help="train the embedded zest-tiny model (`zest train-embedded -h`)")
     sub.add_parser("eval-embedded", help="evaluate zest-tiny zero-shot on generated scenes (`zest eval-embedded -h`)")
     sub.add_parser("eval", help="measure zero-shot (or a head) on your labelled image folder (`zest eval -h`)")
+    sub.add_parser("adapt", help="few-shot adapt to your labelled image folder; saves a head (`zest adapt -h`)")
 
     p = sub.add_parser("serve", help="serve the REST API (bentoml serve)")
     p.add_argument("--host", default="127.0.0.1")
@@ -147,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # their own argparse reads everything after the name
-PASS_THROUGH = {"train-embedded": cmd_train_embedded, "eval-embedded": cmd_eval_embedded, "eval": cmd_eval}
+PASS_THROUGH = {"train-embedded": cmd_train_embedded, "eval-embedded": cmd_eval_embedded, "eval": cmd_eval,
+                "adapt": cmd_adapt}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,11 +6,11 @@ import shutil
 from pathlib import Path
 
 
-def save_to_store(directory: str | Path, name: str, metadata: dict | None = None) -> str:
+def save_to_store(directory: str | Path, name: str, metadata: dict | None = None, labels: dict | None = None) -> str:
     """Copy a model directory into the store as a new version of `name`; return its tag."""
     import bentoml
 
-    with bentoml.models.create(name, labels={"project": "zest"}, metadata=metadata or {}) as model:
+    with bentoml.models.create(name, labels={"project": "zest", **(labels or {})}, metadata=metadata or {}) as model:
         shutil.copytree(directory, model.path, dirs_exist_ok=True)
     return str(model.tag)
 

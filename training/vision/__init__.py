@@ -5,5 +5,9 @@
     metrics   top-k accuracy, confusion matrix, per-class precision / recall / support
     report    the confusion-matrix PNG, the failure sheet (HTML) and the text tables
     evaluate  `zest eval`: zero-shot (or head) metrics on a folder, in process or against a server (--url)
-    cli       the `zest eval` command
+    adapt     few-shot adaptation of the zero-shot head on cached features (Tip-Adapter, linear, WiSE-FT)
+    compare   the measurement behind adapt's default method (scene-generator benchmark)
+    cli       the `zest eval` and `zest adapt` commands
+
+The heads that `zest adapt` writes are read and applied by zest.models.heads, which serving uses.
 """
