@@ -26,7 +26,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ..models.errors import InvalidInput, Unavailable, ZestError
+from ..models.errors import InvalidInput, ModelLoadError, Unavailable, ZestError
 from .image import bento_image
 from .pipeline import ClipPipeline, EncoderInfo
 from .requests import parse_model, read_images_and_fields, read_json
@@ -36,6 +36,7 @@ from .schemas import (
     EmbedImageRequest,
     EmbedResponse,
     EmbedTextRequest,
+    HeadsResponse,
     ItemsRequest,
     RecommendRequest,
     TemplateSetInfo,
@@ -204,8 +205,39 @@ def _only(fields: dict, allowed: set[str]) -> dict:
     return fields
 
 
+def _declare_heads(cls):
+    """Each ZEST_HEADS entry that is not a directory is a BentoML model tag, declared as a class attribute
+    (`head_model_<i>`) so that `bentoml build` packs it, like RecommenderService.model_ref."""
+    for i, entry in enumerate(SETTINGS.heads):
+        if not os.path.isdir(entry):
+            setattr(cls, f"head_model_{i}", bentoml.models.BentoModel(entry))
+    return cls
+
+
+def _load_heads(service):
+    """The heads of ZEST_HEADS (models.heads.Heads); ModelLoadError, naming the entry, if one is missing."""
+    from ..models.heads import load_heads
+
+    sources = []
+    for i, entry in enumerate(SETTINGS.heads):
+        ref = getattr(service, f"head_model_{i}", None)
+        if ref is None:
+            sources.append((entry, f"local-dir:{os.path.abspath(entry)}"))
+            continue
+        try:  # served, BentoML has resolved the BentoModel into the stored model (its latest version)
+            sources.append((ref.path, str(ref.tag)))
+        except Exception as exc:
+            raise ModelLoadError(f"ZEST_HEADS: no head {entry!r} in the BentoML model store ({exc}): make it with "
+                                 "`zest adapt DIR --name NAME`, or give a head directory") from exc
+    heads = load_heads(sources)
+    for head in heads:
+        log.info("head %s (%s, %d classes) from %s", head.name, head.method, len(head.classes), head.source)
+    return heads
+
+
 @bentoml.service(name="zest", image=bento_image(), traffic={"timeout": SETTINGS.timeout_s})
 @bentoml.asgi_app(app, path="/")
+@_declare_heads
 class Zest:
     """The public REST API."""
 
@@ -214,6 +246,7 @@ class Zest:
 
     def __init__(self) -> None:
         self.settings = SETTINGS
+        self.loaded_heads = _load_heads(self)
         self._pipeline: ClipPipeline | None = None
         self._lock = threading.Lock()
 
@@ -223,7 +256,11 @@ class Zest:
             if self._pipeline is None:
                 info = EncoderInfo(**_retrying(self.encoder.info)())
                 self._pipeline = ClipPipeline(self.settings, info, _retrying(self.encoder.encode_pixels),
-                                              _retrying(self.encoder.encode_texts))
+                                              _retrying(self.encoder.encode_texts), heads=self.loaded_heads)
+                for head in self.loaded_heads:
+                    if head.model_id != info.model_id:
+                        log.warning("head %s was made for model %s, not %s: /classify refuses it (409)",
+                                    head.name, head.model_id, info.model_id)
             return self._pipeline
 
     def __is_ready__(self) -> bool:
@@ -239,16 +276,21 @@ class Zest:
 
     @app.post("/classify", response_model=ClassifyResponse)
     async def classify(self, request: Request):
-        """Zero-shot classify images: multipart (`images` files + `labels`, `templates`, `top_k`) or JSON."""
+        """Classify images zero-shot (`labels`, `templates`) or with an adapted head (`head`): multipart
+        (`images` files + the other fields) or JSON; `top_k` labels per image."""
         raw, fields = await read_images_and_fields(request, self.settings, ClassifyRequest)
         if isinstance(fields, dict):
-            fields = _only(fields, {"labels", "templates", "top_k"})
+            fields = _only(fields, {"labels", "templates", "top_k", "head"})
             labels, templates, top_k = fields.get("labels"), fields.get("templates"), fields.get("top_k", 5)
-            if labels is None:
-                raise InvalidInput("labels is missing")
+            head = fields.get("head")
         else:
-            labels, templates, top_k = fields.labels, fields.templates, fields.top_k
-        return await self._run(lambda p: p.classify(raw, labels, templates, top_k))
+            labels, templates, top_k, head = fields.labels, fields.templates, fields.top_k, fields.head
+        return await self._run(lambda p: p.classify(raw, labels, templates, top_k, head=head))
+
+    @app.get("/heads", response_model=HeadsResponse)
+    async def list_heads(self):
+        """The adapted heads loaded (ZEST_HEADS): classes, the model each was made for, held-out metrics."""
+        return await self._run(lambda p: p.list_heads())
 
     @app.post("/embed/image", response_model=EmbedResponse)
     async def embed_image(self, request: Request):

@@ -1,14 +1,18 @@
-"""Adapted heads (models/heads.py): the format and its checks."""
+"""Adapted heads (models/heads.py): the format, its checks, and how the pipeline serves one."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from zest.models.errors import Conflict, ModelLoadError, NotFound
+from zest.models.errors import Conflict, InvalidInput, ModelLoadError, NotFound
 from zest.models.heads import Head, Heads, head_logits, load_head, load_heads, save_head
+from zest.service.pipeline import ClipPipeline, EncoderInfo, RawImage
+from zest.service.settings import Settings
 
 
 def _unit(rows):
@@ -95,3 +99,68 @@ def test_registry_lookup_and_model_check(tmp_path):
     assert e.value.status_code == 409
     with pytest.raises(ModelLoadError, match="two heads are named 'shapes'"):
         Heads([_head(), _head()])
+
+
+# ---------------------------------------------------------------------------------------- the pipeline
+
+def _png(color):
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def pipeline_with_heads(tiny_encoder):
+    info = EncoderInfo.of(tiny_encoder)
+    rng = np.random.default_rng(0)
+    good = Head(name="good", classes=("x", "y", "z"), model_id=info.model_id,
+                weight=_unit(rng.normal(size=(3, info.dim))), bias=np.zeros(3), logit_scale=info.logit_scale)
+    foreign = Head(name="foreign", classes=("x", "y"), model_id="zest-tiny", weight=_unit(rng.normal(size=(2, 256))),
+                   bias=np.zeros(2), logit_scale=30.0)
+    encoded_texts = []
+
+    def encode_texts(texts):
+        encoded_texts.extend(texts)
+        return tiny_encoder.encode_texts(texts)
+
+    pipeline = ClipPipeline(Settings(max_images=3), info, tiny_encoder.encode_pixels, encode_texts,
+                            heads=Heads([good, foreign]))
+    return pipeline, good, encoded_texts
+
+
+def test_classify_with_head_uses_its_classes_and_no_text(pipeline_with_heads, tiny_encoder):
+    pipeline, good, encoded_texts = pipeline_with_heads
+    raw = [RawImage("r", _png("red")), RawImage("b", _png("blue"))]
+    out = pipeline.classify(raw, None, None, top_k=2, head="good")
+    assert out.head == "good" and out.templates is None and not encoded_texts
+    feats = tiny_encoder.encode_images([Image.open(io.BytesIO(r.data)) for r in raw])
+    for res, expected in zip(out.results, good.predict(feats, k=2)):
+        assert [(p.label, pytest.approx(p.probability, abs=1e-5)) for p in res.predictions] == \
+            [(l, pytest.approx(p, abs=1e-5)) for l, p in expected]
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(head="nope"), NotFound, "no head named 'nope'"),
+    (dict(head="foreign"), Conflict, "made for model 'zest-tiny'"),
+    (dict(head="good", labels=["a"]), InvalidInput, "leave out labels and templates"),
+    (dict(head="good", templates="photo"), InvalidInput, "leave out labels and templates"),
+    (dict(head=None, labels=None), InvalidInput, "labels is missing"),
+])
+def test_bad_head_requests(pipeline_with_heads, kwargs, error, message):
+    pipeline = pipeline_with_heads[0]
+    args = dict(raw=[RawImage("r", _png("red"))], labels=None, templates=None, top_k=1) | kwargs
+    with pytest.raises(error, match=message):
+        pipeline.classify(**args)
+
+
+def test_list_heads_marks_the_foreign_head(pipeline_with_heads):
+    listed = pipeline_with_heads[0].list_heads()
+    assert {h.name: h.usable for h in listed.heads} == {"good": True, "foreign": False}
+    assert listed.model == pipeline_with_heads[1].model_id
+
+
+def test_zest_heads_setting(monkeypatch):
+    monkeypatch.setenv("ZEST_HEADS", " shapes, /srv/heads/Fruit ,shapes,")
+    assert Settings.from_env().heads == ("shapes", "/srv/heads/Fruit")  # order kept, duplicates dropped
+    monkeypatch.delenv("ZEST_HEADS")
+    assert Settings.from_env().heads == ()
