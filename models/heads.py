@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,13 @@ def check_name(name: object) -> str:
         raise ValueError(f"head name {name!r} is invalid: use at most {NAME_MAX} lowercase letters, digits, "
                          "'-', '_' or '.', starting and ending with a letter or digit")
     return name
+
+
+def is_head_path(ref: str) -> bool:
+    """Whether a head reference (ZEST_HEADS entry, --head) is a directory rather than a BentoML model tag:
+    it holds a head.json, or it has a '/' (which no tag has). A bare name is a tag even if a directory of
+    that name happens to exist in the working directory."""
+    return "/" in ref or os.sep in ref or (Path(ref) / META_FILE).is_file()
 
 
 def head_logits(features: np.ndarray, weight: np.ndarray, bias: np.ndarray, logit_scale: float,

@@ -206,10 +206,12 @@ def _only(fields: dict, allowed: set[str]) -> dict:
 
 
 def _declare_heads(cls):
-    """Each ZEST_HEADS entry that is not a directory is a BentoML model tag, declared as a class attribute
+    """Each ZEST_HEADS entry that is not a head directory is a BentoML model tag, declared as a class attribute
     (`head_model_<i>`) so that `bentoml build` packs it, like RecommenderService.model_ref."""
+    from ..models.heads import is_head_path
+
     for i, entry in enumerate(SETTINGS.heads):
-        if not os.path.isdir(entry):
+        if not is_head_path(entry):
             setattr(cls, f"head_model_{i}", bentoml.models.BentoModel(entry))
     return cls
 

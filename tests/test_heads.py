@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from zest.models.errors import Conflict, InvalidInput, ModelLoadError, NotFound
-from zest.models.heads import Head, Heads, head_logits, load_head, load_heads, save_head
+from zest.models.heads import Head, Heads, head_logits, is_head_path, load_head, load_heads, save_head
 from zest.service.pipeline import ClipPipeline, EncoderInfo, RawImage
 from zest.service.settings import Settings
 
@@ -99,6 +99,15 @@ def test_registry_lookup_and_model_check(tmp_path):
     assert e.value.status_code == 409
     with pytest.raises(ModelLoadError, match="two heads are named 'shapes'"):
         Heads([_head(), _head()])
+
+
+def test_a_bare_name_is_a_store_tag_even_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shapes").mkdir()  # e.g. the image folder the head was adapted on
+    assert not is_head_path("shapes") and not is_head_path("shapes:v1")
+    assert is_head_path("./shapes") and is_head_path(str(tmp_path / "shapes"))
+    save_head(_head(), tmp_path / "myhead")
+    assert is_head_path("myhead")
 
 
 # ---------------------------------------------------------------------------------------- the pipeline

@@ -99,6 +99,12 @@ def test_adapt_on_words_the_model_never_saw(tmp_path, capsys):
     head = load_head(tmp_path / "syn-head")
     assert head.model_id == "zest-tiny" and head.meta["metrics"]["adapted_top1"] == held["adapted"]["top1"]
     assert len(head.meta["train_images"]) == 144  # the held-out images' hashes are not among them
+    # zest eval with the head leaves its training images out: it sees exactly the held-out images
+    assert main(["eval", str(root), "--head", str(tmp_path / "syn-head"), "--no-compare", "--json", "--no-progress",
+                 "--device", "cpu", "--cache-dir", str(cache), "--out", str(tmp_path / "eval-head")]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["excluded_training_images"] == 144 and evaluated["n_images"] == 48
+    assert evaluated["top1"] == held["adapted"]["top1"]
 
     write_names(root, synonyms=False)  # the same images, canonical names
     can = _adapt(capsys, root, "shapes", tmp_path / "can-head", cache, "--compare")

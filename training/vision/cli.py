@@ -56,9 +56,9 @@ def _note(message: str) -> None:
 
 
 def _load_head(ref: str, resolve_head: Callable[[str], str] | None):
-    from ...models.heads import load_head
+    from ...models.heads import is_head_path, load_head
 
-    if Path(ref).is_dir():
+    if is_head_path(ref):
         return load_head(ref)
     if resolve_head is None:
         raise InvalidInput(f"--head {ref!r} is not a head directory (and no model store is available here)")
@@ -73,8 +73,8 @@ def eval_parser() -> argparse.ArgumentParser:
         "images: top-1/top-5, per-class precision/recall, a confusion-matrix PNG, a failure sheet, and which "
         "shipped template set is best on this data.")
     _common(p)
-    p.add_argument("--head", default=None, help="evaluate an adapted head (name in the model store, or a "
-                   "directory) instead of zero-shot; its training images are left out")
+    p.add_argument("--head", default=None, help="evaluate an adapted head (its name in the model store, or a "
+                   "head directory) instead of zero-shot; its training images are left out")
     p.add_argument("--url", default=None, help="evaluate a running zest server (POST /classify) instead of a "
                    "model in this process, e.g. http://127.0.0.1:3000")
     p.add_argument("--out", default="zest-eval", help="where report.json, confusion.png and failures.html go "
