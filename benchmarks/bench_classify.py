@@ -32,25 +32,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (  # noqa: E402
-    Sample,
-    add_common_args,
-    check_target,
-    env_info,
-    error_text,
-    interleave,
-    jpeg_bytes,
-    latency_ms,
-    make_images,
-    print_table,
-    print_targets,
-    rec_model_env,
-    serve,
-    slug,
-    summarize,
-    warn_if_busy,
-    write_results,
-)
+from benchmarks.harness.cli import add_common_args  # noqa: E402
+from benchmarks.harness.environment import env_info, warn_if_busy  # noqa: E402
+from benchmarks.harness.inputs import jpeg_bytes, make_images  # noqa: E402
+from benchmarks.harness.report import check_target, error_text, print_table, print_targets, slug, write_results  # noqa: E402
+from benchmarks.harness.servers import rec_model_env, serve  # noqa: E402
+from benchmarks.harness.timing import Sample, interleave, latency_ms, summarize  # noqa: E402
 
 ADJECTIVES = ["red", "blue", "green", "yellow", "black", "white", "small", "large", "old", "new", "wooden", "metal",
               "striped", "spotted", "furry", "shiny", "broken", "folded", "wild", "tame", "frozen", "burning",
@@ -211,7 +198,7 @@ def run(args: argparse.Namespace, record: dict[str, Any], server_env: dict[str, 
 
 def report(record: dict, samples: dict[str, list[Sample]]) -> None:
     """Per-request latency: median over rounds of each round's median, plus pooled percentiles."""
-    from benchmarks.common import median
+    from benchmarks.harness.timing import median
 
     res = {}
     for name, ss in samples.items():

@@ -33,28 +33,13 @@ from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (  # noqa: E402
-    Sample,
-    add_common_args,
-    check_target,
-    env_info,
-    error_text,
-    interleave,
-    jpeg_bytes,
-    make_images,
-    print_table,
-    print_targets,
-    quiet_libraries,
-    rec_model_env,
-    repeat_for,
-    run_clients,
-    serve,
-    set_threads,
-    slug,
-    summarize,
-    warn_if_busy,
-    write_results,
-)
+from benchmarks.harness.cli import add_common_args, quiet_libraries  # noqa: E402
+from benchmarks.harness.environment import env_info, set_threads, warn_if_busy  # noqa: E402
+from benchmarks.harness.inputs import jpeg_bytes, make_images  # noqa: E402
+from benchmarks.harness.load import run_clients  # noqa: E402
+from benchmarks.harness.report import check_target, error_text, print_table, print_targets, slug, write_results  # noqa: E402
+from benchmarks.harness.servers import rec_model_env, serve  # noqa: E402
+from benchmarks.harness.timing import Sample, interleave, repeat_for, summarize  # noqa: E402
 
 PIPELINE_LABELS = ["a photo of a cat", "a photo of a dog", "a car", "a landscape", "a diagram"]
 
@@ -203,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     import torch
 
-    from zest.models.clip_encoder import ClipEncoder, load_clip
+    from zest.models.clip_encoder import ClipEncoder
     from zest.models.errors import ModelLoadError
+    from zest.models.factory import load_clip
     from zest.models.spec import parse_spec
 
     env = env_info()

@@ -39,20 +39,11 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (  # noqa: E402
-    Sample,
-    add_common_args,
-    env_info,
-    error_text,
-    latency_ms,
-    print_table,
-    quiet_libraries,
-    serve,
-    untrained_rec_model,
-    wait_until,
-    warn_if_busy,
-    write_results,
-)
+from benchmarks.harness.cli import add_common_args, quiet_libraries  # noqa: E402
+from benchmarks.harness.environment import env_info, warn_if_busy  # noqa: E402
+from benchmarks.harness.report import error_text, print_table, write_results  # noqa: E402
+from benchmarks.harness.servers import serve, untrained_rec_model, wait_until  # noqa: E402
+from benchmarks.harness.timing import Sample, latency_ms  # noqa: E402
 
 GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
           "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]

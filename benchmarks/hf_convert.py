@@ -274,7 +274,7 @@ def check_parity(model: torch.nn.Module, hf, tokenizer, image_processor, preproc
 # ------------------------------------------------------------------------------------------- CLI
 def load_open_clip_model(spec: str):
     """(model, preprocess transform, preprocess_cfg) for a zest model spec, via zest's own loader."""
-    from zest.models.clip_encoder import load_clip
+    from zest.models.factory import load_clip
     from zest.models.spec import parse_spec
 
     loaded = load_clip(parse_spec(spec), torch.device("cpu"))

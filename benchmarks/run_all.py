@@ -19,14 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import RESULTS_DIR, env_info, slug, write_results  # noqa: E402
+from benchmarks.harness import RESULTS_DIR  # noqa: E402
+from benchmarks.harness.environment import env_info  # noqa: E402
+from benchmarks.harness.report import slug, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ("image", "classify", "rec")
+BENCHES = ("image", "classify", "rec", "peer")
 
 
 def result_file(name: str, model: str, quick: bool) -> Path:
-    stem = {"image": f"image-{slug(model)}", "classify": f"classify-{slug(model)}", "rec": "rec"}[name]
+    stem = {"image": f"image-{slug(model)}", "classify": f"classify-{slug(model)}", "rec": "rec",
+            "peer": f"peer-{slug(model)}"}[name]
     return RESULTS_DIR / f"{stem}{'.quick' if quick else ''}.json"
 
 
@@ -34,7 +37,8 @@ def jobs(names: list[str], args: argparse.Namespace) -> list[tuple[str, str | No
     """(benchmark, model, command line) for every run: bench_image once per --image-models entry."""
     out = []
     for name in names:
-        models = args.image_models.split(",") if name == "image" else [args.model] if name == "classify" else [None]
+        models = (args.image_models.split(",") if name == "image" else [args.model] if name in ("classify", "peer")
+                  else [None])
         for model in models:
             cmd = [sys.executable, str(HERE / f"bench_{name}.py")] + (["--model", model] if model else [])
             if args.quick:

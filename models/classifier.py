@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import threading
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..prompts import TemplateSet
+from .class_cache import ClassEmbeddingCache, text_tower_fingerprint
 from .errors import InvalidInput, PayloadTooLarge
-from .lru import LRUCache
 from .zero_shot import class_embeddings, top_k, zero_shot_probs
 
 _SPACES = re.compile(r"\s+")
@@ -41,30 +43,60 @@ def clean_labels(labels: object, max_labels: int = 1000, max_label_chars: int = 
 
 
 class ZeroShotClassifier:
-    """Zero-shot classification with cached class embeddings.
+    """Zero-shot classification with class embeddings cached per label.
 
-    `encode_texts` maps texts to unit-norm features (a `ClipEncoder.encode_texts`, or a remote
-    call to one). Class embeddings are cached per (model id, template content, class list), so a
-    repeated request never touches the text tower.
+    `encode_texts` maps texts to unit-norm features (a `ClipEncoder.encode_texts`, or a remote call to
+    one). Each label's embedding (the mean of its prompts over a template set) is cached under (model,
+    template set, label) in a `ClassEmbeddingCache`: a repeated request never touches the text tower, and a
+    label list that shares labels with earlier ones encodes only the new labels. Give `cache_dir` to keep
+    the cache across restarts.
     """
 
     def __init__(self, encode_texts: Callable[[list[str]], np.ndarray], model_id: str, logit_scale: float,
-                 cache_size: int = 64):
+                 cache_bytes: int = 256 * 2**20, cache_dir: str | Path | None = None,
+                 cache_observer: Callable[[int, int, int, int], None] | None = None):
         self.encode_texts = encode_texts
         self.model_id = model_id
         self.logit_scale = float(logit_scale)
-        self.cache: LRUCache[np.ndarray] = LRUCache(cache_size)
+        self._cache_bytes = cache_bytes
+        self._cache_dir = cache_dir
+        self._cache_observer = cache_observer
+        self._cache: ClassEmbeddingCache | None = None
+        self._cache_lock = threading.Lock()
+        self._compute_lock = threading.Lock()  # one encoder: concurrent misses queue instead of duplicating work
 
     @classmethod
-    def from_encoder(cls, encoder, cache_size: int = 64) -> "ZeroShotClassifier":
-        return cls(encoder.encode_texts, encoder.model_id, encoder.logit_scale, cache_size=cache_size)
+    def from_encoder(cls, encoder, cache_bytes: int = 256 * 2**20,
+                     cache_dir: str | Path | None = None) -> "ZeroShotClassifier":
+        return cls(encoder.encode_texts, encoder.model_id, encoder.logit_scale, cache_bytes=cache_bytes,
+                   cache_dir=cache_dir)
+
+    @property
+    def cache(self) -> ClassEmbeddingCache:
+        """Opened on first use: its namespace needs one probe through the text tower."""
+        with self._cache_lock:
+            if self._cache is None:
+                namespace = f"{self.model_id}@{text_tower_fingerprint(self.encode_texts)}"
+                self._cache = ClassEmbeddingCache(namespace, self._cache_bytes, self._cache_dir,
+                                                  observer=self._cache_observer)
+            return self._cache
 
     def class_embeddings(self, labels: Sequence[str], templates: TemplateSet) -> np.ndarray:
-        """(n_labels, dim) unit-norm class embeddings, from the cache when possible."""
-        labels = tuple(labels)
-        key = (self.model_id, templates.digest, labels)
-        return self.cache.get_or_compute(
-            key, lambda: class_embeddings(self.encode_texts, labels, templates.templates))
+        """(n_labels, dim) unit-norm class embeddings; only labels never seen with these templates are encoded."""
+        labels = list(labels)
+        cache = self.cache
+        found = cache.get_many(templates.digest, labels)
+        missing = [label for label in labels if label not in found]
+        if missing:
+            with self._compute_lock:
+                found.update(cache.get_many(templates.digest, missing, count=False))  # filled while we waited?
+                missing = [label for label in labels if label not in found]
+                if missing:
+                    fresh = class_embeddings(self.encode_texts, missing, templates.templates)
+                    new = dict(zip(missing, fresh))
+                    cache.put_many(templates.digest, new)
+                    found.update(new)
+        return np.stack([found[label] for label in labels]).astype(np.float32)
 
     def probabilities(self, image_features: np.ndarray, labels: Sequence[str],
                       templates: TemplateSet) -> np.ndarray:

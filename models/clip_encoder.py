@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -11,9 +13,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import ModelLoadError
+from .factory import load_clip
 from .images import to_rgb
-from .loading import LoadedClip, load_open_clip
-from .spec import ModelSpec, parse_spec
+from .loaded import LoadedClip
+from .runtimes import check_fidelity, get_runtime
+from .text_tower import content_lengths, pad_token_id, trimmed_text_encoder
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -46,15 +52,6 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.float16 if precision == "fp16" else torch.bfloat16
 
 
-def load_clip(spec: ModelSpec, device: torch.device) -> LoadedClip:
-    """Dispatch a parsed spec to zest's own registry or to open_clip."""
-    if spec.kind == "zest":
-        from .registry import ZEST_MODELS
-
-        return ZEST_MODELS[spec.name](device)
-    return load_open_clip(spec, device)
-
-
 class ClipEncoder:
     """Image and text towers of one CLIP model.
 
@@ -73,14 +70,44 @@ class ClipEncoder:
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
+        self.runtime = "torch"  # what runs the model (models/runtimes.py); with_runtime() changes it
+        self.fidelity = None  # the FidelityReport that admitted a non-torch runtime
         self._autocast_dtype = autocast_dtype(device, precision)
+        self._pad_id = pad_token_id(self.tokenizer)
+        self._encode_trimmed = trimmed_text_encoder(self.model)
         self.dim = int(self.encode_texts(["a photo."]).shape[1])
 
     @classmethod
     def from_spec(cls, spec: str, device: str | None = None, precision: str = "auto",
-                  batch_size: int = 32) -> "ClipEncoder":
+                  batch_size: int = 32, runtime: str = "torch") -> "ClipEncoder":
         dev = pick_device(device)
-        return cls(load_clip(parse_spec(spec), dev), dev, precision=precision, batch_size=batch_size)
+        loaded = load_clip(spec, dev)
+        encoder = cls(loaded, dev, precision=precision, batch_size=batch_size)
+        return encoder.with_runtime(runtime, loaded) if runtime != "torch" else encoder
+
+    def with_runtime(self, name: str, loaded: LoadedClip) -> "ClipEncoder":
+        """This encoder on another runtime (models/runtimes.py) if it passes the fidelity gate against this
+        one; otherwise this encoder, with one log line that says why."""
+        runtime = get_runtime(name)
+        if runtime.convert is None:
+            return self
+        try:
+            converted = runtime.convert(self.model, self.device)
+            candidate = type(self)(replace(loaded, model=converted), self.device, precision=self.precision,
+                                   batch_size=self.batch_size)
+            candidate.runtime = name
+            report = check_fidelity(name, self, candidate)
+        except Exception as exc:  # noqa: BLE001 - any failure of a fast path falls back to torch
+            log.error("runtime %s refused for %s (%s: %s); serving with torch", name, self.model_id,
+                      type(exc).__name__, exc)
+            return self
+        if not report.passed:
+            log.error("runtime %s refused for %s, failed the fidelity gate: %s; serving with torch",
+                      name, self.model_id, report)
+            return self
+        log.info("runtime %s admitted for %s: %s", name, self.model_id, report)
+        candidate.fidelity = report
+        return candidate
 
     @property
     def logit_scale(self) -> float:
@@ -129,10 +156,24 @@ class ClipEncoder:
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode texts; each is truncated to the model's context length the way its tokenizer does."""
+        """Encode texts; each is truncated to the model's context length the way its tokenizer does.
+
+        Texts are batched by token length and each batch is cut to its longest sequence where the text tower
+        allows it (models/text_tower.py), which gives the same features as full padding, faster."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = [self._run(self.model.encode_text, self.tokenizer(texts[i:i + self.batch_size]))
-               for i in range(0, len(texts), self.batch_size)]
-        return torch.cat(out).numpy()
+        tokens = self.tokenizer(texts)
+        if self._encode_trimmed is None:
+            out = [self._run(self.model.encode_text, chunk) for chunk in tokens.split(self.batch_size)]
+            return torch.cat(out).numpy()
+        lengths = content_lengths(tokens, self._pad_id)
+        order = torch.argsort(lengths, stable=True)
+        chunks = []
+        for idx in order.split(self.batch_size):
+            longest = max(1, int(lengths[idx].max()))
+            chunks.append((idx, self._run(self._encode_trimmed, tokens[idx, :longest])))
+        features = torch.empty((len(texts), chunks[0][1].shape[1]), dtype=torch.float32)
+        for idx, feats in chunks:
+            features[idx] = feats
+        return features.numpy()

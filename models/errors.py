@@ -27,12 +27,6 @@ class NotFound(InvalidInput):
     status_code = 404
 
 
-class Conflict(InvalidInput):
-    """A request the server cannot serve as configured (e.g. a head made for another model)."""
-
-    status_code = 409
-
-
 class ModelLoadError(ZestError, RuntimeError):
     """The model spec cannot be turned into a loaded model; the message says what to do."""
 
@@ -41,3 +35,10 @@ class Unavailable(ZestError):
     """A part of the service is not available (e.g. no recommender model configured)."""
 
     status_code = 503
+
+
+class Conflict(InvalidInput):
+    """The request contradicts what exists (a collection that exists already, or was made by another model;
+    an adapted head made for another model)."""
+
+    status_code = 409

@@ -6,6 +6,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .topk import top_k_indices
+
 
 def class_embeddings(encode_texts: Callable[[list[str]], np.ndarray], labels: Sequence[str],
                      templates: Sequence[str]) -> np.ndarray:
@@ -34,6 +36,5 @@ def zero_shot_probs(image_features: np.ndarray, class_emb: np.ndarray, logit_sca
 
 def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
     """For each row, the k most probable labels, highest first (ties keep label order)."""
-    k = min(k, len(labels))
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    order = top_k_indices(probs, k)
     return [[(labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]

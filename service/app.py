@@ -2,37 +2,53 @@
 (service/recommender.py).
 
 Three services run in one bento:
-- `ClipEncoderService` holds the model. Its `encode_pixels` API is *batchable*: concurrent requests
-  are merged by BentoML's adaptive batching into one forward pass.
+- `ClipEncoderService` holds the model. Concurrent `encode_pixels` (and `encode_texts`) calls are merged by
+  zest's `GreedyBatcher` (service/batching.py): a call that finds the model idle runs at once, alone; calls
+  that arrive while it is busy run together as one forward pass when it frees.
 - `RecommenderService` holds the ZESRec model and the persistent item catalogue. It runs as a
   single worker so the catalogue has one writer.
 - `Zest` is the public API. It decodes, validates and preprocesses requests, keeps the
   class-embedding cache, and calls the other two through `bentoml.depends`.
 
+How the services call each other, retry and report health: service/transport.py. Exceptions to
+responses: service/errors.py. Time limits on clients: service/http_limits.py. SIGTERM: service/lifecycle.py.
 Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import threading
 from typing import Any
 
-import aiohttp
 import anyio
 import bentoml
 import numpy as np
+import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from ..models.errors import InvalidInput, ModelLoadError, Unavailable, ZestError
+from ..models.spec import bento_tag
+from . import errors
+from .batching import GreedyBatcher
+from .http_limits import BodyTimeoutMiddleware, install_header_timeout
 from .image import bento_image
+from .lifecycle import install_drain
+from .metrics import observe_batch
 from .pipeline import ClipPipeline, EncoderInfo
-from .requests import parse_model, read_images_and_fields, read_json
+from .requests import MULTIPART, json_images, parse_model, read_images_and_fields, read_json, read_multipart
 from .schemas import (
     ClassifyRequest,
     ClassifyResponse,
+    CollectionCreateRequest,
+    CollectionInfoResponse,
+    CollectionItemsRequest,
+    CollectionSearchRequest,
+    CollectionSearchResponse,
+    CollectionsResponse,
     EmbedImageRequest,
     EmbedResponse,
     EmbedTextRequest,
@@ -43,23 +59,54 @@ from .schemas import (
     TemplatesResponse,
 )
 from .settings import Settings
+from .transport import RUNNER_CONNECTION, Dependencies, Dependency
 
 log = logging.getLogger("zest")
+if log.level == logging.NOTSET:  # BentoML's server logging shows WARNING and up from other loggers
+    log.setLevel(logging.INFO)   # zest's start-up, health and shutdown lines are INFO
 SETTINGS = Settings.from_env()
 RESOURCES: dict[str, Any] = {"gpu": SETTINGS.gpus} if SETTINGS.gpus else {"cpu": "1"}
 
 
-@bentoml.service(name="zest-clip-encoder", resources=RESOURCES, workers=1, traffic={"timeout": SETTINGS.timeout_s})
+PUBLIC_SERVICE = "zest"
+# On the model services (the callees): their callers' BentoML client keeps one connection session for
+# good instead of closing it under running calls every 100 calls / 300 s. Why: service/transport.py.
+CALLEE = {"traffic": {"timeout": SETTINGS.timeout_s}, "runner_connection": RUNNER_CONNECTION}
+
+
+@bentoml.service(name="zest-clip-encoder", resources=RESOURCES, workers=1, **CALLEE)
 class ClipEncoderService:
-    """The model, loaded once per worker process; batchable image encoding."""
+    """The model, loaded once per worker process; concurrent calls merged by a GreedyBatcher."""
+
+    if bento_tag(SETTINGS.model):
+        # A BentoML model tag (`zest models import` prints it), as a class attribute: `bentoml build` packs
+        # the model into the bento, and its container serves it with no network.
+        model_ref = bentoml.models.BentoModel(bento_tag(SETTINGS.model))
 
     def __init__(self) -> None:
         from ..models.clip_encoder import ClipEncoder
 
         s = SETTINGS
+        install_drain("zest-clip-encoder", s.shutdown_timeout_s, public_service=PUBLIC_SERVICE)
+        # A tag loads from the model store that `model_ref` resolves in (the bento's own, in a container).
         self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
-                                             batch_size=s.batch_size)
-        log.info("loaded %s on %s (dim %d)", self.encoder.model_id, self.encoder.device, self.encoder.dim)
+                                             batch_size=s.batch_size, runtime=s.runtime)
+        # One model, two queues: image and text calls merge separately, and the lock runs one forward pass at a
+        # time (a pass already uses every core: torch's intra-op threads).
+        model_lock = threading.Lock()
+
+        def locked(fn):
+            def run(batch):
+                with model_lock:
+                    return fn(batch)
+            return run
+
+        self.pixel_batcher = GreedyBatcher(locked(self.encoder.encode_pixels), s.max_batch_size, "pixels",
+                                           on_batch=lambda requests, items: observe_batch("pixels", requests, items))
+        self.text_batcher = GreedyBatcher(locked(self.encoder.encode_texts), max(s.max_batch_size, s.max_texts), "texts",
+                                          on_batch=lambda requests, items: observe_batch("texts", requests, items))
+        log.info("loaded %s on %s (dim %d, runtime %s, %d torch threads)", self.encoder.model_id, self.encoder.device,
+                 self.encoder.dim, self.encoder.runtime, torch.get_num_threads())
 
     @bentoml.api
     def info(self) -> dict:
@@ -67,14 +114,13 @@ class ClipEncoderService:
         return {"model_id": e.model_id, "dim": e.dim, "logit_scale": e.logit_scale,
                 "context_length": e.context_length, "preprocess_cfg": e.preprocess_cfg}
 
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=SETTINGS.max_batch_size,
-                 max_latency_ms=SETTINGS.max_latency_ms)
-    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        return self.encoder.encode_pixels(pixels)
+    @bentoml.api
+    async def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return await self.pixel_batcher.run(pixels) if len(pixels) else self.encoder.encode_pixels(pixels)
 
     @bentoml.api
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode_texts(texts)
+    async def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return await self.text_batcher.run(texts) if texts else self.encoder.encode_texts(texts)
 
 
 def _outcome(fn, *args, **kwargs) -> dict:
@@ -87,9 +133,10 @@ def _outcome(fn, *args, **kwargs) -> dict:
         return {"error": str(exc), "status": exc.status_code}
 
 
-@bentoml.service(name="zest-recommender", workers=1, traffic={"timeout": SETTINGS.timeout_s})
+@bentoml.service(name="zest-recommender", workers=SETTINGS.rec_workers, **CALLEE)
 class RecommenderService:
-    """ZESRec model + item catalogue. One worker: the catalogue's single writer."""
+    """ZESRec model + item catalogue. One worker on the embedded store (its single writer); with a shared
+    Milvus store ZEST_REC_WORKERS may be more (settings.py refuses more workers on a single-writer store)."""
 
     if SETTINGS.rec_model and not os.path.isdir(SETTINGS.rec_model):
         # A BentoML model tag, as a class attribute: `bentoml build` packs the model into the bento.
@@ -98,6 +145,7 @@ class RecommenderService:
     def __init__(self) -> None:
         from .recommender import build_recommender, shipped_model_dir
 
+        install_drain("zest-recommender", SETTINGS.shutdown_timeout_s, public_service=PUBLIC_SERVICE)
         ref = getattr(self, "model_ref", None)
         if ref is not None:
             model_dir, model_id = ref.path, str(ref.tag)
@@ -148,54 +196,10 @@ def _unwrap(outcome: dict):
 app = FastAPI(title="zest", description="Zero-shot image classification and embeddings with CLIP.")
 
 
-# Calls between services reuse keep-alive connections; one the callee is just closing fails with a
-# connection error before the request is handled. Idempotent calls are retried; if the callee is
-# really down the client gets a 503, never a 500.
-_CONNECTION_ERRORS = (aiohttp.ClientConnectionError,)
-_ATTEMPTS = 3
-
-
-def _retrying(fn):
-    def call(*args, **kwargs):
-        for attempt in range(_ATTEMPTS):
-            try:
-                return fn(*args, **kwargs)
-            except _CONNECTION_ERRORS as exc:
-                if attempt == _ATTEMPTS - 1:
-                    raise
-                log.warning("retrying %s after %s", getattr(fn, "__name__", fn), type(exc).__name__)
-    return call
-
-
-async def _retrying_async(fn, *args):
-    for attempt in range(_ATTEMPTS):
-        try:
-            return await fn(*args)
-        except _CONNECTION_ERRORS as exc:
-            if attempt == _ATTEMPTS - 1:
-                raise
-            log.warning("retrying %s after %s", getattr(fn, "__name__", fn), type(exc).__name__)
-
-
-@app.exception_handler(aiohttp.ClientConnectionError)
-async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
-    log.error("internal service unreachable: %s", exc)
-    return JSONResponse({"error": "a model service is unavailable; retry shortly"}, status_code=503)
-
-
-@app.exception_handler(Exception)
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
-    return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
-
-
-@app.exception_handler(ZestError)
-async def _zest_error(request: Request, exc: ZestError) -> JSONResponse:
-    status = getattr(exc, "status_code", 500)
-    if status >= 500 and not isinstance(exc, Unavailable):
-        log.exception("request failed", exc_info=exc)
-        return JSONResponse({"error": "internal error; see the server log"}, status_code=status)
-    return JSONResponse({"error": str(exc)}, status_code=status)
+errors.register(app)
+app.add_middleware(BodyTimeoutMiddleware, read_timeout_s=SETTINGS.body_read_timeout_s,
+                   total_timeout_s=SETTINGS.body_timeout_s)
+INFO_DEADLINE_S = 10.0  # the encoder's `info` is instant when it is up: a longer wait means it is not
 
 
 def _only(fields: dict, allowed: set[str]) -> dict:
@@ -237,7 +241,39 @@ def _load_heads(service):
     return heads
 
 
-@bentoml.service(name="zest", image=bento_image(), traffic={"timeout": SETTINGS.timeout_s})
+# -- collections: image/text search over stored CLIP embeddings --------------------------------------
+def _json_field(fields: dict, key: str, default=None):
+    """A multipart text field holding JSON (ids, metadata, filter)."""
+    if key not in fields:
+        return default
+    try:
+        return json.loads(fields[key])
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"field {key!r} is not valid JSON ({exc})") from None
+
+
+def _collection_items(raw: list, fields: dict) -> list:
+    """Multipart: files in `images`; optional `ids` (JSON list, default the file names) and `metadata`
+    (a JSON object for every file, or a JSON list with one object per file)."""
+    from .collections import NewItem
+
+    _only(fields, {"ids", "metadata"})
+    ids = _json_field(fields, "ids", [r.name for r in raw])
+    metadata = _json_field(fields, "metadata", {})
+    if not isinstance(ids, list) or len(ids) != len(raw):
+        raise InvalidInput(f"ids must be a JSON list with one id per image ({len(raw)})")
+    if isinstance(metadata, list):
+        if len(metadata) != len(raw):
+            raise InvalidInput(f"metadata must be one JSON object, or a list with one per image ({len(raw)})")
+    else:
+        metadata = [metadata] * len(raw)
+    return [NewItem(id=i, image=r, metadata=m) for i, r, m in zip(ids, raw, metadata)]
+
+
+# runner_probe off: BentoML's own dependency check in /readyz waits up to 5 s per service and answers 500
+# when one refuses connections; `Zest.__is_ready__` checks them instead, within ZEST_PROBE_TIMEOUT_S.
+@bentoml.service(name=PUBLIC_SERVICE, image=bento_image(), traffic={"timeout": SETTINGS.timeout_s},
+                 runner_probe={"enabled": False, "timeout": 1, "period": 10})
 @bentoml.asgi_app(app, path="/")
 @_declare_heads
 class Zest:
@@ -247,33 +283,70 @@ class Zest:
     recommender = bentoml.depends(RecommenderService)
 
     def __init__(self) -> None:
-        self.settings = SETTINGS
+        s = self.settings = SETTINGS
         self.loaded_heads = _load_heads(self)
         self._pipeline: ClipPipeline | None = None
-        self._lock = threading.Lock()
+        self._pipeline_lock = asyncio.Lock()
+        self._collections = None
+        self._collections_lock = asyncio.Lock()
+        self._stopping = False
+        self.enc = Dependency("zest-clip-encoder", self.encoder, s.probe_timeout_s)
+        self.rec = Dependency("zest-recommender", self.recommender, s.probe_timeout_s)
+        self.deps = Dependencies([self.enc, self.rec])
+        install_header_timeout(s.header_timeout_s)  # this worker's uvicorn, before it accepts anything
+        install_drain(PUBLIC_SERVICE, s.shutdown_timeout_s, on_term=self._on_term)
 
-    def pipeline(self) -> ClipPipeline:
+    async def pipeline(self) -> ClipPipeline:
         """Built on first use: it needs the encoder service's model info, which may start after us."""
-        with self._lock:
-            if self._pipeline is None:
-                info = EncoderInfo(**_retrying(self.encoder.info)())
-                self._pipeline = ClipPipeline(self.settings, info, _retrying(self.encoder.encode_pixels),
-                                              _retrying(self.encoder.encode_texts), heads=self.loaded_heads)
-                for head in self.loaded_heads:
-                    if head.model_id != info.model_id:
-                        log.warning("head %s was made for model %s, not %s: /classify refuses it (409)",
-                                    head.name, head.model_id, info.model_id)
-            return self._pipeline
+        if self._pipeline is None:
+            async with self._pipeline_lock:
+                if self._pipeline is None:
+                    info = await self.enc.call("info", idempotent=True, deadline_s=INFO_DEADLINE_S)
+                    self._pipeline = ClipPipeline(self.settings, EncoderInfo(**info),
+                                                  self.enc.sync("encode_pixels", idempotent=True),
+                                                  self.enc.sync("encode_texts", idempotent=True),
+                                                  heads=self.loaded_heads)
+                    for head in self.loaded_heads:
+                        if head.model_id != info["model_id"]:
+                            log.warning("head %s was made for model %s, not %s: /classify refuses it (409)",
+                                        head.name, head.model_id, info["model_id"])
+        return self._pipeline
 
-    def __is_ready__(self) -> bool:
+    async def __is_ready__(self) -> bool:
+        """/readyz: every model service answers its probe and the pipeline is built. Never takes much
+        longer than ZEST_PROBE_TIMEOUT_S: a service that is down, restarting or loading makes it 503."""
+        if self._stopping:
+            return False
         try:
-            self.pipeline()
+            if not await self.deps.ready():
+                return False
+            await asyncio.wait_for(self.pipeline(), self.settings.probe_timeout_s)
             return True
-        except Exception:  # encoder not up yet
+        except Exception:  # noqa: BLE001 - not ready, whatever the reason; the calls path logs failures
             return False
 
+    async def __is_alive__(self) -> bool:
+        """/livez: False once a model service that was up has not answered for ZEST_LIVENESS_GRACE_S —
+        it is not coming back by itself (e.g. a worker that crashes while loading, again and again), so
+        this process can no longer serve and the orchestrator should restart it."""
+        dead = await self.deps.dead(self.settings.liveness_grace_s)
+        if dead:
+            log.error("not live: %s down for more than %.0f s", ", ".join(dead), self.settings.liveness_grace_s)
+        return not dead
+
+    async def _on_term(self) -> None:
+        self._stopping = True
+        down = self.deps.stopping()
+        if down:
+            log.error("stopping with no worker left for %s: requests waiting on it answer 503 now",
+                      ", ".join(down))
+
+    @bentoml.on_shutdown
+    async def _close_probes(self) -> None:
+        await self.deps.close()
+
     async def _run(self, fn, *args):
-        pipeline = await anyio.to_thread.run_sync(self.pipeline)
+        pipeline = await self.pipeline()
         return await anyio.to_thread.run_sync(fn, pipeline, *args)
 
     @app.post("/classify", response_model=ClassifyResponse)
@@ -320,10 +393,8 @@ class Zest:
 
     # -- recommender ----------------------------------------------------------------------
     async def _rec(self, method: str, *args):
-        call = getattr(self.recommender.to_async, method)
-        if method == "delete_item":  # not idempotent: never repeated
-            return _unwrap(await call(*args))
-        return _unwrap(await _retrying_async(call, *args))
+        # An upsert by id, a read or a ranking can be sent again; a delete is not: never repeated.
+        return _unwrap(await self.rec.call(method, *args, idempotent=method != "delete_item"))
 
     @app.post("/items")
     async def upsert_items(self, request: Request):
@@ -344,3 +415,85 @@ class Zest:
         """Top-k items for a history of item ids and/or free-text descriptions of liked items."""
         body = parse_model(RecommendRequest, await read_json(request, self.settings))
         return await self._rec("recommend", body.model_dump())
+
+    # -- collections: image/text search over stored CLIP embeddings (service/collections.py) ----------
+    # Served by the public service itself: it holds the pipeline (decoding, preprocessing, the encoder
+    # service's batched calls); the store is ZEST_VECTOR_STORE's "collections" role.
+    async def collections(self):
+        """The collections logic, built on first use (it needs the encoder's model info, like pipeline())."""
+        if self._collections is None:
+            pipeline = await self.pipeline()
+            async with self._collections_lock:
+                if self._collections is None:
+                    from .collections import Collections
+                    from .recommender import open_store_for
+
+                    store = await anyio.to_thread.run_sync(open_store_for, self.settings, "collections")
+                    self._collections = Collections(store, pipeline, self.settings)
+        return self._collections
+
+    async def _in_collections(self, fn):
+        coll = await self.collections()
+        return await anyio.to_thread.run_sync(fn, coll)
+
+    @app.post("/collections", response_model=CollectionInfoResponse)
+    async def create_collection(self, request: Request):
+        """Create a collection for this server's CLIP model: {"name": ..., "model": optional}."""
+        body = parse_model(CollectionCreateRequest, await read_json(request, self.settings))
+        return await self._in_collections(lambda c: c.create(body.name, body.model))
+
+    @app.get("/collections", response_model=CollectionsResponse)
+    async def list_collections(self):
+        return await self._in_collections(lambda c: c.list())
+
+    @app.get("/collections/{name}", response_model=CollectionInfoResponse)
+    async def describe_collection(self, name: str):
+        return await self._in_collections(lambda c: c.describe(name))
+
+    @app.delete("/collections/{name}")
+    async def drop_collection(self, name: str):
+        return await self._in_collections(lambda c: c.drop(name))
+
+    @app.post("/collections/{name}/items")
+    async def add_collection_items(self, name: str, request: Request):
+        """Add or replace items, embedded on write: multipart `images` files (+ `ids`, `metadata`), or JSON
+        {"items": [{"id", "text" | "image", "metadata"}]}."""
+        from .collections import NewItem
+
+        if request.headers.get("content-type", "").split(";")[0].strip() == MULTIPART:
+            raw, fields = await read_multipart(request, self.settings)
+            items = _collection_items(raw, fields)
+        else:
+            body = parse_model(CollectionItemsRequest, await read_json(request, self.settings))
+            items = []
+            for n, it in enumerate(body.items):
+                image = json_images([it.image])[0] if it.image is not None else None
+                if image is not None and image.name == "image[0]":
+                    image.name = f"items[{n}].image"
+                items.append(NewItem(id=it.id, text=it.text, image=image, metadata=it.metadata))
+        return await self._in_collections(lambda c: c.add(name, items))
+
+    @app.post("/collections/{name}/search", response_model=CollectionSearchResponse)
+    async def search_collection(self, name: str, request: Request):
+        """Top-k items by text, image or vector: JSON {"text" | "image" | "vector", "k", "filter"}, or multipart
+        with one file in `images` (+ `k`, `filter`)."""
+        if request.headers.get("content-type", "").split(";")[0].strip() == MULTIPART:
+            raw, fields = await read_multipart(request, self.settings)
+            _only(fields, {"k", "filter"})
+            if len(raw) != 1:
+                raise InvalidInput("send exactly one image file in 'images' to search by")
+            k = _json_field(fields, "k", 10)
+            flt = _json_field(fields, "filter")
+            return await self._in_collections(lambda c: c.search(name, image=raw[0], k=k, filter=flt))
+        body = parse_model(CollectionSearchRequest, await read_json(request, self.settings))
+        image = json_images([body.image])[0] if body.image is not None else None
+        return await self._in_collections(
+            lambda c: c.search(name, text=body.text, image=image, vector=body.vector, k=body.k, filter=body.filter))
+
+    @app.get("/collections/{name}/items/{item_id:path}")
+    async def get_collection_item(self, name: str, item_id: str):
+        return await self._in_collections(lambda c: c.get_item(name, item_id))
+
+    @app.delete("/collections/{name}/items/{item_id:path}")
+    async def delete_collection_item(self, name: str, item_id: str):
+        return await self._in_collections(lambda c: c.delete_item(name, item_id))

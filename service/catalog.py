@@ -1,16 +1,22 @@
-"""The recommender's item catalogue: persisted in SQLite, scored from memory.
+"""The recommender's item catalogue, kept in the vector store (zest.store): one collection
+`rec_catalog_<dim>` whose records are (item id, item vector [v, b], {"text", "updated_at"}).
 
-Each item is stored with its text (the source of truth) and its vector (derived from the text
-by the current item model). A write is one SQLite transaction and touches memory only after the
-commit succeeded, so a failed request changes nothing. On start-up, items whose vectors were made
-by a different model (fingerprint mismatch) are re-embedded from their stored text, so retraining
-never loses a catalogue.
+Each item is stored with its text (the source of truth) and its vector (derived from the text by the current
+item model). A write embeds first and then stores in one store write, so a failed request changes nothing.
+The collection's meta holds the item model's fingerprint; on start-up, items whose vectors were made by a
+different model are re-embedded from their stored text (a model of another dimension gets a new collection,
+filled from the old one, which is dropped only once the new one is complete), so retraining never loses a
+catalogue. A catalogue written by zest before the vector store (`catalog.sqlite3`, table `items`) is
+imported the same way on first start.
+
+Scoring is the store's inner-product search: score = item_vector . user_vector, the content bias being
+the items' last column and the users' constant 1 -- on every backend.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +24,11 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-Embed = Callable[[list[str]], np.ndarray]
+from ..store import VectorStore
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    id TEXT PRIMARY KEY,
-    text TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+log = logging.getLogger(__name__)
+Embed = Callable[[list[str]], np.ndarray]
+PREFIX = "rec_catalog_"
 
 
 @dataclass(frozen=True)
@@ -39,98 +39,103 @@ class Item:
 
 
 class ItemCatalog:
-    def __init__(self, path: str | Path, embed: Embed, fingerprint: str, batch_size: int = 256):
-        self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, store: VectorStore, embed: Embed, fingerprint: str, dim: int, batch_size: int = 256,
+                 legacy_path: str | Path | None = None):
+        self.store = store
         self.embed = embed
         self.fingerprint = fingerprint
+        self.dim = dim
         self.batch_size = batch_size
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._ids: list[str] = []
-        self._row: dict[str, int] = {}
-        self._buf = np.zeros((0, 0), dtype=np.float32)  # rows [0, len(_ids)) are live; capacity grows 2x
-        self._load()
+        self.name = f"{PREFIX}{dim}"
+        self._open(Path(legacy_path) if legacy_path else None)
 
     # -- start-up -------------------------------------------------------------------------
     def _embed_all(self, texts: Sequence[str]) -> np.ndarray:
         out = [np.asarray(self.embed(list(texts[i:i + self.batch_size])), dtype=np.float32)
                for i in range(0, len(texts), self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
 
-    def _load(self) -> None:
-        stored = self._db.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
-        rows = self._db.execute("SELECT id, text, vector FROM items ORDER BY rowid").fetchall()
-        if rows and (stored is None or stored[0] != self.fingerprint):
-            vectors = self._embed_all([r[1] for r in rows])  # item model changed: re-derive vectors
-            with self._transaction() as db:
-                db.executemany("UPDATE items SET vector=? WHERE id=?",
-                               [(v.tobytes(), r[0]) for r, v in zip(rows, vectors)])
-                self._set_fingerprint(db)
-        else:
-            vectors = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows]) if rows else None
-            if stored is None:
-                with self._transaction() as db:
-                    self._set_fingerprint(db)
-        self._ids = [r[0] for r in rows]
-        self._row = {item_id: i for i, item_id in enumerate(self._ids)}
-        self._buf = vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
+    def _write(self, items: list[tuple[str, str, float]], vectors: np.ndarray | None = None) -> None:
+        vectors = self._embed_all([t for _, t, _ in items]) if vectors is None else vectors
+        self.store.upsert(self.name, [i for i, _, _ in items], vectors,
+                          [{"text": t, "updated_at": u} for _, t, u in items])
 
-    def _set_fingerprint(self, db: sqlite3.Connection) -> None:
-        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('fingerprint', ?)", (self.fingerprint,))
+    def _open(self, legacy: Path | None) -> None:
+        info = self.store.collection(self.name)
+        if info is None:
+            info = self.store.create_collection(self.name, self.dim, "ip", {"fingerprint": None})
+        meta = dict(info.meta)
+        others = [c.name for c in self.store.collections() if c.name.startswith(PREFIX) and c.name != self.name]
+        source = meta.get("migrating_from")
+        if meta.get("fingerprint") is None and (source in others or not source):
+            # new (or a migration cut short): fill from an older catalogue, if there is one
+            source = source or (others[0] if others else None)
+            if source:
+                self.store.set_meta(self.name, {"fingerprint": None, "migrating_from": source})
+                n = 0
+                for batch in self.store.scan(source, self.batch_size):
+                    self._write([(r.id, r.payload["text"], r.payload.get("updated_at", 0.0)) for r in batch])
+                    n += len(batch)
+                log.info("re-embedded %d items from %s into %s (new item model)", n, source, self.name)
+            elif legacy is not None and legacy.is_file():
+                self._import_legacy(legacy)
+            self.store.set_meta(self.name, {"fingerprint": self.fingerprint})
+            if source:
+                self.store.drop_collection(source)
+        elif meta.get("fingerprint") != self.fingerprint:
+            n = 0
+            for batch in self.store.scan(self.name, self.batch_size):
+                self._write([(r.id, r.payload["text"], r.payload.get("updated_at", 0.0)) for r in batch])
+                n += len(batch)
+            log.info("re-embedded %d items with the new item model", n)
+            self.store.set_meta(self.name, {"fingerprint": self.fingerprint})
 
-    class _Tx:
-        def __init__(self, db: sqlite3.Connection):
-            self.db = db
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
-            return self.db
-
-        def __exit__(self, exc_type, *_):
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-            return False
-
-    def _transaction(self) -> "_Tx":
-        return self._Tx(self._db)
+    def _import_legacy(self, path: Path) -> None:
+        db = sqlite3.connect(path)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "items" not in tables:
+                return
+            stored = db.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone() if "meta" in tables else None
+            same_model = stored is not None and stored[0] == self.fingerprint
+            rows = db.execute("SELECT id, text, vector, updated_at FROM items ORDER BY rowid").fetchall()
+        finally:
+            db.close()
+        for a in range(0, len(rows), 10_000):
+            part = rows[a:a + 10_000]
+            items = [(r[0], r[1], r[3]) for r in part]
+            vectors = None
+            if same_model and all(len(r[2]) == 4 * self.dim for r in part):
+                vectors = np.frombuffer(b"".join(r[2] for r in part), np.float32).reshape(len(part), self.dim)
+            self._write(items, vectors)
+        log.info("imported %d items from the pre-store catalogue %s", len(rows), path)
 
     # -- reads ----------------------------------------------------------------------------
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._ids)
+        return self.store.count(self.name)
 
     def __contains__(self, item_id: str) -> bool:
-        with self._lock:
-            return item_id in self._row
+        return not self.store.missing(self.name, [item_id])
 
     def get(self, item_id: str) -> Item | None:
-        row = self._db.execute("SELECT id, text, updated_at FROM items WHERE id=?", (item_id,)).fetchone()
-        return Item(*row) if row else None
+        rec = self.store.get(self.name, [item_id]).get(item_id)
+        return Item(rec.id, rec.payload["text"], rec.payload.get("updated_at", 0.0)) if rec else None
 
     def missing(self, ids: Iterable[str]) -> list[str]:
-        with self._lock:
-            return [i for i in ids if i not in self._row]
-
-    def snapshot(self) -> tuple[list[str], np.ndarray]:
-        """(ids, vectors) of every item now; row j of vectors belongs to ids[j].
-
-        No copy is made: `ids` may grow past len(vectors) while the caller works, so index
-        ids only with rows of `vectors`.
-        """
-        with self._lock:
-            return self._ids, self._buf[:len(self._ids)]
-
-    def snapshot_rows(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray, list[int]]:
-        """`snapshot()` plus the rows of `ids` (which must exist) in that same snapshot."""
-        with self._lock:
-            return self._ids, self._buf[:len(self._ids)], [self._row[i] for i in ids]
+        return self.store.missing(self.name, list(ids))
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
-        with self._lock:
-            return self._buf[[self._row[i] for i in ids]].copy()
+        """Item rows of `ids` (which must exist), in that order."""
+        found = self.store.get(self.name, list(ids), with_vectors=True)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise KeyError(f"unknown item ids {missing[:10]}")
+        return np.stack([found[i].vector for i in ids]) if ids else np.zeros((0, self.dim), np.float32)
+
+    def search(self, user: np.ndarray, k: int, exclude: Sequence[str] = ()) -> list[tuple[str, float]]:
+        """The k items with the highest item . user, best first, leaving out `exclude`."""
+        hits = self.store.search(self.name, np.asarray(user, np.float32)[None, :], k, exclude=exclude)[0]
+        return [(h.id, h.score) for h in hits]
 
     # -- writes ---------------------------------------------------------------------------
     def upsert(self, items: Sequence[tuple[str, str]]) -> None:
@@ -139,47 +144,11 @@ class ItemCatalog:
             return
         if len({item_id for item_id, _ in items}) != len(items):
             raise ValueError("duplicate ids in one upsert")
-        vectors = self._embed_all([text for _, text in items])  # may fail: nothing written yet
         now = time.time()
-        with self._lock:
-            with self._transaction() as db:
-                db.executemany(
-                    "INSERT INTO items(id, text, vector, updated_at) VALUES(?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET text=excluded.text, vector=excluded.vector, "
-                    "updated_at=excluded.updated_at",
-                    [(i, t, v.tobytes(), now) for (i, t), v in zip(items, vectors)])
-            fresh = [(i, v) for (i, _), v in zip(items, vectors) if i not in self._row]
-            for (item_id, _), vec in zip(items, vectors):
-                if item_id in self._row:
-                    self._buf[self._row[item_id]] = vec  # in place: a reader sees old or new values
-            self._append(fresh, vectors.shape[1])
-
-    def _append(self, fresh: list[tuple[str, np.ndarray]], dim: int) -> None:
-        n = len(self._ids)
-        need = n + len(fresh)
-        if self._buf.shape[0] < need or self._buf.shape[1] != dim:
-            grown = np.zeros((max(need, 2 * self._buf.shape[0], 1024), dim), dtype=np.float32)
-            if n:
-                grown[:n] = self._buf[:n]
-            self._buf = grown  # readers holding the old array keep a consistent view
-        for k, (item_id, vec) in enumerate(fresh):
-            self._buf[n + k] = vec
-        ids = self._ids if len(self._ids) == n else list(self._ids)
-        for item_id, _ in fresh:
-            self._row[item_id] = len(ids)
-            ids.append(item_id)
-        self._ids = ids
+        self._write([(i, t, now) for i, t in items])  # embeds first: a failing model writes nothing
 
     def delete(self, ids: Sequence[str]) -> None:
-        """Delete items by id, all or nothing (the caller checks that they exist)."""
-        with self._lock:
-            with self._transaction() as db:
-                db.executemany("DELETE FROM items WHERE id=?", [(i,) for i in ids])
-            gone = set(ids)
-            keep = [k for k, item_id in enumerate(self._ids) if item_id not in gone]
-            self._ids = [self._ids[k] for k in keep]  # new objects: in-flight readers are unaffected
-            self._row = {item_id: i for i, item_id in enumerate(self._ids)}
-            self._buf = self._buf[keep].copy() if len(self._buf) else self._buf
+        self.store.delete(self.name, list(ids))
 
     def close(self) -> None:
-        self._db.close()
+        self.store.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +40,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     images = [decode_image(Path(p).read_bytes(), max_bytes=settings.max_image_bytes,
                            max_pixels=settings.max_image_pixels, name=p) for p in args.images]
     encoder = ClipEncoder.from_spec(args.model or settings.model, device=args.device or settings.device,
-                                    precision=settings.precision, batch_size=settings.batch_size)
+                                    precision=settings.precision, batch_size=settings.batch_size,
+                                    runtime=settings.runtime)
     classifier = ZeroShotClassifier.from_encoder(encoder)
     predictions = classifier.predict(encoder.encode_images(images), labels, templates, k=args.top_k)
     rows = [[path, str(rank + 1), label, f"{prob:.4f}"]
@@ -52,7 +52,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """`bentoml serve` on loopback by default (pass --host 0.0.0.0 to expose it deliberately)."""
+    """`bentoml serve` on loopback by default (pass --host 0.0.0.0 to expose it deliberately).
+
+    The environment is passed on as it is: a hub spec downloads when the machine has network, and
+    zest-tiny and the recommender's MiniLM read local files whatever HF_HUB_OFFLINE says."""
     import zest
 
     # BentoML imports the service by name from its working directory: the one that holds the `zest`
@@ -60,7 +63,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
     home = Path(zest.__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "bentoml", "serve", "zest.service.app:Zest", "--working-dir", str(home),
            "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(cmd, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    return subprocess.call(cmd)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """`zest index DIR --collection NAME`: upload every image under DIR to a running server's collection.
+
+    Ids are the paths relative to DIR; metadata {"path": ...}. The collection is created if it does not
+    exist. Images go in requests of --batch files (the server's ZEST_MAX_IMAGES at most); a failed batch
+    is reported and skipped (it stores nothing), the others go on."""
+    import json
+
+    import httpx
+    from tqdm import tqdm
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        print(f"zest: error: {root} is not a directory", file=sys.stderr)
+        return 2
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        print(f"zest: error: no images ({', '.join(IMAGE_SUFFIXES)}) under {root}", file=sys.stderr)
+        return 2
+    url = args.url.rstrip("/")
+    failed = 0
+    with httpx.Client(timeout=args.timeout) as client:
+        r = client.get(f"{url}/collections/{args.collection}")
+        if r.status_code == 404:
+            r = client.post(f"{url}/collections", json={"name": args.collection})
+        if r.status_code != 200:
+            print(f"zest: error: {r.status_code} {r.text[:300]}", file=sys.stderr)
+            return 2
+        with tqdm(total=len(files), unit="img", desc=args.collection, disable=args.quiet) as bar:
+            for a in range(0, len(files), args.batch):
+                batch = files[a:a + args.batch]
+                ids = [p.relative_to(root).as_posix() for p in batch]
+                upload = [("images", (p.name, p.read_bytes(), "application/octet-stream")) for p in batch]
+                data = {"ids": json.dumps(ids), "metadata": json.dumps([{"path": i} for i in ids])}
+                r = client.post(f"{url}/collections/{args.collection}/items", files=upload, data=data)
+                if r.status_code != 200:
+                    failed += len(batch)
+                    tqdm.write(f"batch {ids[0]} .. {ids[-1]}: {r.status_code} {r.text[:200]}", file=sys.stderr)
+                bar.update(len(batch))
+        count = client.get(f"{url}/collections/{args.collection}").json().get("count")
+    print(f"indexed {len(files) - failed} of {len(files)} images into {args.collection!r} ({count} items)")
+    return 1 if failed else 0
 
 
 def cmd_train_embedded(args: argparse.Namespace) -> int:
@@ -117,6 +167,17 @@ def cmd_rec(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_import(args: argparse.Namespace) -> int:
+    """`zest models import SPEC [--name NAME]`: a CLIP model's config and weights into the BentoML model store."""
+    from .model_store import import_clip
+
+    print(f"loading {args.spec} ...", file=sys.stderr)
+    tag = import_clip(args.spec, args.name)
+    print(f"saved {args.spec} to the BentoML model store as {tag}\nserve it:  ZEST_MODEL={tag} zest serve"
+          f"\npack it:   ZEST_MODEL={tag} bentoml build   (the bento then starts with no network)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zest", description="Multimodal zero-shot inference.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,11 +203,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the train/eval command")
     p.set_defaults(func=cmd_rec)
 
+    p = sub.add_parser("models", help="BentoML model store: `zest models import SPEC` stores a CLIP model for packing")
+    models = p.add_subparsers(dest="models_command", required=True)
+    p = models.add_parser("import", help="load a CLIP model spec; store its config and weights as a BentoML model",
+                          description="Load SPEC (any model spec: ARCH/TAG, hf-hub:ORG/NAME, a local checkpoint, ...) "
+                                      "and store it in the BentoML model store as a local open_clip checkpoint. "
+                                      "ZEST_MODEL=NAME:VERSION then serves it, and `bentoml build` packs it.")
+    p.add_argument("spec", help="model spec, e.g. ViT-B-32/laion2b_s34b_b79k")
+    p.add_argument("--name", default=None, help="BentoML model name (default: derived from the spec)")
+    p.set_defaults(func=cmd_models_import)
+
     # listed for --help; main() hands their arguments straight to their own parsers
     sub.add_parser("train-embedded", help="train the embedded zest-tiny model (`zest train-embedded -h`)")
     sub.add_parser("eval-embedded", help="evaluate zest-tiny zero-shot on generated scenes (`zest eval-embedded -h`)")
     sub.add_parser("eval", help="measure zero-shot (or a head) on your labelled image folder (`zest eval -h`)")
     sub.add_parser("adapt", help="few-shot adapt to your labelled image folder; saves a head (`zest adapt -h`)")
+
+    p = sub.add_parser("index", help="add every image under a folder to a collection of a running server")
+    p.add_argument("dir", help="folder searched recursively for images")
+    p.add_argument("--collection", required=True, help="collection name (created if missing)")
+    p.add_argument("--url", default="http://127.0.0.1:3000", help="the zest server")
+    p.add_argument("--batch", type=int, default=16, help="images per request (at most the server's ZEST_MAX_IMAGES)")
+    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("serve", help="serve the REST API (bentoml serve)")
     p.add_argument("--host", default="127.0.0.1")

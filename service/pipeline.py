@@ -1,12 +1,13 @@
 """Request-level logic of the CLIP endpoints, independent of HTTP and BentoML.
 
 The service hands a `ClipPipeline` two callables — encode preprocessed pixels, encode texts —
-which are the (adaptively batched) encoder service in production and a `ClipEncoder` in tests.
+which are the (request-merging) encoder service in production and a `ClipEncoder` in tests.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..models.heads import Heads
 from ..models.images import decode_image, to_rgb
 from ..prompts import DEFAULT_SET, TemplateSet, load_template_set, user_template_set
 from .fetch import fetch_image_bytes
+from .metrics import observe_class_cache
 from .schemas import (
     ClassifyResponse,
     EmbedResponse,
@@ -71,7 +73,9 @@ class ClipPipeline:
         self.encode_pixels = encode_pixels
         self.encode_texts = encode_texts
         self.classifier = ZeroShotClassifier(encode_texts, info.model_id, info.logit_scale,
-                                             cache_size=settings.cache_size)
+                                             cache_bytes=settings.class_cache_mb * 2**20,
+                                             cache_dir=Path(settings.data_dir).expanduser() / "class-cache",
+                                             cache_observer=observe_class_cache)
 
     # -- inputs ---------------------------------------------------------------------------
     def load_images(self, raw: Sequence[RawImage]) -> list[Image.Image]:

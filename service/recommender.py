@@ -1,7 +1,7 @@
 """Request-level logic of the recommender endpoints, independent of HTTP and BentoML.
 
 A `Recommender` joins a trained ZESRec model (text -> item vector, history -> user vector) with the
-persistent `ItemCatalog`. Items are embedded when written, so a new item is recommendable at once,
+persistent `ItemCatalog` (kept in the vector store, zest.store). Items are embedded when written, so a new item is recommendable at once,
 with no retraining; score = item_vector · user_vector (the item's content bias is the last column).
 """
 
@@ -128,15 +128,13 @@ class Recommender:
             pool_ids, pool = candidates, self.catalog.vectors(candidates)
             seen = set(history)
             exclude = [j for j, c in enumerate(candidates) if c in seen] if exclude_history else []
-        else:
-            pool_ids, pool, exclude = self.catalog.snapshot_rows(history)
-            if not exclude_history:
-                exclude = []
-        if len(pool) == 0:
-            return {"model": self.model_id, "items": []}
-        top, scores = self.model.recommend(user, pool, k=k, exclude=exclude or None)
-        return {"model": self.model_id,
-                "items": [{"id": pool_ids[j], "score": float(s)} for j, s in zip(top, scores)]}
+            if len(pool) == 0:
+                return {"model": self.model_id, "items": []}
+            top, scores = self.model.recommend(user, pool, k=k, exclude=exclude or None)
+            ranked = [(pool_ids[j], float(s)) for j, s in zip(top, scores)]
+        else:  # the whole catalogue: the vector store's inner-product search
+            ranked = self.catalog.search(user, k, exclude=list(dict.fromkeys(history)) if exclude_history else ())
+        return {"model": self.model_id, "items": [{"id": i, "score": s} for i, s in ranked]}
 
 
 def shipped_model_dir() -> Path:
@@ -147,11 +145,20 @@ def shipped_model_dir() -> Path:
 
 
 def build_recommender(model_dir: str | Path, model_id: str, settings: Settings) -> Recommender:
-    """Load the model, open (and if needed re-embed) the persistent catalogue under ZEST_DATA_DIR."""
+    """Load the model, open (and if needed re-embed) the persistent catalogue in ZEST_VECTOR_STORE."""
     from ..models.rec.text import TextEncoder
     from ..models.rec.zesrec import load
 
-    model = load(model_dir, encoder=TextEncoder())
-    catalog = ItemCatalog(Path(settings.data_dir).expanduser() / "catalog.sqlite3", model.embed_items,
-                          fingerprint=model_fingerprint(model_dir))
+    model = load(model_dir, encoder=TextEncoder(max_cached=settings.text_cache_size))
+    store = open_store_for(settings, "catalog")
+    catalog = ItemCatalog(store, model.embed_items, fingerprint=model_fingerprint(model_dir), dim=model.dim,
+                          legacy_path=Path(settings.data_dir).expanduser() / "catalog.sqlite3")
     return Recommender(model, catalog, model_id, settings)
+
+
+def open_store_for(settings: Settings, role: str):
+    """The vector store ZEST_VECTOR_STORE names, for `role` ("catalog" or "collections")."""
+    from ..store import open_store
+
+    return open_store(settings.vector_store, role, data_dir=settings.data_dir, token=settings.milvus_token,
+                      ann_min_rows=settings.ann_min_rows, nprobe=settings.ann_nprobe)

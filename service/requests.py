@@ -12,6 +12,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from ..models.errors import InvalidInput, PayloadTooLarge
+from .errors import RequestTimeout
 from .pipeline import RawImage
 from .schemas import ImageRef
 from .settings import Settings
@@ -104,6 +105,8 @@ async def read_multipart(request: Request, settings: Settings) -> tuple[list[Raw
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
     try:
         form = await request.form(max_files=settings.max_images + 1, max_fields=64, max_part_size=1024 * 1024)
+    except RequestTimeout:  # the client stopped sending (service/http_limits.py): 408, not a bad form
+        raise
     except Exception as exc:  # starlette raises its own HTTPException/MultiPartException on bad forms
         raise InvalidInput(f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
     raw: list[RawImage] = []

@@ -114,3 +114,63 @@ class RecommendRequest(BaseModel):
     k: int = Field(10, description="number of items to return")
     exclude_history: bool = Field(True, description="leave the history's items out of the results")
     candidates: list[str] | None = Field(None, description="rank only these item ids")
+
+
+# -- collections ------------------------------------------------------------------------------
+class CollectionCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., description="1-63 letters, digits or '_', starting with a letter")
+    model: str | None = Field(None, description="optional: refused (409) unless it is the model this server runs")
+
+
+class CollectionItemIn(BaseModel):
+    """One item: exactly one of `text` or `image` (base64 string or image object)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    text: str | None = None
+    image: Union[str, ImageRef, None] = None
+    metadata: dict | None = Field(None, description="JSON object stored with the item; searchable with `filter`")
+
+
+class CollectionItemsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[CollectionItemIn]
+
+
+class CollectionSearchRequest(BaseModel):
+    """Search by exactly one of `text`, `image` or `vector` (a CLIP embedding of the collection's model)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = None
+    image: Union[str, ImageRef, None] = None
+    vector: list[float] | None = None
+    k: int = Field(10, description="results returned")
+    filter: dict | None = Field(None, description='metadata equality: {"field": value or [values]}')
+
+
+class CollectionInfoResponse(BaseModel):
+    name: str
+    model: str | None
+    dim: int
+    count: int
+    created_at: float
+
+
+class CollectionsResponse(BaseModel):
+    collections: list[CollectionInfoResponse]
+
+
+class CollectionHit(BaseModel):
+    id: str
+    score: float | None = None
+    kind: str | None = None
+    text: str | None = None
+    name: str | None = None
+    metadata: dict = Field(default_factory=dict)
+
+
+class CollectionSearchResponse(BaseModel):
+    collection: str
+    model: str
+    results: list[CollectionHit]

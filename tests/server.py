@@ -23,34 +23,43 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], log_path: Path, target: str = "zest.service.app:Zest"):
+    """`bentoml serve` (or any command that serves zest) on a free loopback port, in its own session.
+
+    `command` replaces the default `python -m bentoml serve TARGET` (it gets `--port PORT` appended), e.g.
+    an installed `zest serve`; `cwd` is where it runs (default: this checkout). The benchmarks use it too.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, target: str = "zest.service.app:Zest",
+                 command: list[str] | None = None, cwd: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                     "BENTOML_DO_NOT_TRACK": "True", **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        argv = (list(command) if command is not None
+                else [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1"])
+        self.proc = subprocess.Popen(argv + ["--port", str(self.port)], cwd=cwd, env=full_env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+    def wait_ready(self, timeout: float = 180) -> float:
+        """Seconds until /readyz answered 200; raises with the log tail if the server dies or hangs."""
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
+                raise RuntimeError(f"server exited early (log: {self.log_path}):\n{self.log()}")
             try:
                 if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
+                    return time.perf_counter() - t0
             except requests.RequestException:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
+        raise RuntimeError(f"server not ready after {timeout:.0f}s (log: {self.log_path}):\n{self.log()}")
 
-    def log(self) -> str:
+    def log(self, chars: int = 5000) -> str:
         if not self._log.closed:
             self._log.flush()
-        return self.log_path.read_text(errors="replace")[-5000:]
+        return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL whatever is left: BentoML's workers run in sessions of their own."""

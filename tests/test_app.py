@@ -19,7 +19,7 @@ def start_server(tiny_checkpoint, rec_model_dir, home, data_dir) -> Server:
     srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
                   "ZEST_DATA_DIR": str(data_dir), "BENTOML_HOME": str(home),
                   "ZEST_MAX_IMAGES": "4", "ZEST_MAX_IMAGE_BYTES": "200000", "ZEST_MAX_IMAGE_PIXELS": "1000000",
-                  "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8", "ZEST_MAX_LATENCY_MS": "20000",
+                  "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8",
                   "ZEST_MAX_REC_ITEMS": "10"},
                  home / "server.log")
     try:
@@ -169,7 +169,7 @@ def test_bad_multipart_and_bodies(server):
 
 def _batch_histogram(server) -> tuple[float, float]:
     text = requests.get(f"{server.url}/metrics", timeout=10).text
-    pat = r'bentoml_service_adaptive_batch_size_(sum|count)\{[^}]*method_name="encode_pixels"[^}]*\} ([0-9.e+]+)'
+    pat = r'zest_encoder_batch_size_(sum|count)\{[^}]*kind="pixels"[^}]*\} ([0-9.e+]+)'
     found = {kind: float(v) for kind, v in re.findall(pat, text)}
     return found.get("sum", 0.0), found.get("count", 0.0)
 
@@ -183,7 +183,7 @@ def test_concurrent_single_image_requests_are_batched(server):
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
     sum1, count1 = _batch_histogram(server)
     images, batches = sum1 - sum0, count1 - count0
-    assert images == n  # every image went through the batchable encoder
+    assert images == n  # every image went through the encoder's batcher
     assert batches < n, f"{n} concurrent requests ran as {batches} batches: no batching happened"
 
 
@@ -231,8 +231,20 @@ def test_recommender_bad_input_gets_4xx(server, path, body, status, message):
     assert requests.delete(f"{server.url}/items/ghost", timeout=10).status_code == 404
 
 
-def test_items_survive_a_restart(tiny_checkpoint, rec_model_dir, tmp_path):
+def _metric(server, name: str) -> float:
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, flags=re.M))
+
+
+def _classify_labels(server, labels: list[str]) -> None:
+    r = requests.post(f"{server.url}/classify", files=[("images", ("a.png", _noise_png(64), "image/png"))],
+                      data={"labels": ",".join(labels), "templates": "imagenet-simple"}, timeout=120)
+    assert r.status_code == 200, r.text
+
+
+def test_items_and_class_cache_survive_a_restart(tiny_checkpoint, rec_model_dir, tmp_path):
     (tmp_path / "home1").mkdir(), (tmp_path / "home2").mkdir()
+    labels = ["cat", "dog", "car", "tree", "boat"]
     srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home1", tmp_path / "data")
     try:
         assert requests.post(f"{srv.url}/items", json={"items": ITEMS}, timeout=60).status_code == 200
@@ -240,6 +252,8 @@ def test_items_survive_a_restart(tiny_checkpoint, rec_model_dir, tmp_path):
                             timeout=60)
         assert bad.status_code == 400  # a failed request stores nothing
         before = requests.post(f"{srv.url}/recommend", json={"history": ["m3"], "k": 3}, timeout=60).json()
+        _classify_labels(srv, labels)
+        assert _metric(srv, "zest_class_cache_misses_total") == len(labels)
     finally:
         srv.stop()
     srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home2", tmp_path / "data")
@@ -248,5 +262,11 @@ def test_items_survive_a_restart(tiny_checkpoint, rec_model_dir, tmp_path):
         assert requests.get(f"{srv.url}/items/m9", timeout=10).status_code == 404
         after = requests.post(f"{srv.url}/recommend", json={"history": ["m3"], "k": 3}, timeout=60).json()
         assert after == before
+        # the class cache came back from disk: the same labels encode nothing, one new label encodes one
+        _classify_labels(srv, labels[::-1])
+        assert (_metric(srv, "zest_class_cache_hits_total"), _metric(srv, "zest_class_cache_misses_total")) == (5, 0)
+        _classify_labels(srv, labels + ["bicycle"])
+        assert _metric(srv, "zest_class_cache_misses_total") == 1
+        assert _metric(srv, "zest_class_cache_entries") == len(labels) + 1
     finally:
         srv.stop()

@@ -38,3 +38,16 @@ def test_errors_are_one_line_not_a_trace(tmp_path, capsys):
 def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "zest.service.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "classify" in out.stdout
+
+
+def test_serve_passes_the_environment_on_unchanged(monkeypatch):
+    """`zest serve` used to force HF_HUB_OFFLINE=1 onto the server, so that no hub spec could download."""
+    import zest.service.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, **kwargs: calls.append((cmd, kwargs)) or 0)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert main(["serve", "--port", "3999"]) == 0
+    (cmd, kwargs), = calls
+    assert cmd[-4:] == ["--host", "127.0.0.1", "--port", "3999"]
+    assert "HF_HUB_OFFLINE" not in kwargs.get("env", {})

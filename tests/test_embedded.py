@@ -181,3 +181,21 @@ def test_heldout_combos_and_synonyms_never_in_training_captions():
             # a caption names its own colour and shape and no other: no held-out pair is ever described
             assert words & colours == {spec.colour}, captions[j]
             assert words & shapes == {spec.shape}, captions[j]
+
+
+def test_model_card_renders_from_its_template_files(tmp_path):
+    from zest.training.embedded.train import write_model_card
+
+    labels = [f"{c} {s}" for c, s in S.ALL_COMBOS]
+    confusion = np.zeros((len(labels), len(labels)), int)
+    confusion[0, 1] = 3
+    metrics = dict(n_classes=42, chance=1 / 42, templates="photo", n_per_class=20, seed=7, n_seen_images=640,
+                   seen_top1=0.984, n_heldout_images=200, heldout_top1=0.98, heldout_synonym_top1=0.115,
+                   heldout_colour_synonym_top1=0.3, heldout_shape_synonym_top1=0.6, seen_synonym_top1=0.2,
+                   heldout_colour_top1=0.99, heldout_shape_top1=0.97, confusion=confusion.tolist(), labels=labels)
+    summary = json.loads((CHECKPOINT_DIR / CONFIG_FILE).read_text())["training"]
+    card = write_model_card(tmp_path, summary, metrics).read_text()
+    assert "| held-out combinations | 200 | **98.0 %** |" in card
+    assert f"{labels[0]} → {labels[1]} (3)" in card and f"seed {summary['seed']}" in card
+    assert "$" not in card  # every placeholder filled
+    assert "Not evaluated" in write_model_card(tmp_path, summary, None).read_text()

@@ -24,14 +24,15 @@ def _pyproject_deps() -> list[str]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
-# Imported only behind the optional LightFM baseline of `zest rec eval` (installed by hand: it builds only
-# without build isolation, see the README).
-OPTIONAL_IMPORTS = {"lightfm", "scipy"}
+# Imported only when present: lightfm/scipy behind the optional LightFM baseline of `zest rec eval` (installed
+# by hand: it builds only without build isolation, see the README); httptools, uvicorn's faster HTTP parser,
+# which service/http_limits.py also guards when uvicorn[standard] brings it.
+OPTIONAL_IMPORTS = {"lightfm", "scipy", "httptools"}
 
 
 def _third_party_imports() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
-    for folder in ("zest", "models", "service", "prompts"):
+    for folder in ("zest", "models", "service", "prompts", "store"):
         for path in (ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 names = []

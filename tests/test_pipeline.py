@@ -20,8 +20,8 @@ def _png(color):
 
 
 @pytest.fixture()
-def pipeline(tiny_encoder):
-    settings = Settings(max_images=3, max_labels=5, max_texts=2, max_text_chars=100)
+def pipeline(tiny_encoder, tmp_path):
+    settings = Settings(max_images=3, max_labels=5, max_texts=2, max_text_chars=100, data_dir=str(tmp_path))
     return ClipPipeline(settings, EncoderInfo.of(tiny_encoder), tiny_encoder.encode_pixels,
                         tiny_encoder.encode_texts)
 

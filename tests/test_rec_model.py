@@ -330,7 +330,7 @@ class _HashEncoder:
 
 @pytest.mark.skipif(not (ML_DIR / "ratings.csv").is_file(), reason="vendored MovieLens missing")
 def test_cold_protocol_never_trains_on_cold_or_val_items_and_drops_their_tags():
-    from zest.training.rec.evaluation import cold_split, movielens_eval_data, warm_split
+    from zest.training.rec.protocols import cold_split, movielens_eval_data, warm_split
 
     ml = load_movielens(ML_DIR)
     data = movielens_eval_data(ml)
@@ -378,7 +378,7 @@ def test_train_main_end_to_end(tmp_path, capsys):
 
 def test_benchmark_summary_reports_mean_wins_and_single_seed_wins():
     """The recorded table says whether ZESRec beats every baseline on the mean, and on how many seeds."""
-    from zest.training.rec.evaluation import (
+    from zest.training.rec.report import (
         per_seed_wins,
         summarize,
         to_markdown,
@@ -400,3 +400,18 @@ def test_benchmark_summary_reports_mean_wins_and_single_seed_wins():
     assert "recall@20: yes" in md and "recall@20 in 1 of 3" in md
     per_seed[0]["methods"]["ZESRec"]["test"]["recall@20"] = 0.05
     assert not zesrec_beats_all(summarize(per_seed))["recall@20"]
+
+
+def test_text_memo_is_bounded_and_keeps_answers_exact(encoder):
+    """A server's encoder forgets the least recently used texts beyond its bound, and recomputes them."""
+    bounded = TextEncoder(max_cached=3)
+    bounded._model = encoder.model  # the same MiniLM, loaded once
+    texts = [f"a film about {w}" for w in ("dogs", "cats", "ships", "trains", "rain")]
+    first = bounded.encode(texts)
+    assert len(bounded) == 3
+    np.testing.assert_allclose(first, encoder.encode(texts), atol=1e-6)
+    again = bounded.encode(texts[:2])  # evicted, re-encoded: same vectors
+    np.testing.assert_allclose(again, first[:2], atol=1e-6)
+    assert len(bounded) == 3
+    with pytest.raises(ValueError):
+        TextEncoder(max_cached=0)

@@ -7,8 +7,22 @@ from zest.service.recommender import build_recommender
 from zest.service.settings import Settings
 
 
+def store_spec(kind: str, tmp_path) -> str:
+    return "embedded" if kind == "embedded" else f"milvus-lite:{tmp_path / 'milvus'}"
+
+
+@pytest.fixture(params=["embedded", "milvus-lite"])
+def rec(rec_model_dir, tmp_path, request):
+    settings = Settings(data_dir=str(tmp_path), max_rec_items=5, max_k=20, max_history=4,
+                        vector_store=store_spec(request.param, tmp_path))
+    r = build_recommender(rec_model_dir, "test-model", settings)
+    yield r
+    r.catalog.close()
+
+
 @pytest.fixture()
-def rec(rec_model_dir, tmp_path):
+def rec_embedded(rec_model_dir, tmp_path):
+    """Request validation does not depend on the backend: one is enough."""
     settings = Settings(data_dir=str(tmp_path), max_rec_items=5, max_k=20, max_history=4)
     return build_recommender(rec_model_dir, "test-model", settings)
 
@@ -72,7 +86,8 @@ def test_update_and_delete(rec):
     (dict(history=["m0"], candidates=[]), InvalidInput),
     (dict(history_texts=["  "]), InvalidInput),
 ])
-def test_bad_recommend_requests(rec, kwargs, error):
+def test_bad_recommend_requests(rec_embedded, kwargs, error):
+    rec = rec_embedded
     rec.upsert(ITEMS)
     with pytest.raises(error):
         rec.recommend(**kwargs)
@@ -85,15 +100,17 @@ def test_bad_recommend_requests(rec, kwargs, error):
     ([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], InvalidInput),
     ([{"id": f"i{n}", "text": "x"} for n in range(6)], PayloadTooLarge),
 ])
-def test_bad_upserts_change_nothing(rec, items, error):
+def test_bad_upserts_change_nothing(rec_embedded, items, error):
+    rec = rec_embedded
     rec.upsert(ITEMS[:2])
     with pytest.raises(error):
         rec.upsert(items)
     assert len(rec.catalog) == 2
 
 
-def test_catalogue_survives_restart(rec_model_dir, tmp_path):
-    settings = Settings(data_dir=str(tmp_path))
+@pytest.mark.parametrize("kind", ["embedded", "milvus-lite"])
+def test_catalogue_survives_restart(rec_model_dir, tmp_path, kind):
+    settings = Settings(data_dir=str(tmp_path), vector_store=store_spec(kind, tmp_path))
     first = build_recommender(rec_model_dir, "m", settings)
     first.upsert(ITEMS)
     before = first.recommend(history=["m4"], k=5)

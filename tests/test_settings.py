@@ -22,7 +22,8 @@ def test_env_overrides(monkeypatch):
 
 
 @pytest.mark.parametrize("name, value", [("ZEST_MAX_IMAGES", "many"), ("ZEST_MAX_IMAGES", "0"),
-                                         ("ZEST_URL_TIMEOUT_S", "soon")])
+                                         ("ZEST_URL_TIMEOUT_S", "soon"), ("ZEST_PROBE_TIMEOUT_S", "0"),
+                                         ("ZEST_SHUTDOWN_TIMEOUT_S", "-1"), ("ZEST_BODY_TIMEOUT_S", "nan")])
 def test_bad_values_name_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):

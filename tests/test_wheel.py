@@ -7,10 +7,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from tests.server import free_port
+from tests.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,27 +89,12 @@ def _png_of_shape() -> bytes:
 
 def test_zest_serve_from_the_installed_wheel(venv, tmp_path):
     cwd = _decoy(tmp_path / "project")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "serve.log"
-    env = {**os.environ, "PYTHONPATH": "", "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True",
-           "ZEST_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1", "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(venv / "bin" / "zest"), "serve", "--port", str(port)], cwd=cwd, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {"PYTHONPATH": "", "BENTOML_HOME": str(tmp_path / "bentoml"), "ZEST_DATA_DIR": str(tmp_path / "data"),
+           "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+    server = Server(env, tmp_path / "serve.log", command=[str(venv / "bin" / "zest"), "serve"], cwd=cwd)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            assert proc.poll() is None, log_path.read_text()[-4000:]
-            try:
-                if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("installed zest never became ready:\n" + log_path.read_text()[-4000:])
-
+        server.wait_ready(timeout=240)
+        url = server.url
         r = requests.post(f"{url}/classify", files=[("images", ("c.png", _png_of_shape(), "image/png"))],
                           data={"labels": "red circle,blue square,green triangle", "top_k": "1"}, timeout=120)
         assert r.status_code == 200, r.text
@@ -128,17 +111,8 @@ def test_zest_serve_from_the_installed_wheel(venv, tmp_path):
         assert [i["id"] for i in r.json()["items"]] == ["cartoon", "saw"]
 
         # the server runs the installed code, not the checkout's
-        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)]
+        workers = psutil.Process(server.proc.pid).children(recursive=True)
         assert workers
         assert all(str(ROOT) not in " ".join(p.cmdline()) for p in workers)
     finally:
-        children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        for child in psutil.wait_procs(children, timeout=10)[1]:
-            child.kill()
+        server.stop()

@@ -7,9 +7,9 @@ import torch
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from PIL import Image
 
+from zest.models.class_cache import ClassEmbeddingCache
 from zest.models.classifier import ZeroShotClassifier, clean_labels
 from zest.models.errors import InvalidInput, PayloadTooLarge
-from zest.models.lru import LRUCache
 from zest.models.zero_shot import top_k
 from zest.prompts import load_template_set, user_template_set
 
@@ -43,47 +43,85 @@ def test_parity_with_open_clip_zero_shot(tiny_checkpoint, tiny_encoder):
     np.testing.assert_allclose(np.linalg.norm(classes, axis=1), 1, atol=1e-5)
 
 
+def _counting(tiny_encoder, calls):
+    def encode(texts):
+        calls.append(list(texts))
+        return tiny_encoder.encode_texts(texts)
+    return encode
+
+
 def test_repeat_request_never_touches_text_tower(tiny_encoder):
     calls = []
-
-    def counting(texts):
-        calls.append(len(texts))
-        return tiny_encoder.encode_texts(texts)
-
-    clf = ZeroShotClassifier(counting, tiny_encoder.model_id, tiny_encoder.logit_scale)
+    clf = ZeroShotClassifier(_counting(tiny_encoder, calls), tiny_encoder.model_id, tiny_encoder.logit_scale)
     templates = load_template_set("imagenet-simple")
     feats = tiny_encoder.encode_images(_images(2))
     first = clf.predict(feats, LABELS, templates, k=3)
-    assert calls == [len(LABELS) * 7]
+    assert [len(c) for c in calls] == [1, len(LABELS) * 7]  # the cache's fingerprint probe, then the labels
     second = clf.predict(feats, LABELS, templates, k=3)
-    assert calls == [len(LABELS) * 7]  # cached
+    assert len(calls) == 2  # cached
     assert first == second
-    clf.predict(feats, LABELS, user_template_set(["a {}"]), k=1)  # other templates: new entry
-    clf.predict(feats, LABELS[::-1], templates, k=1)  # other class list: new entry
-    assert len(calls) == 3
+    clf.predict(feats, LABELS[::-1], templates, k=1)  # the same labels in another order: nothing to encode
+    assert len(calls) == 2
+    clf.predict(feats, LABELS, user_template_set(["a {}"]), k=1)  # other templates: every label again
+    assert calls[-1] == [f"a {label}" for label in LABELS]
 
 
-def test_cache_computes_once_under_concurrency():
-    cache = LRUCache(4)
-    computed = []
+def test_a_label_list_sharing_labels_encodes_only_the_new_ones(tiny_encoder):
+    calls = []
+    clf = ZeroShotClassifier(_counting(tiny_encoder, calls), tiny_encoder.model_id, tiny_encoder.logit_scale)
+    templates = load_template_set("imagenet-simple")
+    before = clf.class_embeddings(LABELS, templates)
+    after = clf.class_embeddings(LABELS[:3] + ["bicycle"] + LABELS[3:], templates)
+    assert calls[-1] == [t.format("bicycle") for t in templates.templates]  # 7 prompts, not 42
+    np.testing.assert_allclose(np.delete(after, 3, axis=0), before, atol=1e-6)
+    assert clf.cache.hits == len(LABELS) and clf.cache.misses == len(LABELS) + 1
+
+
+def test_cache_survives_a_restart_and_is_namespaced_by_the_weights(tiny_encoder, tmp_path):
+    templates = load_template_set("photo")
+    first = ZeroShotClassifier.from_encoder(tiny_encoder, cache_dir=tmp_path)
+    expected = first.class_embeddings(LABELS, templates)
+    first.cache.close()
+
+    calls = []
+    again = ZeroShotClassifier(_counting(tiny_encoder, calls), tiny_encoder.model_id, tiny_encoder.logit_scale,
+                               cache_dir=tmp_path)  # a new process would build exactly this
+    np.testing.assert_allclose(again.class_embeddings(LABELS, templates), expected, atol=1e-7)
+    assert len(calls) == 1  # only the fingerprint probe: every label came from disk
+
+    other_calls = []
+    other = ZeroShotClassifier(lambda texts: other_calls.append(texts) or -tiny_encoder.encode_texts(texts),
+                               tiny_encoder.model_id, tiny_encoder.logit_scale, cache_dir=tmp_path)
+    np.testing.assert_allclose(other.class_embeddings(LABELS, templates), -expected, atol=1e-6)
+    assert len(other_calls) == 2  # same model id, other weights: a namespace of its own, nothing reused
+
+
+def test_concurrent_misses_encode_each_label_once(tiny_encoder):
+    calls = []
+    clf = ZeroShotClassifier(_counting(tiny_encoder, calls), tiny_encoder.model_id, tiny_encoder.logit_scale)
+    templates = load_template_set("photo")
     barrier = threading.Barrier(8)
+    results = []
 
     def work():
         barrier.wait()
-        cache.get_or_compute("k", lambda: computed.append(1) or np.ones(3))
+        results.append(clf.class_embeddings(LABELS, templates))
 
     threads = [threading.Thread(target=work) for _ in range(8)]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    assert computed == [1]
+    prompts = [p for c in calls[1:] for p in c]
+    assert sorted(prompts) == sorted(t.format(label) for label in LABELS for t in templates.templates)
+    assert all(np.array_equal(r, results[0]) for r in results)
 
 
-def test_cache_is_bounded_lru():
-    cache = LRUCache(2)
-    cache.put("a", 1), cache.put("b", 2)
-    cache.get("a")
-    cache.put("c", 3)
-    assert cache.get("b") is None and cache.get("a") == 1 and len(cache) == 2
+def test_cache_is_bounded_in_bytes_least_recently_used_first():
+    cache = ClassEmbeddingCache("m", max_bytes=2 * 16)  # room for two 4-float vectors
+    cache.put_many("d", {"a": np.ones(4, np.float32), "b": np.ones(4, np.float32)})
+    cache.get_many("d", ["a"])
+    cache.put_many("d", {"c": np.ones(4, np.float32)})
+    assert set(cache.get_many("d", ["a", "b", "c"])) == {"a", "c"}
+    assert len(cache) == 2 and cache.nbytes == 32
 
 
 def test_top_k_orders_and_clips():

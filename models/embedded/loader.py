@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelLoadError
-from ..loading import LoadedClip
+from ..loaded import LoadedClip
 from .model import (
     CHECKPOINT_DIR,
     CONFIG_FILE,

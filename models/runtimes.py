@@ -1,0 +1,137 @@
+"""CPU fast paths for a loaded CLIP model, chosen by one setting (``ZEST_RUNTIME``), each admitted only
+through a fidelity gate.
+
+| runtime | what runs                                                                 | devices |
+|---------|---------------------------------------------------------------------------|---------|
+| torch   | the model as loaded (fp32 on CPU; bf16/fp16 autocast on CUDA)             | all     |
+| int8    | PyTorch dynamic int8 quantisation of every ``nn.Linear`` (weights int8,   | CPU     |
+|         | activations quantised per batch); convolutions and norms stay fp32        |         |
+
+Dynamic quantisation takes seconds at start-up, so it is redone at each start rather than cached on disk.
+
+The **fidelity gate** (`check_fidelity`) runs at start-up on a fixed probe set — seeded synthetic images
+and prompts — comparing the candidate with the fp32 model: every feature's cosine similarity must be at
+least ``MIN_COSINE`` and zero-shot top-1 over the probe labels must agree on at least ``MIN_AGREEMENT`` of
+the probe images. A runtime that fails is refused with one log line, and zest serves with torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+MIN_COSINE = 0.999
+MIN_AGREEMENT = 0.99
+PROBE_LABELS = ("a red circle", "a blue square", "a green triangle", "a photo of a cat", "a photo of a dog",
+                "a car", "a tree", "text on a sign", "a yellow star", "a black and white pattern")
+PROBE_TEMPLATES = ("a photo of {}.", "a drawing of {}.")
+
+
+def _linears_called_as_modules(model: torch.nn.Module) -> set[str]:
+    """Names of the nn.Linear layers that run through their own forward. open_clip's AttentionPool2d (the
+    ModifiedResNet head) reads its projections' weights directly, so those stay fp32."""
+    from open_clip.modified_resnet import AttentionPool2d
+
+    direct = {f"{name}.{child}" for name, module in model.named_modules() if isinstance(module, AttentionPool2d)
+              for child, _ in module.named_children()}
+    return {name for name, module in model.named_modules()
+            if type(module) is torch.nn.Linear and name not in direct}
+
+
+def _quantize_linear_int8(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    if device.type != "cpu":
+        raise ModelLoadError(f"runtime int8 runs on CPU only (device is {device}); use torch with autocast on GPU")
+    names = _linears_called_as_modules(model)
+    quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), names, dtype=torch.qint8)
+    for name, module in quantized.named_modules():
+        if name in names:
+            # open_clip reads a block's compute dtype from mlp.c_fc.weight, which a quantised layer does not
+            # have as a tensor; this attribute is open_clip's own hook for int8 layers.
+            module.int8_original_dtype = torch.float32
+    return quantized.eval()
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    description: str
+    convert: Callable[[torch.nn.Module, torch.device], torch.nn.Module] | None  # None: the model as loaded
+
+
+RUNTIMES: dict[str, Runtime] = {
+    "torch": Runtime("torch", "the model as loaded", None),
+    "int8": Runtime("int8", "dynamic int8 quantisation of the Linear layers (CPU)", _quantize_linear_int8),
+}
+
+
+def get_runtime(name: str) -> Runtime:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise ModelLoadError(f"unknown runtime {name!r}: use one of {', '.join(RUNTIMES)}") from None
+
+
+def probe_images(size: int = 256, n: int = 24, seed: int = 0) -> list[Image.Image]:
+    """Seeded synthetic probe images: shapes, stripes and noise in varied colours."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:  # a filled shape on a plain background
+            img = Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(0, 256, 3)))
+            draw, box = ImageDraw.Draw(img), sorted(rng.integers(20, size - 20, 4))
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            (draw.ellipse if i % 2 else draw.rectangle)((box[0], box[1], box[2], box[3]), fill=colour)
+        elif kind == 1:  # stripes
+            period = int(rng.integers(4, 32))
+            x = np.arange(size)
+            stripes = ((x // period) % 2)[None, :, None] * rng.integers(0, 256, 3)[None, None, :]
+            img = Image.fromarray(np.broadcast_to(stripes, (size, size, 3)).astype(np.uint8))
+        else:  # smooth noise
+            small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            img = Image.fromarray(small).resize((size, size), Image.BILINEAR)
+        images.append(img)
+    return images
+
+
+@dataclass
+class FidelityReport:
+    runtime: str
+    min_image_cosine: float
+    min_text_cosine: float
+    top1_agreement: float
+
+    @property
+    def passed(self) -> bool:
+        return (min(self.min_image_cosine, self.min_text_cosine) >= MIN_COSINE
+                and self.top1_agreement >= MIN_AGREEMENT)
+
+    def __str__(self) -> str:
+        return (f"runtime {self.runtime}: min feature cosine vs fp32 {min(self.min_image_cosine, self.min_text_cosine):.5f}"
+                f" (>= {MIN_COSINE}), zero-shot top-1 agreement {self.top1_agreement:.1%} (>= {MIN_AGREEMENT:.0%})")
+
+
+def check_fidelity(runtime: str, reference, candidate) -> FidelityReport:
+    """Compare two encoders (``encode_images``/``encode_texts`` -> unit rows) on the probe set."""
+    images = probe_images()
+    texts = [t.format(label) for label in PROBE_LABELS for t in PROBE_TEMPLATES]
+    ref_img, cand_img = reference.encode_images(images), candidate.encode_images(images)
+    ref_txt, cand_txt = reference.encode_texts(texts), candidate.encode_texts(texts)
+
+    def classes(feats: np.ndarray) -> np.ndarray:
+        mean = feats.reshape(len(PROBE_LABELS), len(PROBE_TEMPLATES), -1).mean(axis=1)
+        return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+
+    agree = (ref_img @ classes(ref_txt).T).argmax(1) == (cand_img @ classes(cand_txt).T).argmax(1)
+    return FidelityReport(runtime, float((ref_img * cand_img).sum(1).min()), float((ref_txt * cand_txt).sum(1).min()),
+                          float(agree.mean()))

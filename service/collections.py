@@ -1,0 +1,209 @@
+"""Request-level logic of the collections endpoints (image/text search over stored CLIP embeddings),
+independent of HTTP and BentoML.
+
+A collection is a vector-store collection `c_<name>` (cosine) whose records are CLIP embeddings of images or
+texts, each with an id and optional JSON metadata; its meta records the CLIP model id, and its dimension is
+the store's. A collection made by another model (or dimension) than the one this server runs is refused
+with 409: its vectors would not be comparable. Items are embedded on write, through the same pipeline as
+/embed/image and /embed/text (so the same limits and image checks apply), and everything is validated and
+embedded before the one store write: a failed request stores nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..models.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from ..store import VectorStore
+from ..store.base import MAX_ID_CHARS, NAME_RE, check_filter
+from .pipeline import ClipPipeline, RawImage
+from .settings import Settings
+
+PREFIX = "c_"
+
+
+@dataclass
+class NewItem:
+    """One item of a write: an id, exactly one of text or image, optional metadata."""
+
+    id: object
+    text: object = None
+    image: RawImage | None = None
+    metadata: object = field(default_factory=dict)
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidInput(f"collection name {name!r}: use 1-63 letters, digits or '_', starting with a letter")
+    return name
+
+
+class Collections:
+    def __init__(self, store: VectorStore, pipeline: ClipPipeline, settings: Settings):
+        self.store = store
+        self.pipeline = pipeline
+        self.settings = settings
+        self.model_id = pipeline.info.model_id
+        self.dim = pipeline.info.dim
+
+    # -- collections ----------------------------------------------------------------------
+    def _describe(self, info, count: int | None = None) -> dict:
+        return {"name": info.name[len(PREFIX):], "model": info.meta.get("model"), "dim": info.dim,
+                "count": self.store.count(info.name) if count is None else count, "created_at": info.created_at}
+
+    def _usable(self, name: object):
+        """The collection's store info, refused if it does not exist or belongs to another model."""
+        info = self.store.collection(PREFIX + _check_name(name))
+        if info is None:
+            raise NotFound(f"unknown collection {name!r}")
+        if info.meta.get("model") != self.model_id or info.dim != self.dim:
+            raise Conflict(f"collection {name!r} holds embeddings of model {info.meta.get('model')!r} (dim "
+                           f"{info.dim}); this server runs {self.model_id!r} (dim {self.dim}): search it with "
+                           "that model, or create a new collection")
+        return info
+
+    def create(self, name: object, model: object = None) -> dict:
+        _check_name(name)
+        if model is not None and model != self.model_id:
+            raise Conflict(f"this server embeds with {self.model_id!r}, not {model!r}")
+        try:
+            info = self.store.create_collection(PREFIX + name, self.dim, "cosine", {"model": self.model_id})
+        except Conflict:
+            raise Conflict(f"collection {name!r} exists already") from None
+        return self._describe(info, 0)
+
+    def list(self) -> dict:
+        return {"collections": [self._describe(c) for c in self.store.collections() if c.name.startswith(PREFIX)]}
+
+    def describe(self, name: object) -> dict:
+        info = self.store.collection(PREFIX + _check_name(name))
+        if info is None:
+            raise NotFound(f"unknown collection {name!r}")
+        return self._describe(info)
+
+    def drop(self, name: object) -> dict:
+        if not self.store.drop_collection(PREFIX + _check_name(name)):
+            raise NotFound(f"unknown collection {name!r}")
+        return {"deleted": name}
+
+    # -- items ----------------------------------------------------------------------------
+    def _metadata(self, metadata: object, where: str) -> dict:
+        if metadata is None:
+            return {}
+        if not isinstance(metadata, dict):
+            raise InvalidInput(f"{where}.metadata must be a JSON object")
+        try:
+            size = len(json.dumps(metadata, allow_nan=False).encode())
+        except (TypeError, ValueError):
+            raise InvalidInput(f"{where}.metadata is not JSON") from None
+        if size > self.settings.max_metadata_bytes:
+            raise PayloadTooLarge(f"{where}.metadata is {size} bytes; the limit is {self.settings.max_metadata_bytes}")
+        return metadata
+
+    def add(self, name: object, items: Sequence[NewItem]) -> dict:
+        s = self.settings
+        info = self._usable(name)
+        if not items:
+            raise InvalidInput("no items: send at least one")
+        texts = [(n, it) for n, it in enumerate(items) if it.text is not None]
+        images = [(n, it) for n, it in enumerate(items) if it.image is not None]
+        if len(texts) > s.max_texts:
+            raise PayloadTooLarge(f"{len(texts)} texts; the limit is {s.max_texts} per request")
+        if len(images) > s.max_images:
+            raise PayloadTooLarge(f"{len(images)} images; the limit is {s.max_images} per request")
+        ids, payloads = [], []
+        for n, it in enumerate(items):
+            where = f"items[{n}]"
+            if not isinstance(it.id, str) or not it.id or len(it.id) > MAX_ID_CHARS:
+                raise InvalidInput(f"{where}.id must be a non-empty string of at most {MAX_ID_CHARS} characters")
+            if (it.text is None) == (it.image is None):
+                raise InvalidInput(f"{where}: give exactly one of 'text' or 'image'")
+            payload = {"kind": "text" if it.text is not None else "image",
+                       "metadata": self._metadata(it.metadata, where)}
+            if it.text is not None:
+                if not isinstance(it.text, str) or not it.text.strip():
+                    raise InvalidInput(f"{where}.text must be a non-empty string")
+                if len(it.text) > s.max_text_chars:
+                    raise PayloadTooLarge(f"{where}.text has {len(it.text)} characters; the limit is {s.max_text_chars}")
+                payload["text"] = it.text
+            else:
+                payload["name"] = it.image.name
+            ids.append(it.id)
+            payloads.append(payload)
+        if len(set(ids)) != len(ids):
+            raise InvalidInput("the same item id appears twice in one request")
+        vectors = np.zeros((len(items), self.dim), np.float32)
+        if images:  # decode and check every image before any model work
+            pixels = self.pipeline.pixels(self.pipeline.load_images([it.image for _, it in images]))
+            vectors[[n for n, _ in images]] = np.asarray(self.pipeline.encode_pixels(pixels), np.float32)
+        if texts:
+            vectors[[n for n, _ in texts]] = np.asarray(self.pipeline.encode_texts([it.text for _, it in texts]),
+                                                        np.float32)
+        self.store.upsert(info.name, ids, vectors, payloads)
+        return {"collection": name, "upserted": len(ids), "count": self.store.count(info.name)}
+
+    def search(self, name: object, text: object = None, image: RawImage | None = None, vector: object = None,
+               k: object = 10, filter: object = None) -> dict:
+        s = self.settings
+        info = self._usable(name)
+        if sum(x is not None for x in (text, image, vector)) != 1:
+            raise InvalidInput("give exactly one of 'text', 'image' or 'vector' to search by")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInput("k must be an integer >= 1")
+        if k > s.max_collection_k:
+            raise PayloadTooLarge(f"k={k} is over the limit of {s.max_collection_k}")
+        flt = {f"metadata.{key}": v for key, v in (filter or {}).items()} if isinstance(filter, dict) else filter
+        check_filter(flt)
+        if text is not None:
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidInput("text must be a non-empty string")
+            if len(text) > s.max_text_chars:
+                raise PayloadTooLarge(f"text has {len(text)} characters; the limit is {s.max_text_chars}")
+            query = np.asarray(self.pipeline.encode_texts([text]), np.float32)
+        elif image is not None:
+            query = np.asarray(self.pipeline.encode_pixels(self.pipeline.pixels(self.pipeline.load_images([image]))),
+                               np.float32)
+        else:
+            if not isinstance(vector, list) or len(vector) != self.dim or any(
+                    isinstance(x, bool) or not isinstance(x, (int, float)) for x in vector):
+                raise InvalidInput(f"vector must be a list of {self.dim} numbers")
+            query = np.asarray([vector], np.float32)
+            if not np.isfinite(query).all() or not np.linalg.norm(query):
+                raise InvalidInput("vector must be finite and non-zero")
+        hits = self.store.search(info.name, query, k, filter=flt)[0]
+        return {"collection": name, "model": self.model_id,
+                "results": [self._item(h.id, h.payload, score=h.score) for h in hits]}
+
+    @staticmethod
+    def _item(item_id: str, payload: dict, score: float | None = None) -> dict:
+        out: dict = {"id": item_id}
+        if score is not None:
+            out["score"] = score
+        out["kind"] = payload.get("kind")
+        if "text" in payload:
+            out["text"] = payload["text"]
+        if "name" in payload:
+            out["name"] = payload["name"]
+        out["metadata"] = payload.get("metadata", {})
+        return out
+
+    def get_item(self, name: object, item_id: str) -> dict:
+        info = self.store.collection(PREFIX + _check_name(name))
+        if info is None:
+            raise NotFound(f"unknown collection {name!r}")
+        rec = self.store.get(info.name, [item_id]).get(item_id)
+        if rec is None:
+            raise NotFound(f"unknown item id {item_id!r} in collection {name!r}")
+        return self._item(rec.id, rec.payload)
+
+    def delete_item(self, name: object, item_id: str) -> dict:
+        info = self.store.collection(PREFIX + _check_name(name))
+        if info is None:
+            raise NotFound(f"unknown collection {name!r}")
+        if not self.store.delete(info.name, [item_id]):
+            raise NotFound(f"unknown item id {item_id!r} in collection {name!r}")
+        return {"deleted": item_id, "count": self.store.count(info.name)}

@@ -1,0 +1,130 @@
+"""Stopping: SIGTERM drains in-flight requests within a bound, public service first, model services last.
+
+BentoML's arbiter (circus) sends SIGTERM to every worker at once and then waits for them with a
+`graceful_timeout` of 86,400 s; uvicorn in each worker stops accepting, waits for its open requests with
+no time limit (`timeout_graceful_shutdown` is not passed to the model services, and only by a hidden
+`bentoml serve` flag to the public one), then exits. Two things go wrong: a request that never finishes
+keeps the worker alive for ever, and a public request that still has to call the encoder finds it gone.
+
+`install_drain(...)`, called from each service's `__init__` (main thread, inside uvicorn's signal capture),
+wraps uvicorn's SIGTERM/SIGINT handler:
+
+- every worker starts a deadline at the first signal: still alive `ZEST_SHUTDOWN_TIMEOUT_S` later (model
+  services: plus `MODEL_EXTRA_S`), it logs what it was waiting for and exits;
+- the public worker runs `on_term` (zest: fail calls to a model service that is already down, so they
+  answer 503 at once instead of waiting for the deadline) and lets uvicorn drain;
+- a model service keeps serving until no worker of the public service is left (it looks at its sibling
+  processes under the arbiter), then lets uvicorn drain — so every request the public worker accepted can
+  still use it.
+
+A second signal goes straight to uvicorn (its force-quit). Outside a BentoML worker process of the service
+itself (e.g. `bentoml serve --development`, where all services share one process) nothing is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+import psutil
+
+log = logging.getLogger("zest")
+
+MODEL_EXTRA_S = 5.0  # a model service waits for the public one, then gets this long for itself
+_WORKER_MODULE = "_bentoml_impl.worker.service"
+
+
+def _service_name(cmdline: list[str]) -> str | None:
+    if _WORKER_MODULE not in cmdline or "--service-name" not in cmdline:
+        return None
+    i = cmdline.index("--service-name")
+    return cmdline[i + 1] if i + 1 < len(cmdline) else None
+
+
+def sibling_workers(service_name: str) -> list[psutil.Process]:
+    """Living BentoML worker processes of `service_name` under this worker's arbiter."""
+    try:
+        siblings = psutil.Process(os.getppid()).children()
+    except psutil.Error:
+        return []
+    found = []
+    for proc in siblings:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and _service_name(proc.cmdline()) == service_name:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _exit_after(seconds: float, who: str) -> None:
+    def hard_exit() -> None:
+        log.error("%s: still not done %.0f s after SIGTERM (ZEST_SHUTDOWN_TIMEOUT_S): exiting now", who, seconds)
+        for handler in logging.getLogger().handlers + log.handlers:
+            try:
+                handler.flush()
+            except Exception:  # noqa: BLE001 - best effort before _exit
+                pass
+        os._exit(1)
+
+    timer = threading.Timer(seconds, hard_exit)
+    timer.daemon = True
+    timer.start()
+
+
+def _forward_when_gone(public_service: str, forward: Callable, sig: int, timeout_s: float, who: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    waited = False
+    while time.monotonic() < deadline and sibling_workers(public_service):
+        waited = True
+        time.sleep(0.1)
+    if waited:
+        log.info("%s: %s has stopped; stopping too", who, public_service)
+    forward(sig, None)
+
+
+def install_drain(who: str, shutdown_timeout_s: float, *, public_service: str | None = None,
+                  on_term: Callable[[], Awaitable[None]] | None = None) -> bool:
+    """Wrap this worker's SIGTERM/SIGINT handling (see the module doc). `who`: this service's name.
+    `public_service`: for a model service, the service to outlive. `on_term`: a coroutine function run in
+    the event loop at the first signal. Returns False (and does nothing) outside a uvicorn worker."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:  # only in this service's own worker: `bentoml serve --development` runs all services in one
+        if _service_name(psutil.Process().cmdline()) != who:
+            return False
+    except psutil.Error:
+        return False
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if not callable(previous[signal.SIGTERM]):
+        return False
+    loop = asyncio.get_running_loop()
+    signalled = threading.Event()
+
+    def handler(sig: int, frame: object) -> None:
+        forward = previous[sig]
+        if signalled.is_set() or not callable(forward):
+            if callable(forward):
+                forward(sig, frame)
+            return
+        signalled.set()
+        bound = shutdown_timeout_s + (MODEL_EXTRA_S if public_service else 0.0)
+        log.info("%s: %s received; finishing in-flight requests (at most %.0f s)", who,
+                 signal.Signals(sig).name, bound)
+        _exit_after(bound, who)
+        if on_term is not None:
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(on_term()))
+        if public_service:
+            threading.Thread(target=_forward_when_gone, name="zest-drain", daemon=True,
+                             args=(public_service, forward, sig, shutdown_timeout_s, who)).start()
+        else:
+            forward(sig, frame)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    return True

@@ -1,0 +1,194 @@
+"""End-to-end over the vector store: the real server on loopback.
+
+- two zest servers over one Milvus (milvus-lite's gRPC server on loopback): an item, a collection and an
+  image written through one are found through the other at once, and deletes are seen at once; the
+  second runs the recommender with two workers;
+- one server on the embedded store: collections over HTTP (multipart and JSON), `zest index DIR`,
+  a restart that keeps collections and the catalogue.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.server import Server, free_port
+from zest.service.cli import main as zest_main
+
+
+def png(color, size=(48, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def start(tiny_checkpoint, rec_model_dir, home, extra: dict) -> Server:
+    home.mkdir(parents=True, exist_ok=True)
+    srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
+                  "ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), "ZEST_MAX_IMAGES": "4",
+                  **extra}, home / "server.log")
+    try:
+        srv.wait_ready()
+    except Exception:
+        srv.stop()
+        raise
+    return srv
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError("milvus-lite server exited")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError("milvus-lite server did not listen")
+
+
+@pytest.fixture(scope="module")
+def milvus(tmp_path_factory):
+    """milvus-lite as a local gRPC server, bound to loopback (the URI zest gets is milvus://...)."""
+    data = tmp_path_factory.mktemp("milvus")
+    port = free_port()
+    log = open(data / "milvus.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data / "db"),
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, proc)
+        yield f"milvus://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def two_servers(tiny_checkpoint, rec_model_dir, tmp_path_factory, milvus):
+    root = tmp_path_factory.mktemp("replicas")
+    a = start(tiny_checkpoint, rec_model_dir, root / "a", {"ZEST_VECTOR_STORE": milvus})
+    try:
+        b = start(tiny_checkpoint, rec_model_dir, root / "b", {"ZEST_VECTOR_STORE": milvus, "ZEST_REC_WORKERS": "2"})
+    except Exception:
+        a.stop()
+        raise
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def test_two_servers_share_one_catalogue(two_servers):
+    a, b = two_servers
+    items = [{"id": "m1", "text": "A space opera with starships"}, {"id": "m2", "text": "A romantic comedy in Paris"},
+             {"id": "m3", "text": "A documentary about whales"}]
+    assert requests.post(f"{a.url}/items", json={"items": items}, timeout=60).status_code == 200
+    assert requests.get(f"{b.url}/items/m2", timeout=30).json()["text"] == items[1]["text"]
+    for _ in range(4):  # two recommender workers on b: every one sees a's writes
+        r = requests.post(f"{b.url}/recommend", json={"history": ["m1"], "k": 5}, timeout=60)
+        assert r.status_code == 200 and sorted(i["id"] for i in r.json()["items"]) == ["m2", "m3"]
+    assert requests.delete(f"{b.url}/items/m3", timeout=30).status_code == 200
+    assert requests.get(f"{a.url}/items/m3", timeout=30).status_code == 404  # deleted through b, gone on a
+    r = requests.post(f"{a.url}/recommend", json={"history": ["m1"], "k": 5}, timeout=60)
+    assert [i["id"] for i in r.json()["items"]] == ["m2"]
+
+
+def test_two_servers_share_collections(two_servers):
+    a, b = two_servers
+    assert requests.post(f"{a.url}/collections", json={"name": "photos"}, timeout=60).status_code == 200
+    assert requests.post(f"{b.url}/collections", json={"name": "photos"}, timeout=60).status_code == 409
+    r = requests.post(f"{a.url}/collections/photos/items", timeout=60,
+                      files=[("images", ("red.png", png("red"), "image/png")),
+                             ("images", ("blue.png", png("blue"), "image/png"))],
+                      data={"metadata": json.dumps({"source": "a"})})
+    assert r.status_code == 200, r.text
+    assert r.json()["count"] == 2
+    r = requests.post(f"{b.url}/collections/photos/search", timeout=60,
+                      files=[("images", ("q.png", png("blue", (40, 40)), "image/png"))], data={"k": "2"})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["id"] == "blue.png" and r.json()["results"][0]["metadata"] == {"source": "a"}
+    r = requests.post(f"{b.url}/collections/photos/items", timeout=60,
+                      json={"items": [{"id": "note", "text": "a note", "metadata": {"source": "b"}}]})
+    assert r.status_code == 200, r.text
+    r = requests.post(f"{a.url}/collections/photos/search", json={"text": "a note", "k": 1,
+                                                                 "filter": {"source": "b"}}, timeout=60)
+    assert [x["id"] for x in r.json()["results"]] == ["note"]
+    assert requests.delete(f"{a.url}/collections/photos/items/note", timeout=30).status_code == 200
+    assert requests.get(f"{b.url}/collections/photos/items/note", timeout=30).status_code == 404
+    assert [c["name"] for c in requests.get(f"{b.url}/collections", timeout=30).json()["collections"]] == ["photos"]
+
+
+def test_zest_index_and_bad_input_over_http(two_servers, tmp_path):
+    a, b = two_servers
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    for name, colour in [("red.png", "red"), ("green.png", "green"), ("sub/blue.png", "blue")]:
+        (folder / name).write_bytes(png(colour))
+    (folder / "notes.txt").write_text("not an image")
+    assert zest_main(["index", str(folder), "--collection", "pics", "--url", a.url, "--batch", "2", "--quiet"]) == 0
+    info = requests.get(f"{b.url}/collections/pics", timeout=30).json()
+    assert info["count"] == 3 and info["model"].startswith("local-dir:") and info["dim"] == 32
+    item = requests.get(f"{b.url}/collections/pics/items/sub/blue.png", timeout=30)
+    assert item.status_code == 200 and item.json()["metadata"] == {"path": "sub/blue.png"}
+    body = {"image": base64.b64encode(png("green", (30, 30))).decode(), "k": 3}
+    top = requests.post(f"{b.url}/collections/pics/search", json=body, timeout=60).json()["results"]
+    assert top[0]["id"] == "green.png" and len(top) == 3
+    for path, payload, status in [
+        ("/collections", {"name": "bad-name"}, 400),
+        ("/collections", {"name": "pics"}, 409),
+        ("/collections", {"name": "x", "model": "ViT-L-14"}, 409),
+        ("/collections/pics/search", {"k": 3}, 400),
+        ("/collections/pics/search", {"text": "x", "k": 0}, 400),
+        ("/collections/pics/search", {"vector": [0.1] * 5}, 400),
+        ("/collections/pics/search", {"text": "x", "filter": {"a b": 1}}, 400),
+        ("/collections/ghost/search", {"text": "x"}, 404),
+        ("/collections/pics/items", {"items": [{"id": "x", "image": "%%%"}]}, 400),
+        ("/collections/pics/items", {"items": [{"id": f"t{i}", "image": base64.b64encode(png("red")).decode()}
+                                               for i in range(5)]}, 413),
+    ]:
+        r = requests.post(f"{a.url}{path}", json=payload, timeout=60)
+        assert r.status_code == status, (path, payload, r.text)
+        assert "error" in r.json()
+    assert requests.get(f"{a.url}/collections/pics", timeout=30).json()["count"] == 3  # failures stored nothing
+    assert requests.delete(f"{b.url}/collections/pics", timeout=30).status_code == 200
+    assert requests.get(f"{a.url}/collections/pics", timeout=30).status_code == 404
+
+
+@pytest.mark.slow
+def test_embedded_server_restart_keeps_collections_and_catalogue(tiny_checkpoint, rec_model_dir, tmp_path):
+    """(In the default run, restarts are shown in process: tests/test_store.py, test_catalog.py, test_recommender.py.)"""
+    srv = start(tiny_checkpoint, rec_model_dir, tmp_path / "h1", {})
+    try:
+        assert requests.post(f"{srv.url}/collections", json={"name": "pics"}, timeout=60).status_code == 200
+        r = requests.post(f"{srv.url}/collections/pics/items", timeout=60,
+                          files=[("images", (f"{c}.png", png(c), "image/png")) for c in ("red", "green", "blue")])
+        assert r.status_code == 200, r.text
+        assert requests.delete(f"{srv.url}/collections/pics/items/red.png", timeout=30).status_code == 200
+        top = requests.post(f"{srv.url}/collections/pics/search", json={"text": "red", "k": 5}, timeout=60).json()
+        assert "red.png" not in [x["id"] for x in top["results"]]  # deleted: gone from the next search
+        assert requests.post(f"{srv.url}/items", json={"items": [{"id": "m1", "text": "A film"}]},
+                             timeout=60).status_code == 200
+    finally:
+        srv.stop()
+    srv = start(tiny_checkpoint, rec_model_dir, tmp_path / "h1", {})  # same data dir: a restart
+    try:
+        assert requests.get(f"{srv.url}/collections/pics", timeout=30).json()["count"] == 2
+        assert requests.get(f"{srv.url}/collections/pics/items/red.png", timeout=30).status_code == 404
+        assert requests.get(f"{srv.url}/items/m1", timeout=30).json()["text"] == "A film"
+        body = {"image": base64.b64encode(png("blue")).decode(), "k": 1}
+        top = requests.post(f"{srv.url}/collections/pics/search", json=body, timeout=60).json()["results"]
+        assert top[0]["id"] == "blue.png"
+    finally:
+        srv.stop()
