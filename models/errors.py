@@ -38,6 +38,7 @@ class Unavailable(ZestError):
 
 
 class Conflict(InvalidInput):
-    """The request contradicts what exists (a collection that exists already, or was made by another model)."""
+    """The request contradicts what exists (a collection that exists already, or was made by another model;
+    an adapted head made for another model)."""
 
     status_code = 409

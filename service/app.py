@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 
-from ..models.errors import InvalidInput, Unavailable, ZestError
+from ..models.errors import InvalidInput, ModelLoadError, Unavailable, ZestError
 from ..models.spec import bento_tag
 from . import errors
 from .batching import GreedyBatcher
@@ -52,6 +52,7 @@ from .schemas import (
     EmbedImageRequest,
     EmbedResponse,
     EmbedTextRequest,
+    HeadsResponse,
     ItemsRequest,
     RecommendRequest,
     TemplateSetInfo,
@@ -208,6 +209,38 @@ def _only(fields: dict, allowed: set[str]) -> dict:
     return fields
 
 
+def _declare_heads(cls):
+    """Each ZEST_HEADS entry that is not a head directory is a BentoML model tag, declared as a class attribute
+    (`head_model_<i>`) so that `bentoml build` packs it, like RecommenderService.model_ref."""
+    from ..models.heads import is_head_path
+
+    for i, entry in enumerate(SETTINGS.heads):
+        if not is_head_path(entry):
+            setattr(cls, f"head_model_{i}", bentoml.models.BentoModel(entry))
+    return cls
+
+
+def _load_heads(service):
+    """The heads of ZEST_HEADS (models.heads.Heads); ModelLoadError, naming the entry, if one is missing."""
+    from ..models.heads import load_heads
+
+    sources = []
+    for i, entry in enumerate(SETTINGS.heads):
+        ref = getattr(service, f"head_model_{i}", None)
+        if ref is None:
+            sources.append((entry, f"local-dir:{os.path.abspath(entry)}"))
+            continue
+        try:  # served, BentoML has resolved the BentoModel into the stored model (its latest version)
+            sources.append((ref.path, str(ref.tag)))
+        except Exception as exc:
+            raise ModelLoadError(f"ZEST_HEADS: no head {entry!r} in the BentoML model store ({exc}): make it with "
+                                 "`zest adapt DIR --name NAME`, or give a head directory") from exc
+    heads = load_heads(sources)
+    for head in heads:
+        log.info("head %s (%s, %d classes) from %s", head.name, head.method, len(head.classes), head.source)
+    return heads
+
+
 # -- collections: image/text search over stored CLIP embeddings --------------------------------------
 def _json_field(fields: dict, key: str, default=None):
     """A multipart text field holding JSON (ids, metadata, filter)."""
@@ -242,6 +275,7 @@ def _collection_items(raw: list, fields: dict) -> list:
 @bentoml.service(name=PUBLIC_SERVICE, image=bento_image(), traffic={"timeout": SETTINGS.timeout_s},
                  runner_probe={"enabled": False, "timeout": 1, "period": 10})
 @bentoml.asgi_app(app, path="/")
+@_declare_heads
 class Zest:
     """The public REST API."""
 
@@ -250,6 +284,7 @@ class Zest:
 
     def __init__(self) -> None:
         s = self.settings = SETTINGS
+        self.loaded_heads = _load_heads(self)
         self._pipeline: ClipPipeline | None = None
         self._pipeline_lock = asyncio.Lock()
         self._collections = None
@@ -269,7 +304,12 @@ class Zest:
                     info = await self.enc.call("info", idempotent=True, deadline_s=INFO_DEADLINE_S)
                     self._pipeline = ClipPipeline(self.settings, EncoderInfo(**info),
                                                   self.enc.sync("encode_pixels", idempotent=True),
-                                                  self.enc.sync("encode_texts", idempotent=True))
+                                                  self.enc.sync("encode_texts", idempotent=True),
+                                                  heads=self.loaded_heads)
+                    for head in self.loaded_heads:
+                        if head.model_id != info["model_id"]:
+                            log.warning("head %s was made for model %s, not %s: /classify refuses it (409)",
+                                        head.name, head.model_id, info["model_id"])
         return self._pipeline
 
     async def __is_ready__(self) -> bool:
@@ -311,16 +351,21 @@ class Zest:
 
     @app.post("/classify", response_model=ClassifyResponse)
     async def classify(self, request: Request):
-        """Zero-shot classify images: multipart (`images` files + `labels`, `templates`, `top_k`) or JSON."""
+        """Classify images zero-shot (`labels`, `templates`) or with an adapted head (`head`): multipart
+        (`images` files + the other fields) or JSON; `top_k` labels per image."""
         raw, fields = await read_images_and_fields(request, self.settings, ClassifyRequest)
         if isinstance(fields, dict):
-            fields = _only(fields, {"labels", "templates", "top_k"})
+            fields = _only(fields, {"labels", "templates", "top_k", "head"})
             labels, templates, top_k = fields.get("labels"), fields.get("templates"), fields.get("top_k", 5)
-            if labels is None:
-                raise InvalidInput("labels is missing")
+            head = fields.get("head")
         else:
-            labels, templates, top_k = fields.labels, fields.templates, fields.top_k
-        return await self._run(lambda p: p.classify(raw, labels, templates, top_k))
+            labels, templates, top_k, head = fields.labels, fields.templates, fields.top_k, fields.head
+        return await self._run(lambda p: p.classify(raw, labels, templates, top_k, head=head))
+
+    @app.get("/heads", response_model=HeadsResponse)
+    async def list_heads(self):
+        """The adapted heads loaded (ZEST_HEADS): classes, the model each was made for, held-out metrics."""
+        return await self._run(lambda p: p.list_heads())
 
     @app.post("/embed/image", response_model=EmbedResponse)
     async def embed_image(self, request: Request):

@@ -125,6 +125,22 @@ def cmd_eval_embedded(args: argparse.Namespace) -> int:
     return eval_main(args.rest)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """`zest eval DIR ...`: metrics, confusion PNG and failure sheet on a labelled folder (training/vision)."""
+    from ..training.vision.cli import eval_main
+    from .model_store import store_path
+
+    return eval_main(args.rest, resolve_head=store_path)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    """`zest adapt DIR --name NAME ...`: a few-shot head, saved to the BentoML model store (training/vision)."""
+    from ..training.vision.cli import adapt_main
+    from .model_store import save_to_store
+
+    return adapt_main(args.rest, save_to_store=save_to_store)
+
+
 def cmd_rec(args: argparse.Namespace) -> int:
     """`zest rec train|eval ...`: the recommender's own CLI (training/rec/cli.py); train also stores the model."""
     import tempfile
@@ -200,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     # listed for --help; main() hands their arguments straight to their own parsers
     sub.add_parser("train-embedded", help="train the embedded zest-tiny model (`zest train-embedded -h`)")
     sub.add_parser("eval-embedded", help="evaluate zest-tiny zero-shot on generated scenes (`zest eval-embedded -h`)")
+    sub.add_parser("eval", help="measure zero-shot (or a head) on your labelled image folder (`zest eval -h`)")
+    sub.add_parser("adapt", help="few-shot adapt to your labelled image folder; saves a head (`zest adapt -h`)")
 
     p = sub.add_parser("index", help="add every image under a folder to a collection of a running server")
     p.add_argument("dir", help="folder searched recursively for images")
@@ -217,14 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-PASS_THROUGH = ("train-embedded", "eval-embedded")  # their own argparse reads everything after the name
+# their own argparse reads everything after the name
+PASS_THROUGH = {"train-embedded": cmd_train_embedded, "eval-embedded": cmd_eval_embedded, "eval": cmd_eval,
+                "adapt": cmd_adapt}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in PASS_THROUGH:
-        args = argparse.Namespace(func=cmd_train_embedded if argv[0] == "train-embedded" else cmd_eval_embedded,
-                                  rest=argv[1:])
+        args = argparse.Namespace(func=PASS_THROUGH[argv[0]], rest=argv[1:])
     else:
         args = build_parser().parse_args(argv)
     try:

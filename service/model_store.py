@@ -4,6 +4,7 @@
 - `import_clip`: any CLIP model spec, loaded (from the hub, its cache, a file...) and written as a local
   open_clip checkpoint directory (`open_clip_config.json` + `open_clip_model.safetensors`), so that
   `ZEST_MODEL=NAME:VERSION` serves it with no network: `zest models import SPEC`.
+- `store_path`: the directory of a stored model (`zest eval --head NAME` reads an adapted head from it).
 """
 
 from __future__ import annotations
@@ -72,3 +73,16 @@ def import_clip(spec: str, name: str | None = None) -> str:
         return save_to_store(tmp, name, labels={"kind": "clip"},
                              metadata={"source_spec": parsed.model_id, "model_id": loaded.model_id,
                                        "format": "open_clip checkpoint directory (local-dir:)"})
+
+
+def store_path(tag: str) -> str:
+    """The directory of model `tag` (`name` = its latest version) in the store; `NotFound` if absent."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    from ..models.errors import NotFound
+
+    try:
+        return str(bentoml.models.get(tag).path)
+    except (BentoMLException, ValueError) as exc:
+        raise NotFound(f"no model {tag!r} in the BentoML model store ({exc})") from None

@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..models.classifier import ZeroShotClassifier, clean_labels
 from ..models.errors import InvalidInput, PayloadTooLarge
+from ..models.heads import Heads
 from ..models.images import decode_image, to_rgb
 from ..prompts import DEFAULT_SET, TemplateSet, load_template_set, user_template_set
 from .fetch import fetch_image_bytes
@@ -23,6 +24,8 @@ from .metrics import observe_class_cache
 from .schemas import (
     ClassifyResponse,
     EmbedResponse,
+    HeadInfo,
+    HeadsResponse,
     ImageResult,
     Prediction,
     TemplatesUsed,
@@ -62,8 +65,9 @@ def eval_transform(preprocess_cfg: dict):
 class ClipPipeline:
     def __init__(self, settings: Settings, info: EncoderInfo,
                  encode_pixels: Callable[[np.ndarray], np.ndarray],
-                 encode_texts: Callable[[list[str]], np.ndarray]):
+                 encode_texts: Callable[[list[str]], np.ndarray], heads: Heads | None = None):
         self.settings = settings
+        self.heads = heads if heads is not None else Heads()
         self.info = info
         self.transform = eval_transform(info.preprocess_cfg)
         self.encode_pixels = encode_pixels
@@ -121,10 +125,14 @@ class ClipPipeline:
         return EmbedResponse(model=self.info.model_id, dim=self.info.dim, embeddings=np.asarray(feats).tolist())
 
     def classify(self, raw: Sequence[RawImage], labels: object, templates: str | list[str] | None,
-                 top_k: object = 5) -> ClassifyResponse:
+                 top_k: object = 5, head: object = None) -> ClassifyResponse:
         s = self.settings
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InvalidInput("top_k must be an integer >= 1")
+        if head is not None:
+            return self.classify_with_head(raw, head, labels, templates, top_k)
+        if labels is None:
+            raise InvalidInput("labels is missing: give class names, or head=NAME for an adapted head (GET /heads)")
         labels = clean_labels(labels, s.max_labels, s.max_label_chars)
         template_set = self.resolve_templates(templates)
         images = self.load_images(raw)  # validate everything before any model work
@@ -137,3 +145,26 @@ class ClipPipeline:
         return ClassifyResponse(model=self.info.model_id,
                                 templates=TemplatesUsed(name=template_set.name, count=len(template_set.templates)),
                                 results=results)
+
+    # -- adapted heads --------------------------------------------------------------------
+    def classify_with_head(self, raw: Sequence[RawImage], name: object, labels: object, templates: object,
+                           top_k: int) -> ClassifyResponse:
+        """Classify with a loaded head: its classes are the labels, no text is encoded."""
+        if labels is not None or templates not in (None, ""):
+            raise InvalidInput("with head, leave out labels and templates: the head's classes are the labels "
+                               "(GET /heads lists them)")
+        head = self.heads.for_model(name, self.info.model_id, self.info.dim)
+        images = self.load_images(raw)
+        feats = np.asarray(self.encode_pixels(self.pixels(images)), dtype=np.float32)
+        results = [
+            ImageResult(image=item.name, predictions=[Prediction(label=l, probability=p) for l, p in preds])
+            for item, preds in zip(raw, head.predict(feats, k=top_k))
+        ]
+        return ClassifyResponse(model=self.info.model_id, head=head.name, results=results)
+
+    def list_heads(self) -> HeadsResponse:
+        heads = []
+        for head in self.heads:
+            usable = head.model_id == self.info.model_id and head.dim == self.info.dim
+            heads.append(HeadInfo(usable=usable, **head.summary()))
+        return HeadsResponse(model=self.info.model_id, heads=heads)

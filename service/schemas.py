@@ -21,10 +21,12 @@ class ClassifyRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     images: list[Union[str, ImageRef]] = Field(..., description="base64 strings or image objects")
-    labels: list[str] = Field(..., description="class names")
+    labels: list[str] | None = Field(None, description="class names (required unless `head` is given)")
     templates: Union[str, list[str], None] = Field(
         None, description="a shipped template set name, or a list of templates with one {} each")
     top_k: int = Field(5, description="labels returned per image")
+    head: str | None = Field(None, description="classify with this adapted head (GET /heads) instead of zero-shot: "
+                                              "its classes are the labels; labels and templates are not given")
 
 
 class EmbedImageRequest(BaseModel):
@@ -54,8 +56,27 @@ class TemplatesUsed(BaseModel):
 
 class ClassifyResponse(BaseModel):
     model: str
-    templates: TemplatesUsed
+    templates: TemplatesUsed | None = Field(None, description="the templates used (null with a head)")
+    head: str | None = Field(None, description="the adapted head used, if any")
     results: list[ImageResult]
+
+
+class HeadInfo(BaseModel):
+    name: str = Field(..., description="what `head` in POST /classify names")
+    source: str = Field(..., description="BentoML model tag or directory it was loaded from")
+    model_id: str = Field(..., description="the model it was made for")
+    usable: bool = Field(..., description="false when made for another model than the one served (409 on use)")
+    method: str
+    classes: list[str]
+    metrics: dict = Field(..., description="held-out accuracy measured by `zest adapt`: zero_shot_top1, "
+                                           "adapted_top1, heldout_images, ...")
+    created: str | None = None
+    cache_size: int = Field(..., description="training-image features in the head's cache (Tip-Adapter)")
+
+
+class HeadsResponse(BaseModel):
+    model: str = Field(..., description="the model this server runs")
+    heads: list[HeadInfo]
 
 
 class EmbedResponse(BaseModel):

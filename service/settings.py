@@ -29,6 +29,7 @@
 | ZEST_MAX_COLLECTION_K     | 1000        | largest k for a collection search                              |
 | ZEST_MAX_METADATA_BYTES   | 4096        | JSON bytes of one collection item's metadata                   |
 | ZEST_REC_MODEL            | (empty)     | trained ZESRec model: a BentoML model tag (`zest rec train` prints it) or a directory; empty = the shipped one |
+| ZEST_HEADS                | (empty)     | adapted heads to load (`zest adapt`): BentoML model tags or head directories, comma-separated |
 | ZEST_MAX_REC_ITEMS        | 1000        | items per POST /items request                                  |
 | ZEST_MAX_ITEM_TEXT_CHARS  | 5000        | characters per item description                                |
 | ZEST_TEXT_CACHE_SIZE      | 20000       | item/history texts whose MiniLM embeddings the recommender keeps in memory (LRU) |
@@ -72,6 +73,7 @@ class Settings:
     url_timeout_s: float = 10.0
     data_dir: str = "~/.zest"
     rec_model: str = ""
+    heads: tuple[str, ...] = field(default_factory=tuple)
     max_rec_items: int = 1000
     max_item_text_chars: int = 5000
     text_cache_size: int = 20_000
@@ -103,6 +105,8 @@ class Settings:
             try:
                 if f.name == "url_allowlist":
                     values[f.name] = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+                elif f.name == "heads":
+                    values[f.name] = tuple(dict.fromkeys(h.strip() for h in raw.split(",") if h.strip()))
                 elif f.type in ("int", int):
                     values[f.name] = int(raw)
                 elif f.type in ("float", float):
