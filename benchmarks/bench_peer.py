@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -43,7 +44,7 @@ from benchmarks.harness.environment import env_info, set_threads, warn_if_busy  
 from benchmarks.harness.inputs import jpeg_bytes, make_images  # noqa: E402
 from benchmarks.harness.load import run_clients  # noqa: E402
 from benchmarks.harness.report import check_target, print_table, print_targets, slug, write_results  # noqa: E402
-from benchmarks.harness.servers import rec_model_env, serve, wait_until  # noqa: E402
+from benchmarks.harness.servers import rec_model_env, serve  # noqa: E402
 from benchmarks.harness.timing import Sample, latency_ms, median  # noqa: E402
 from tests.server import free_port  # noqa: E402
 
@@ -124,8 +125,10 @@ def prepare_weights(spec: str, workdir: Path) -> tuple[Path, Path, dict]:
     save_hf_clip(loaded.model, loaded.preprocess_cfg, hf_dir)
     from transformers import CLIPImageProcessor
 
-    # transformers 4 (Infinity's) reads the image processor from preprocessor_config.json
+    # transformers 4 (Infinity's) reads the image processor from preprocessor_config.json, and chokes on the
+    # nested processor_config.json that transformers 5 writes
     CLIPImageProcessor.from_pretrained(hf_dir).save_pretrained(hf_dir)
+    (hf_dir / "processor_config.json").unlink(missing_ok=True)
     tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(hf_dir)
     longest = max(len(tokenizer(s)["input_ids"]) for s in SENTENCES)
     assert longest <= 20, f"a benchmark sentence has {longest} tokens; Infinity cuts at 20"
@@ -145,15 +148,18 @@ def infinity_server(executable: str, hf_dir: Path, log_path: Path, timeout: floa
     try:
         import requests
 
-        def up() -> bool:
+        deadline = time.perf_counter() + timeout
+        while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"infinity exited:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"infinity exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
-                return requests.get(f"{url}/health", timeout=2).status_code == 200
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
             except requests.RequestException:
-                return False
-
-        wait_until(up, timeout, what="infinity /health")
+                pass
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"infinity not ready after {timeout:.0f}s (log: {log_path})")
+            time.sleep(0.5)
         yield url, proc.pid
     finally:
         if proc.poll() is None:
