@@ -24,7 +24,7 @@
 | ZEST_VECTOR_STORE         | embedded    | embedded, milvus://HOST:PORT[?index=HNSW&db=DB], milvus+https://HOST, milvus-lite:DIR (store/__init__.py) |
 | ZEST_MILVUS_TOKEN         | (empty)     | Milvus credentials (user:password or an API key)                |
 | ZEST_ANN_MIN_ROWS         | 100000      | embedded store: live rows from which a collection is searched with an IVF index instead of an exact scan |
-| ZEST_ANN_NPROBE           | 128         | embedded store: IVF lists probed per search (recall vs latency; benchmarks/bench_store.py) |
+| ZEST_ANN_NPROBE           | 192         | embedded store: IVF lists probed per search (recall vs latency; benchmarks/bench_store.py) |
 | ZEST_REC_WORKERS          | 1           | recommender service workers; more than 1 needs a shared store (milvus://) |
 | ZEST_MAX_COLLECTION_K     | 1000        | largest k for a collection search                              |
 | ZEST_MAX_METADATA_BYTES   | 4096        | JSON bytes of one collection item's metadata                   |
@@ -83,7 +83,7 @@ class Settings:
     vector_store: str = "embedded"
     milvus_token: str = ""
     ann_min_rows: int = 100_000
-    ann_nprobe: int = 128
+    ann_nprobe: int = 192
     rec_workers: int = 1
     max_collection_k: int = 1000
     max_metadata_bytes: int = 4096

@@ -54,7 +54,7 @@ def check_spec(spec: str) -> None:
 
 
 def open_store(spec: str, role: str, data_dir: str | Path = "~/.zest", token: str = "",
-               ann_min_rows: int = 100_000, nprobe: int = 128) -> VectorStore:
+               ann_min_rows: int = 100_000, nprobe: int = 192) -> VectorStore:
     """The store for `role` ("catalog": the recommender's items; "collections": the CLIP collections).
 
     Embedded and milvus-lite keep one file per role (each role is served by one process); a Milvus server

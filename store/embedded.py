@@ -64,7 +64,7 @@ class EmbeddedStore(VectorStore):
     kind = "embedded"
     shared = False
 
-    def __init__(self, path: str | Path, ann_min_rows: int = 100_000, nprobe: int = 128,
+    def __init__(self, path: str | Path, ann_min_rows: int = 100_000, nprobe: int = 192,
                  compact_fraction: float = 0.25, background: bool = True):
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
