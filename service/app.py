@@ -39,7 +39,7 @@ from .image import bento_image
 from .lifecycle import install_drain
 from .metrics import observe_batch
 from .pipeline import ClipPipeline, EncoderInfo
-from .requests import MULTIPART, json_images, parse_model, read_images_and_fields, read_json, read_multipart
+from .http_input import MULTIPART, json_images, parse_model, read_images_and_fields, read_json, read_multipart
 from .schemas import (
     ClassifyRequest,
     ClassifyResponse,
