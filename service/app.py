@@ -34,6 +34,7 @@ from ..models.errors import InvalidInput, Unavailable, ZestError
 from ..models.spec import bento_tag
 from . import errors
 from .batching import GreedyBatcher
+from .auth import ApiKeyMiddleware, load_api_keys
 from .http_limits import BodyTimeoutMiddleware, install_header_timeout
 from .image import bento_image
 from .lifecycle import install_drain
@@ -64,6 +65,7 @@ log = logging.getLogger("zest")
 if log.level == logging.NOTSET:  # BentoML's server logging shows WARNING and up from other loggers
     log.setLevel(logging.INFO)   # zest's start-up, health and shutdown lines are INFO
 SETTINGS = Settings.from_env()
+API_KEYS = load_api_keys(SETTINGS.api_keys)
 RESOURCES: dict[str, Any] = {"gpu": SETTINGS.gpus} if SETTINGS.gpus else {"cpu": "1"}
 
 
@@ -260,6 +262,7 @@ class Zest:
         self.deps = Dependencies([self.enc, self.rec])
         install_header_timeout(s.header_timeout_s)  # this worker's uvicorn, before it accepts anything
         install_drain(PUBLIC_SERVICE, s.shutdown_timeout_s, on_term=self._on_term)
+        log.info(API_KEYS.describe())
 
     async def pipeline(self) -> ClipPipeline:
         """Built on first use: it needs the encoder service's model info, which may start after us."""
@@ -452,3 +455,7 @@ class Zest:
     @app.delete("/collections/{name}/items/{item_id:path}")
     async def delete_collection_item(self, name: str, item_id: str):
         return await self._in_collections(lambda c: c.delete_item(name, item_id))
+
+
+# Around the whole public service, BentoML's own routes included: the API-key check (service/auth.py).
+Zest.add_asgi_middleware(ApiKeyMiddleware, keys=API_KEYS)
