@@ -422,7 +422,7 @@ class Zest:
             raw, fields = await read_multipart(request, self.settings)
             items = _collection_items(raw, fields)
         else:
-            body = parse_model(CollectionItemsRequest, await read_json(request, self.settings))
+            body = parse_model(CollectionItemsRequest, await read_json(request, self.settings, multipart_too=True))
             items = []
             for n, it in enumerate(body.items):
                 image = json_images([it.image])[0] if it.image is not None else None
@@ -443,7 +443,7 @@ class Zest:
             k = _json_field(fields, "k", 10)
             flt = _json_field(fields, "filter")
             return await self._in_collections(lambda c: c.search(name, image=raw[0], k=k, filter=flt))
-        body = parse_model(CollectionSearchRequest, await read_json(request, self.settings))
+        body = parse_model(CollectionSearchRequest, await read_json(request, self.settings, multipart_too=True))
         image = json_images([body.image])[0] if body.image is not None else None
         return await self._in_collections(
             lambda c: c.search(name, text=body.text, image=image, vector=body.vector, k=body.k, filter=body.filter))
@@ -457,5 +457,7 @@ class Zest:
         return await self._in_collections(lambda c: c.delete_item(name, item_id))
 
 
-# Around the whole public service, BentoML's own routes included: the API-key check (service/auth.py).
+# Around the whole public service, BentoML's own routes included (first added = outermost): one error shape
+# for every response, then the API-key check (service/auth.py).
+Zest.add_asgi_middleware(errors.ErrorShapeMiddleware)
 Zest.add_asgi_middleware(ApiKeyMiddleware, keys=API_KEYS)
