@@ -11,7 +11,9 @@ Three services run in one bento:
   class-embedding cache, and calls the other two through `bentoml.depends`.
 
 How the services call each other, retry and report health: service/transport.py. Exceptions to
-responses: service/errors.py. Time limits on clients: service/http_limits.py. SIGTERM: service/lifecycle.py.
+responses: service/errors.py. Time limits on clients: service/http_limits.py. SIGTERM:
+service/lifecycle.py. API keys: service/auth.py. The OpenAPI document (/docs.json, Swagger
+at /): service/openapi.py.
 Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
@@ -30,11 +32,12 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 
+from .. import __version__
 from ..models.errors import InvalidInput, Unavailable, ZestError
 from ..models.spec import bento_tag
-from . import errors
-from .batching import GreedyBatcher
+from . import errors, openapi
 from .auth import ApiKeyMiddleware, load_api_keys
+from .batching import GreedyBatcher
 from .http_limits import BodyTimeoutMiddleware, install_header_timeout
 from .image import bento_image
 from .lifecycle import install_drain
@@ -45,16 +48,24 @@ from .schemas import (
     ClassifyRequest,
     ClassifyResponse,
     CollectionCreateRequest,
+    CollectionDroppedResponse,
+    CollectionHit,
     CollectionInfoResponse,
+    CollectionItemDeletedResponse,
     CollectionItemsRequest,
+    CollectionItemsResponse,
     CollectionSearchRequest,
     CollectionSearchResponse,
     CollectionsResponse,
     EmbedImageRequest,
     EmbedResponse,
     EmbedTextRequest,
+    ItemDeletedResponse,
+    ItemResponse,
     ItemsRequest,
+    ItemsResponse,
     RecommendRequest,
+    RecommendResponse,
     TemplateSetInfo,
     TemplatesResponse,
 )
@@ -122,6 +133,7 @@ class ClipEncoderService:
     @bentoml.api
     async def encode_texts(self, texts: list[str]) -> np.ndarray:
         return await self.text_batcher.run(texts) if texts else self.encoder.encode_texts(texts)
+
 
 
 def _outcome(fn, *args, **kwargs) -> dict:
@@ -194,7 +206,11 @@ def _unwrap(outcome: dict):
     return outcome["ok"]
 
 
-app = FastAPI(title="zest", description="Zero-shot image classification and embeddings with CLIP.")
+# The one spec is FastAPI's, at BentoML's /docs.json (its Swagger UI at / reads it): service/openapi.py.
+app = FastAPI(title="zest", version=__version__, openapi_url="/docs.json", docs_url=None, redoc_url=None,
+              description="Zero-shot image classification, CLIP embeddings, "
+                          "collections of stored embeddings and cold-start recommendations. Every error is "
+                          '`{"error": "..."}`.')
 
 
 errors.register(app)
@@ -354,21 +370,21 @@ class Zest:
         # An upsert by id, a read or a ranking can be sent again; a delete is not: never repeated.
         return _unwrap(await self.rec.call(method, *args, idempotent=method != "delete_item"))
 
-    @app.post("/items")
+    @app.post("/items", response_model=ItemsResponse)
     async def upsert_items(self, request: Request):
         """Insert or update items: {"items": [{"id": ..., "text": ...}]}. Embedded on write, persisted."""
         body = parse_model(ItemsRequest, await read_json(request, self.settings))
         return await self._rec("upsert_items", [i.model_dump() for i in body.items])
 
-    @app.get("/items/{item_id}")
+    @app.get("/items/{item_id}", response_model=ItemResponse)
     async def get_item(self, item_id: str):
         return await self._rec("get_item", item_id)
 
-    @app.delete("/items/{item_id}")
+    @app.delete("/items/{item_id}", response_model=ItemDeletedResponse)
     async def delete_item(self, item_id: str):
         return await self._rec("delete_item", item_id)
 
-    @app.post("/recommend")
+    @app.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, request: Request):
         """Top-k items for a history of item ids and/or free-text descriptions of liked items."""
         body = parse_model(RecommendRequest, await read_json(request, self.settings))
@@ -408,11 +424,11 @@ class Zest:
     async def describe_collection(self, name: str):
         return await self._in_collections(lambda c: c.describe(name))
 
-    @app.delete("/collections/{name}")
+    @app.delete("/collections/{name}", response_model=CollectionDroppedResponse)
     async def drop_collection(self, name: str):
         return await self._in_collections(lambda c: c.drop(name))
 
-    @app.post("/collections/{name}/items")
+    @app.post("/collections/{name}/items", response_model=CollectionItemsResponse)
     async def add_collection_items(self, name: str, request: Request):
         """Add or replace items, embedded on write: multipart `images` files (+ `ids`, `metadata`), or JSON
         {"items": [{"id", "text" | "image", "metadata"}]}."""
@@ -448,11 +464,11 @@ class Zest:
         return await self._in_collections(
             lambda c: c.search(name, text=body.text, image=image, vector=body.vector, k=body.k, filter=body.filter))
 
-    @app.get("/collections/{name}/items/{item_id:path}")
+    @app.get("/collections/{name}/items/{item_id:path}", response_model=CollectionHit, response_model_exclude_none=True)
     async def get_collection_item(self, name: str, item_id: str):
         return await self._in_collections(lambda c: c.get_item(name, item_id))
 
-    @app.delete("/collections/{name}/items/{item_id:path}")
+    @app.delete("/collections/{name}/items/{item_id:path}", response_model=CollectionItemDeletedResponse)
     async def delete_collection_item(self, name: str, item_id: str):
         return await self._in_collections(lambda c: c.delete_item(name, item_id))
 
@@ -461,3 +477,4 @@ class Zest:
 # for every response, then the API-key check (service/auth.py).
 Zest.add_asgi_middleware(errors.ErrorShapeMiddleware)
 Zest.add_asgi_middleware(ApiKeyMiddleware, keys=API_KEYS)
+openapi.install(app, keys_on=bool(API_KEYS))

@@ -105,6 +105,12 @@ def route_error_message(status: int, method: str, path: str, detail: str = "", a
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method of the path, not only those of the route that matched first
+        from .openapi import allowed_methods
+
+        methods = allowed_methods(request.app.openapi(), request.url.path)
+        if methods:
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"} | {"Allow": ", ".join(methods)}
     message = route_error_message(exc.status_code, request.method, request.url.path, str(exc.detail or ""),
                                   headers.get("Allow", headers.get("allow", "")))
     return _error(message, exc.status_code, **headers)
