@@ -13,17 +13,19 @@ Three services run in one bento:
 How the services call each other, retry and report health: service/transport.py. Exceptions to
 responses: service/errors.py. Time limits on clients: service/http_limits.py. SIGTERM:
 service/lifecycle.py. API keys: service/auth.py. The OpenAPI document (/docs.json, Swagger
-at /): service/openapi.py.
+at /): service/openapi.py. The OpenAI-compatible /v1 endpoints: service/openai_api.py.
 Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import anyio
@@ -35,7 +37,7 @@ from fastapi import FastAPI, Request
 from .. import __version__
 from ..models.errors import InvalidInput, Unavailable, ZestError
 from ..models.spec import bento_tag
-from . import errors, openapi
+from . import errors, openai_api, openapi
 from .auth import ApiKeyMiddleware, load_api_keys
 from .batching import GreedyBatcher
 from .http_limits import BodyTimeoutMiddleware, install_header_timeout
@@ -64,6 +66,9 @@ from .schemas import (
     ItemResponse,
     ItemsRequest,
     ItemsResponse,
+    OpenAIEmbeddingsResponse,
+    OpenAIModel,
+    OpenAIModelsResponse,
     RecommendRequest,
     RecommendResponse,
     TemplateSetInfo,
@@ -117,6 +122,10 @@ class ClipEncoderService:
                                            on_batch=lambda requests, items: observe_batch("pixels", requests, items))
         self.text_batcher = GreedyBatcher(locked(self.encoder.encode_texts), max(s.max_batch_size, s.max_texts), "texts",
                                           on_batch=lambda requests, items: observe_batch("texts", requests, items))
+        # usage.prompt_tokens of /v1/embeddings: a tokenizer of its own, so counting never waits for the model
+        # (and a Hugging Face tokenizer is never used by two threads at once)
+        self.counting_tokenizer = copy.deepcopy(self.encoder.tokenizer)
+        self.counting_lock = threading.Lock()
         log.info("loaded %s on %s (dim %d, runtime %s, %d torch threads)", self.encoder.model_id, self.encoder.device,
                  self.encoder.dim, self.encoder.runtime, torch.get_num_threads())
 
@@ -134,6 +143,16 @@ class ClipEncoderService:
     async def encode_texts(self, texts: list[str]) -> np.ndarray:
         return await self.text_batcher.run(texts) if texts else self.encoder.encode_texts(texts)
 
+    @bentoml.api
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens the text tower reads per text: its tokenizer, truncated to its context, start/end included."""
+        from ..models.text_tower import content_lengths, pad_token_id
+
+        if not texts:
+            return []
+        with self.counting_lock:
+            tokens = self.counting_tokenizer(texts)
+        return content_lengths(tokens, pad_token_id(self.counting_tokenizer)).tolist()
 
 
 def _outcome(fn, *args, **kwargs) -> dict:
@@ -208,7 +227,7 @@ def _unwrap(outcome: dict):
 
 # The one spec is FastAPI's, at BentoML's /docs.json (its Swagger UI at / reads it): service/openapi.py.
 app = FastAPI(title="zest", version=__version__, openapi_url="/docs.json", docs_url=None, redoc_url=None,
-              description="Zero-shot image classification, CLIP embeddings, "
+              description="Zero-shot image classification, CLIP embeddings (also OpenAI-compatible, /v1), "
                           "collections of stored embeddings and cold-start recommendations. Every error is "
                           '`{"error": "..."}`.')
 
@@ -268,6 +287,7 @@ class Zest:
 
     def __init__(self) -> None:
         s = self.settings = SETTINGS
+        self._started = int(time.time())
         self._pipeline: ClipPipeline | None = None
         self._pipeline_lock = asyncio.Lock()
         self._collections = None
@@ -471,6 +491,34 @@ class Zest:
     @app.delete("/collections/{name}/items/{item_id:path}", response_model=CollectionItemDeletedResponse)
     async def delete_collection_item(self, name: str, item_id: str):
         return await self._in_collections(lambda c: c.delete_item(name, item_id))
+
+    # -- OpenAI-compatible embeddings (service/openai_api.py) --------------------------------------------
+    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingsResponse)
+    async def openai_embeddings(self, request: Request):
+        """OpenAI's embeddings API: `input` texts, or images with `"modality": "image"` (Infinity's extension);
+        the vectors are /embed/text's and /embed/image's."""
+        body, inputs = openai_api.parse_request(await read_json(request, self.settings))
+        info = (await self.pipeline()).info
+        openai_api.check_model(body.model, info.model_id)
+        openai_api.check_dimensions(body.dimensions, info.model_id, info.dim)
+        if body.modality == "image":
+            raw = openai_api.image_inputs(inputs)
+            result, tokens = await self._run(lambda p: p.embed_images(raw)), 0
+        else:
+            result = await self._run(lambda p: p.embed_texts(inputs))
+            tokens = sum(await self.enc.call("count_tokens", inputs, idempotent=True))
+        return openai_api.response(result.embeddings, body.encoding_format, info.model_id, tokens)
+
+    @app.get("/v1/models", response_model=OpenAIModelsResponse)
+    async def openai_models(self):
+        """The model /v1/embeddings serves (the CLIP model this server runs)."""
+        return openai_api.models_response((await self.pipeline()).info.model_id, self._started)
+
+    @app.get("/v1/models/{model:path}", response_model=OpenAIModel)
+    async def openai_model(self, model: str):
+        served = (await self.pipeline()).info.model_id
+        openai_api.check_model(model, served)
+        return openai_api.models_response(served, self._started)["data"][0]
 
 
 # Around the whole public service, BentoML's own routes included (first added = outermost): one error shape
