@@ -11,8 +11,8 @@ Three services run in one bento:
   class-embedding cache, and calls the other two through `bentoml.depends`.
 
 How the services call each other, retry and report health: service/transport.py. Exceptions to
-responses: service/errors.py. Time limits on clients: service/http_limits.py. SIGTERM:
-service/lifecycle.py. API keys: service/auth.py. The OpenAPI document (/docs.json, Swagger
+responses: service/errors.py. Time limits on clients: service/http_limits.py. SIGTERM, and a model that
+cannot load: service/lifecycle.py. API keys: service/auth.py. The OpenAPI document (/docs.json, Swagger
 at /): service/openapi.py. The OpenAI-compatible /v1 endpoints: service/openai_api.py.
 Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
@@ -42,7 +42,7 @@ from .auth import ApiKeyMiddleware, load_api_keys
 from .batching import GreedyBatcher
 from .http_limits import BodyTimeoutMiddleware, install_header_timeout
 from .image import bento_image
-from .lifecycle import install_drain
+from .lifecycle import fail_start, install_drain
 from .metrics import observe_batch
 from .pipeline import ClipPipeline, EncoderInfo
 from .requests import MULTIPART, json_images, parse_model, read_images_and_fields, read_json, read_multipart
@@ -106,8 +106,11 @@ class ClipEncoderService:
         s = SETTINGS
         install_drain("zest-clip-encoder", s.shutdown_timeout_s, public_service=PUBLIC_SERVICE)
         # A tag loads from the model store that `model_ref` resolves in (the bento's own, in a container).
-        self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
-                                             batch_size=s.batch_size, runtime=s.runtime)
+        try:
+            self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
+                                                 batch_size=s.batch_size, runtime=s.runtime)
+        except Exception as exc:  # noqa: BLE001 - stop the server, do not respawn into the same failure
+            fail_start("zest-clip-encoder", exc)
         # One model, two queues: image and text calls merge separately, and the lock runs one forward pass at a
         # time (a pass already uses every core: torch's intra-op threads).
         model_lock = threading.Lock()
@@ -191,7 +194,10 @@ class RecommenderService:
             log.warning("no recommender model at %s; /items and /recommend answer 503 until one is "
                         "configured (zest rec train, then ZEST_REC_MODEL)", model_dir)
             return
-        self.rec = build_recommender(model_dir, model_id, SETTINGS)
+        try:
+            self.rec = build_recommender(model_dir, model_id, SETTINGS)
+        except Exception as exc:  # noqa: BLE001 - stop the server, do not respawn into the same failure
+            fail_start("zest-recommender", exc)
         log.info("recommender %s ready with %d items", model_id, len(self.rec.catalog))
 
     def _call(self, method: str, *args, **kwargs) -> dict:
