@@ -40,7 +40,7 @@ from ..models.spec import bento_tag
 from . import errors, openai_api, openapi
 from .auth import ApiKeyMiddleware, load_api_keys
 from .batching import GreedyBatcher
-from .http_limits import BodyTimeoutMiddleware, install_header_timeout
+from .http_limits import BodyTimeoutMiddleware, install_header_timeout, release_request_timers
 from .image import bento_image
 from .lifecycle import fail_start, install_drain
 from .metrics import observe_batch
@@ -82,6 +82,7 @@ if log.level == logging.NOTSET:  # BentoML's server logging shows WARNING and up
     log.setLevel(logging.INFO)   # zest's start-up, health and shutdown lines are INFO
 SETTINGS = Settings.from_env()
 API_KEYS = load_api_keys(SETTINGS.api_keys)
+release_request_timers()  # every service's worker: BentoML's request timeout kept each request for 300 s
 RESOURCES: dict[str, Any] = {"gpu": SETTINGS.gpus} if SETTINGS.gpus else {"cpu": "1"}
 
 
