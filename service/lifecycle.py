@@ -146,6 +146,11 @@ def install_drain(who: str, shutdown_timeout_s: float, *, public_service: str | 
     return True
 
 
+def in_container() -> bool:
+    """What BentoML checks before it turns worker respawning off (bentoml/serving.py)."""
+    return "BENTOML_CONTAINERIZED" in os.environ or "BENTOCLOUD_DEPLOYMENT_URL" in os.environ
+
+
 def _in_own_worker(who: str) -> bool:
     try:
         return _service_name(psutil.Process().cmdline()) == who
@@ -158,7 +163,6 @@ def fail_start(who: str, exc: BaseException) -> NoReturn:
     of being respawned into the same failure (module doc). Outside a BentoML worker of `who` (tests,
     `--development`) the exception is raised as it is."""
     from ..models.errors import ZestError
-    from .transport import in_container
 
     if not _in_own_worker(who):
         raise exc
