@@ -34,7 +34,7 @@ def is_key_file(raw: str) -> bool:
     return raw.startswith(("/", "./", "../", "~"))
 
 
-def load_api_keys(raw: str) -> "ApiKeys":
+def load_api_keys(raw: str) -> ApiKeys:
     """The keys `ZEST_API_KEYS` names (see the module doc). Raises ValueError naming the file, never a key."""
     raw = raw.strip()
     source = "ZEST_API_KEYS"

@@ -187,7 +187,7 @@ def release_request_timers() -> None:
         try:
             try:
                 await waiter
-            except asyncio.TimeoutError:
+            except TimeoutError:  # asyncio.TimeoutError, since 3.11
                 if fut.cancel():
                     resp = JSONResponse({"error": f"Not able to process the request in {self.timeout} seconds"},
                                         status_code=504)

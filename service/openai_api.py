@@ -25,7 +25,8 @@ Errors are zest's one shape, `{"error": "..."}` (the `openai` package raises `Ba
 from __future__ import annotations
 
 import base64
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -841,9 +841,9 @@ def test_a_model_that_cannot_load_stops_zest_serve_with_the_error(rec_model_dir,
     errors = [line for line in run.stderr.splitlines() if line.startswith("zest: error:")]
     print(f"\nzest serve exited {run.returncode} after {took:.1f} s: {errors}")
     assert run.returncode == 1, out[-3000:]
-    assert errors == [f"zest: error: zest-clip-encoder cannot start: cannot load model 'local-dir:{missing}': "
-                      f"no open_clip_config.json there. A local checkpoint is a directory with open_clip_config.json "
-                      f"and open_clip_model.safetensors (zest.models.loading.save_checkpoint writes one)"], errors
+    assert errors == [(f"zest: error: zest-clip-encoder cannot start: cannot load model 'local-dir:{missing}': "
+                       "no open_clip_config.json there. A local checkpoint is a directory with open_clip_config.json "
+                       "and open_clip_model.safetensors (zest.models.loading.save_checkpoint writes one)")], errors
     assert out.count("zest-clip-encoder cannot start") == 2  # loaded once (logged once), then reported: no respawn
     assert "Traceback" not in out
     assert took < 120
