@@ -11,17 +11,21 @@ Three services run in one bento:
   class-embedding cache, and calls the other two through `bentoml.depends`.
 
 How the services call each other, retry and report health: service/transport.py. Exceptions to
-responses: service/errors.py. Time limits on clients: service/http_limits.py. SIGTERM: service/lifecycle.py.
+responses: service/errors.py. Time limits on clients: service/http_limits.py. SIGTERM, and a model that
+cannot load: service/lifecycle.py. API keys: service/auth.py. The OpenAPI document (/docs.json, Swagger
+at /): service/openapi.py. The OpenAI-compatible /v1 endpoints: service/openai_api.py.
 Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import anyio
@@ -30,22 +34,28 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 
+from .. import __version__
 from ..models.errors import InvalidInput, ModelLoadError, Unavailable, ZestError
 from ..models.spec import bento_tag
-from . import errors
+from . import errors, openai_api, openapi
+from .auth import ApiKeyMiddleware, load_api_keys
 from .batching import GreedyBatcher
-from .http_limits import BodyTimeoutMiddleware, install_header_timeout
+from .http_input import MULTIPART, json_images, parse_model, read_images_and_fields, read_json, read_multipart
+from .http_limits import BodyTimeoutMiddleware, install_header_timeout, release_request_timers
 from .image import bento_image
-from .lifecycle import install_drain
+from .lifecycle import fail_start, install_drain
 from .metrics import observe_batch
 from .pipeline import ClipPipeline, EncoderInfo
-from .http_input import MULTIPART, json_images, parse_model, read_images_and_fields, read_json, read_multipart
 from .schemas import (
     ClassifyRequest,
     ClassifyResponse,
     CollectionCreateRequest,
+    CollectionDroppedResponse,
+    CollectionHit,
     CollectionInfoResponse,
+    CollectionItemDeletedResponse,
     CollectionItemsRequest,
+    CollectionItemsResponse,
     CollectionSearchRequest,
     CollectionSearchResponse,
     CollectionsResponse,
@@ -53,8 +63,15 @@ from .schemas import (
     EmbedResponse,
     EmbedTextRequest,
     HeadsResponse,
+    ItemDeletedResponse,
+    ItemResponse,
     ItemsRequest,
+    ItemsResponse,
+    OpenAIEmbeddingsResponse,
+    OpenAIModel,
+    OpenAIModelsResponse,
     RecommendRequest,
+    RecommendResponse,
     TemplateSetInfo,
     TemplatesResponse,
 )
@@ -65,6 +82,8 @@ log = logging.getLogger("zest")
 if log.level == logging.NOTSET:  # BentoML's server logging shows WARNING and up from other loggers
     log.setLevel(logging.INFO)   # zest's start-up, health and shutdown lines are INFO
 SETTINGS = Settings.from_env()
+API_KEYS = load_api_keys(SETTINGS.api_keys)
+release_request_timers()  # every service's worker: BentoML's request timeout kept each request for 300 s
 RESOURCES: dict[str, Any] = {"gpu": SETTINGS.gpus} if SETTINGS.gpus else {"cpu": "1"}
 
 
@@ -89,8 +108,11 @@ class ClipEncoderService:
         s = SETTINGS
         install_drain("zest-clip-encoder", s.shutdown_timeout_s, public_service=PUBLIC_SERVICE)
         # A tag loads from the model store that `model_ref` resolves in (the bento's own, in a container).
-        self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
-                                             batch_size=s.batch_size, runtime=s.runtime)
+        try:
+            self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
+                                                 batch_size=s.batch_size, runtime=s.runtime)
+        except Exception as exc:  # noqa: BLE001 - stop the server, do not respawn into the same failure
+            fail_start("zest-clip-encoder", exc)
         # One model, two queues: image and text calls merge separately, and the lock runs one forward pass at a
         # time (a pass already uses every core: torch's intra-op threads).
         model_lock = threading.Lock()
@@ -105,6 +127,10 @@ class ClipEncoderService:
                                            on_batch=lambda requests, items: observe_batch("pixels", requests, items))
         self.text_batcher = GreedyBatcher(locked(self.encoder.encode_texts), max(s.max_batch_size, s.max_texts), "texts",
                                           on_batch=lambda requests, items: observe_batch("texts", requests, items))
+        # usage.prompt_tokens of /v1/embeddings: a tokenizer of its own, so counting never waits for the model
+        # (and a Hugging Face tokenizer is never used by two threads at once)
+        self.counting_tokenizer = copy.deepcopy(self.encoder.tokenizer)
+        self.counting_lock = threading.Lock()
         log.info("loaded %s on %s (dim %d, runtime %s, %d torch threads)", self.encoder.model_id, self.encoder.device,
                  self.encoder.dim, self.encoder.runtime, torch.get_num_threads())
 
@@ -121,6 +147,17 @@ class ClipEncoderService:
     @bentoml.api
     async def encode_texts(self, texts: list[str]) -> np.ndarray:
         return await self.text_batcher.run(texts) if texts else self.encoder.encode_texts(texts)
+
+    @bentoml.api
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens the text tower reads per text: its tokenizer, truncated to its context, start/end included."""
+        from ..models.text_tower import content_lengths, pad_token_id
+
+        if not texts:
+            return []
+        with self.counting_lock:
+            tokens = self.counting_tokenizer(texts)
+        return content_lengths(tokens, pad_token_id(self.counting_tokenizer)).tolist()
 
 
 def _outcome(fn, *args, **kwargs) -> dict:
@@ -159,7 +196,10 @@ class RecommenderService:
             log.warning("no recommender model at %s; /items and /recommend answer 503 until one is "
                         "configured (zest rec train, then ZEST_REC_MODEL)", model_dir)
             return
-        self.rec = build_recommender(model_dir, model_id, SETTINGS)
+        try:
+            self.rec = build_recommender(model_dir, model_id, SETTINGS)
+        except Exception as exc:  # noqa: BLE001 - stop the server, do not respawn into the same failure
+            fail_start("zest-recommender", exc)
         log.info("recommender %s ready with %d items", model_id, len(self.rec.catalog))
 
     def _call(self, method: str, *args, **kwargs) -> dict:
@@ -193,7 +233,11 @@ def _unwrap(outcome: dict):
     return outcome["ok"]
 
 
-app = FastAPI(title="zest", description="Zero-shot image classification and embeddings with CLIP.")
+# The one spec is FastAPI's, at BentoML's /docs.json (its Swagger UI at / reads it): service/openapi.py.
+app = FastAPI(title="zest", version=__version__, openapi_url="/docs.json", docs_url=None, redoc_url=None,
+              description="Zero-shot image classification, CLIP embeddings (also OpenAI-compatible, /v1), "
+                          "collections of stored embeddings and cold-start recommendations. Every error is "
+                          '`{"error": "..."}`.')
 
 
 errors.register(app)
@@ -285,6 +329,7 @@ class Zest:
     def __init__(self) -> None:
         s = self.settings = SETTINGS
         self.loaded_heads = _load_heads(self)
+        self._started = int(time.time())
         self._pipeline: ClipPipeline | None = None
         self._pipeline_lock = asyncio.Lock()
         self._collections = None
@@ -295,6 +340,7 @@ class Zest:
         self.deps = Dependencies([self.enc, self.rec])
         install_header_timeout(s.header_timeout_s)  # this worker's uvicorn, before it accepts anything
         install_drain(PUBLIC_SERVICE, s.shutdown_timeout_s, on_term=self._on_term)
+        log.info(API_KEYS.describe())
 
     async def pipeline(self) -> ClipPipeline:
         """Built on first use: it needs the encoder service's model info, which may start after us."""
@@ -396,21 +442,21 @@ class Zest:
         # An upsert by id, a read or a ranking can be sent again; a delete is not: never repeated.
         return _unwrap(await self.rec.call(method, *args, idempotent=method != "delete_item"))
 
-    @app.post("/items")
+    @app.post("/items", response_model=ItemsResponse)
     async def upsert_items(self, request: Request):
         """Insert or update items: {"items": [{"id": ..., "text": ...}]}. Embedded on write, persisted."""
         body = parse_model(ItemsRequest, await read_json(request, self.settings))
         return await self._rec("upsert_items", [i.model_dump() for i in body.items])
 
-    @app.get("/items/{item_id}")
+    @app.get("/items/{item_id}", response_model=ItemResponse)
     async def get_item(self, item_id: str):
         return await self._rec("get_item", item_id)
 
-    @app.delete("/items/{item_id}")
+    @app.delete("/items/{item_id}", response_model=ItemDeletedResponse)
     async def delete_item(self, item_id: str):
         return await self._rec("delete_item", item_id)
 
-    @app.post("/recommend")
+    @app.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, request: Request):
         """Top-k items for a history of item ids and/or free-text descriptions of liked items."""
         body = parse_model(RecommendRequest, await read_json(request, self.settings))
@@ -450,11 +496,11 @@ class Zest:
     async def describe_collection(self, name: str):
         return await self._in_collections(lambda c: c.describe(name))
 
-    @app.delete("/collections/{name}")
+    @app.delete("/collections/{name}", response_model=CollectionDroppedResponse)
     async def drop_collection(self, name: str):
         return await self._in_collections(lambda c: c.drop(name))
 
-    @app.post("/collections/{name}/items")
+    @app.post("/collections/{name}/items", response_model=CollectionItemsResponse)
     async def add_collection_items(self, name: str, request: Request):
         """Add or replace items, embedded on write: multipart `images` files (+ `ids`, `metadata`), or JSON
         {"items": [{"id", "text" | "image", "metadata"}]}."""
@@ -464,7 +510,7 @@ class Zest:
             raw, fields = await read_multipart(request, self.settings)
             items = _collection_items(raw, fields)
         else:
-            body = parse_model(CollectionItemsRequest, await read_json(request, self.settings))
+            body = parse_model(CollectionItemsRequest, await read_json(request, self.settings, multipart_too=True))
             items = []
             for n, it in enumerate(body.items):
                 image = json_images([it.image])[0] if it.image is not None else None
@@ -485,15 +531,50 @@ class Zest:
             k = _json_field(fields, "k", 10)
             flt = _json_field(fields, "filter")
             return await self._in_collections(lambda c: c.search(name, image=raw[0], k=k, filter=flt))
-        body = parse_model(CollectionSearchRequest, await read_json(request, self.settings))
+        body = parse_model(CollectionSearchRequest, await read_json(request, self.settings, multipart_too=True))
         image = json_images([body.image])[0] if body.image is not None else None
         return await self._in_collections(
             lambda c: c.search(name, text=body.text, image=image, vector=body.vector, k=body.k, filter=body.filter))
 
-    @app.get("/collections/{name}/items/{item_id:path}")
+    @app.get("/collections/{name}/items/{item_id:path}", response_model=CollectionHit, response_model_exclude_none=True)
     async def get_collection_item(self, name: str, item_id: str):
         return await self._in_collections(lambda c: c.get_item(name, item_id))
 
-    @app.delete("/collections/{name}/items/{item_id:path}")
+    @app.delete("/collections/{name}/items/{item_id:path}", response_model=CollectionItemDeletedResponse)
     async def delete_collection_item(self, name: str, item_id: str):
         return await self._in_collections(lambda c: c.delete_item(name, item_id))
+
+    # -- OpenAI-compatible embeddings (service/openai_api.py) --------------------------------------------
+    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingsResponse)
+    async def openai_embeddings(self, request: Request):
+        """OpenAI's embeddings API: `input` texts, or images with `"modality": "image"` (Infinity's extension);
+        the vectors are /embed/text's and /embed/image's."""
+        body, inputs = openai_api.parse_request(await read_json(request, self.settings))
+        info = (await self.pipeline()).info
+        openai_api.check_model(body.model, info.model_id)
+        openai_api.check_dimensions(body.dimensions, info.model_id, info.dim)
+        if body.modality == "image":
+            raw = openai_api.image_inputs(inputs)
+            result, tokens = await self._run(lambda p: p.embed_images(raw)), 0
+        else:
+            result = await self._run(lambda p: p.embed_texts(inputs))
+            tokens = sum(await self.enc.call("count_tokens", inputs, idempotent=True))
+        return openai_api.response(result.embeddings, body.encoding_format, info.model_id, tokens)
+
+    @app.get("/v1/models", response_model=OpenAIModelsResponse)
+    async def openai_models(self):
+        """The model /v1/embeddings serves (the CLIP model this server runs)."""
+        return openai_api.models_response((await self.pipeline()).info.model_id, self._started)
+
+    @app.get("/v1/models/{model:path}", response_model=OpenAIModel)
+    async def openai_model(self, model: str):
+        served = (await self.pipeline()).info.model_id
+        openai_api.check_model(model, served)
+        return openai_api.models_response(served, self._started)["data"][0]
+
+
+# Around the whole public service, BentoML's own routes included (first added = outermost): one error shape
+# for every response, then the API-key check (service/auth.py).
+Zest.add_asgi_middleware(errors.ErrorShapeMiddleware)
+Zest.add_asgi_middleware(ApiKeyMiddleware, keys=API_KEYS)
+openapi.install(app, keys_on=bool(API_KEYS))

@@ -55,15 +55,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """`bentoml serve` on loopback by default (pass --host 0.0.0.0 to expose it deliberately).
 
     The environment is passed on as it is: a hub spec downloads when the machine has network, and
-    zest-tiny and the recommender's MiniLM read local files whatever HF_HUB_OFFLINE says."""
+    zest-tiny and the recommender's MiniLM read local files whatever HF_HUB_OFFLINE says.
+
+    A model service that cannot load its model stops the server and writes why to the file named in
+    ZEST_FATAL_FILE (service/lifecycle.py); then this prints that error and exits 1, instead of BentoML
+    restarting the worker for ever. SIGTERM and SIGHUP are passed on to the server; SIGINT (Ctrl-C) reaches
+    it from the terminal directly."""
+    import os
+    import signal
+    import tempfile
+
     import zest
+
+    from .lifecycle import FATAL_FILE_ENV
 
     # BentoML imports the service by name from its working directory: the one that holds the `zest`
     # package (a checkout's root, or site-packages), never the user's current directory.
     home = Path(zest.__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "bentoml", "serve", "zest.service.app:Zest", "--working-dir", str(home),
            "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(cmd)
+    with tempfile.TemporaryDirectory(prefix="zest-serve-") as tmp:
+        fatal = Path(tmp) / "start-failure"
+        proc = subprocess.Popen(cmd, env={**os.environ, FATAL_FILE_ENV: str(fatal)})
+        forwarded = {sig: signal.signal(sig, lambda s, _: proc.send_signal(s)) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            code = proc.wait()
+        finally:
+            for sig, handler in forwarded.items():
+                signal.signal(sig, handler)
+            signal.signal(signal.SIGINT, previous_int)
+        failures = fatal.read_text().strip() if fatal.is_file() else ""
+    if failures:
+        for line in failures.splitlines():
+            print(f"zest: error: {line}", file=sys.stderr)
+        return code if code > 0 else 1
+    return code
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")

@@ -2,22 +2,30 @@
 
 `register(app)` installs the handlers once, on the FastAPI app in service/app.py. The rule they keep:
 the client's fault is a 4xx with a message naming the problem; a model service that is down or did
-not answer is a 503/504 the client may retry; anything else is a 500 whose details go to the log only.
+not answer is a 503 (with `Retry-After`) or 504 the client may retry; anything else is a 500 whose details
+go to the log only. FastAPI's and Starlette's own errors (a wrong method, a validation error) get the same
+shape. Responses made outside the FastAPI app -- BentoML's 404 for a path no route has, its probes' 503s --
+are plain text; `ErrorShapeMiddleware`, around the whole public service, gives them the shape too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from http import HTTPStatus
 
 import aiohttp
 from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..models.errors import Unavailable, ZestError
+from ..models.errors import InvalidInput, Unavailable, ZestError
 
 log = logging.getLogger("zest")
+RETRY_AFTER_S = 5  # a 503's Retry-After: a respawned model worker is back within seconds (zest-tiny: ~5 s)
 
 
 class DependencyDown(Unavailable):
@@ -34,7 +42,15 @@ class RequestTimeout(ZestError):
     status_code = 408
 
 
+class UnsupportedMediaType(InvalidInput):
+    """A request body in a content type the endpoint does not read: 415."""
+
+    status_code = 415
+
+
 def _error(message: str, status: int, **headers: str) -> JSONResponse:
+    if status == 503:
+        headers.setdefault("retry-after", str(RETRY_AFTER_S))
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
@@ -72,10 +88,96 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error("internal error; see the server log", 500)
 
 
+def route_error_message(status: int, method: str, path: str, detail: str = "", allow: str = "") -> str:
+    """The message of an error that routing made (no route, wrong method) or a bare HTTP status."""
+    if status == 404 and detail in ("", "Not Found"):
+        return f"no such endpoint: {method} {path} (the API is described at /docs.json)"
+    if status == 405:
+        allowed = f"; allowed: {allow}" if allow else ""
+        return f"method {method} is not allowed on {path}{allowed}"
+    if detail:
+        return detail
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method of the path, not only those of the route that matched first
+        from .openapi import allowed_methods
+
+        methods = allowed_methods(request.app.openapi(), request.url.path)
+        if methods:
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"} | {"Allow": ", ".join(methods)}
+    message = route_error_message(exc.status_code, request.method, request.url.path, str(exc.detail or ""),
+                                  headers.get("Allow", headers.get("allow", "")))
+    return _error(message, exc.status_code, **headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # zest parses bodies itself (service/requests.py); this catches FastAPI's own checks of parameters.
+    parts = [f"{'.'.join(str(p) for p in e.get('loc', ())) or 'request'}: {e.get('msg', 'invalid')}"
+             for e in exc.errors()[:5]]
+    return _error("invalid request: " + "; ".join(parts), 400)
+
+
 def register(app: FastAPI) -> None:
     """Install zest's exception handlers on `app` (once, at import of service/app.py)."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ZestError, _zest_error)
     app.add_exception_handler(aiohttp.ClientConnectionError, _connection_error)
     app.add_exception_handler(asyncio.TimeoutError, _timed_out)
     app.add_exception_handler(BentoMLException, _bentoml_error)
     app.add_exception_handler(Exception, _unexpected)
+
+
+class ErrorShapeMiddleware:
+    """ASGI middleware around the whole public service (BentoML's routes too): an error response (>= 400) that
+    is not JSON -- BentoML's plain-text 404 for a path no route has, 405 on its probes, the probes' 503 --
+    becomes `{"error": "..."}` with the same status and headers; a 503 gets `Retry-After`. JSON errors and
+    HEAD requests pass untouched."""
+
+    MAX_TEXT = 2000  # characters of a plain-text body kept as the message
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("method") == "HEAD":
+            return await self.app(scope, receive, send)
+        held: dict | None = None
+        body = bytearray()
+
+        async def shaped_send(message: dict) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                headers = {k.lower(): v for k, v in message.get("headers", [])}
+                content_type = headers.get(b"content-type", b"").split(b";")[0].strip()
+                if message["status"] >= 400 and content_type != b"application/json":
+                    held = message  # rewritten once the whole (small) body is in
+                    return
+                return await send(message)
+            if held is None or message["type"] != "http.response.body":
+                return await send(message)
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            await send_shaped(held, bytes(body))
+
+        async def send_shaped(start: dict, text: bytes) -> None:
+            status = start["status"]
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-type", b"content-length")]
+            allow = next((v.decode("latin-1") for k, v in headers if k.lower() == b"allow"), "")
+            detail = text.decode("utf-8", "replace").strip()[:self.MAX_TEXT]
+            message = route_error_message(status, scope.get("method", "GET"), scope.get("path", ""), detail, allow)
+            if status == 503 and not any(k.lower() == b"retry-after" for k, _ in headers):
+                headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
+            payload = json.dumps({"error": message}).encode()
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+
+        await self.app(scope, receive, shaped_send)

@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from ..models.errors import InvalidInput, PayloadTooLarge
-from .errors import RequestTimeout
+from .errors import RequestTimeout, UnsupportedMediaType
 from .pipeline import RawImage
 from .schemas import ImageRef
 from .settings import Settings
@@ -40,7 +40,21 @@ def parse_model(model: type[BaseModel], data: Any) -> BaseModel:
         raise InvalidInput(_validation_message(exc)) from None
 
 
-async def read_json(request: Request, settings: Settings) -> Any:
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def check_json_type(request: Request, multipart_too: bool = False) -> None:
+    """415 unless the body is declared JSON (`application/json`, `application/*+json`) or not declared at all
+    (a body with no content-type is read as JSON); `multipart_too`: the endpoint also reads multipart."""
+    kind = media_type(request)
+    if kind and kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        accepted = "application/json or multipart/form-data" if multipart_too else "application/json"
+        raise UnsupportedMediaType(f"content-type {kind!r} is not accepted here: send {accepted}")
+
+
+async def read_json(request: Request, settings: Settings, multipart_too: bool = False) -> Any:
+    check_json_type(request, multipart_too)
     limit = max_body_bytes(settings)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -127,7 +141,7 @@ async def read_multipart(request: Request, settings: Settings) -> tuple[list[Raw
 async def read_images_and_fields(request: Request, settings: Settings, model: type[BaseModel]
                                  ) -> tuple[list[RawImage], BaseModel | dict[str, Any]]:
     """(images, the other fields) from a multipart or a JSON body."""
-    if request.headers.get("content-type", "").split(";")[0].strip() == MULTIPART:
+    if media_type(request) == MULTIPART:
         return await read_multipart(request, settings)
-    parsed = parse_model(model, await read_json(request, settings))
+    parsed = parse_model(model, await read_json(request, settings, multipart_too=True))
     return json_images(parsed.images), parsed

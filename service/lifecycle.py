@@ -19,6 +19,15 @@ wraps uvicorn's SIGTERM/SIGINT handler:
 
 A second signal goes straight to uvicorn (its force-quit). Outside a BentoML worker process of the service
 itself (e.g. `bentoml serve --development`, where all services share one process) nothing is installed.
+
+**A model that cannot load** (`fail_start`). BentoML's arbiter respawns a worker whose `__init__` raised, at
+once and for ever: a model that cannot load (a wrong path, a hub that does not answer and no cache) meant a
+server that never became ready and never exited, the same error in the log every few seconds. Instead the
+model service logs the error once and stops the whole server: it sends SIGTERM to the arbiter (its parent),
+which stops every worker the usual way, and exits. `zest serve` (service/cli.py) names a file in
+`ZEST_FATAL_FILE` where the error is written, and when the server has stopped prints it and exits 1. In a
+container (BENTOML_CONTAINERIZED) BentoML respawns nothing: the worker just exits, and BentoML stops the
+server with exit code 1 at its next worker check (every 10 s).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 import psutil
 
@@ -37,6 +47,8 @@ log = logging.getLogger("zest")
 
 MODEL_EXTRA_S = 5.0  # a model service waits for the public one, then gets this long for itself
 _WORKER_MODULE = "_bentoml_impl.worker.service"
+FATAL_FILE_ENV = "ZEST_FATAL_FILE"  # set by `zest serve`: where a worker that cannot start writes why
+START_FAILED_EXIT = 3
 
 
 def _service_name(cmdline: list[str]) -> str | None:
@@ -62,14 +74,18 @@ def sibling_workers(service_name: str) -> list[psutil.Process]:
     return found
 
 
+def _flush_logs() -> None:
+    for handler in logging.getLogger().handlers + log.handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001 - best effort before _exit
+            pass
+
+
 def _exit_after(seconds: float, who: str) -> None:
     def hard_exit() -> None:
         log.error("%s: still not done %.0f s after SIGTERM (ZEST_SHUTDOWN_TIMEOUT_S): exiting now", who, seconds)
-        for handler in logging.getLogger().handlers + log.handlers:
-            try:
-                handler.flush()
-            except Exception:  # noqa: BLE001 - best effort before _exit
-                pass
+        _flush_logs()
         os._exit(1)
 
     timer = threading.Timer(seconds, hard_exit)
@@ -128,3 +144,44 @@ def install_drain(who: str, shutdown_timeout_s: float, *, public_service: str | 
     for sig in previous:
         signal.signal(sig, handler)
     return True
+
+
+def in_container() -> bool:
+    """What BentoML checks before it turns worker respawning off (bentoml/serving.py)."""
+    return "BENTOML_CONTAINERIZED" in os.environ or "BENTOCLOUD_DEPLOYMENT_URL" in os.environ
+
+
+def _in_own_worker(who: str) -> bool:
+    try:
+        return _service_name(psutil.Process().cmdline()) == who
+    except psutil.Error:
+        return False
+
+
+def fail_start(who: str, exc: BaseException) -> NoReturn:
+    """A model service's `__init__` failed (its model cannot load): log it once and stop the server instead
+    of being respawned into the same failure (module doc). Outside a BentoML worker of `who` (tests,
+    `--development`) the exception is raised as it is."""
+    from ..models.errors import ZestError
+
+    if not _in_own_worker(who):
+        raise exc
+    reason = str(exc) if isinstance(exc, ZestError) else f"{type(exc).__name__}: {exc}"
+    log.error("%s cannot start: %s", who, reason, exc_info=None if isinstance(exc, ZestError) else exc)
+    path = os.environ.get(FATAL_FILE_ENV)
+    if path:
+        try:
+            with open(path, "a") as f:
+                f.write(f"{who} cannot start: {reason}\n")
+        except OSError as err:
+            log.error("could not write %s=%s: %s", FATAL_FILE_ENV, path, err)
+    if in_container():
+        log.error("%s: exiting; BentoML does not restart it in a container and stops the server (exit code 1)", who)
+    else:
+        log.error("%s: stopping the server rather than restarting this worker into the same failure", who)
+        try:
+            os.kill(os.getppid(), signal.SIGTERM)  # the arbiter: it stops every worker, then exits
+        except OSError as err:
+            log.error("could not stop the server (%s); exiting this worker", err)
+    _flush_logs()
+    os._exit(START_FAILED_EXIT)

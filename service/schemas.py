@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# Constraints the service enforces itself (with its own messages), declared in the JSON schema -- and so in
+# the OpenAPI document -- only: pydantic does not check them, so the error messages stay the service's.
+NON_EMPTY = {"minItems": 1}
+POSITIVE = {"minimum": 1}
+NOT_BLANK = {"minLength": 1, "pattern": r"\S"}
+ITEM_ID = {"minLength": 1, "maxLength": 256}
+COLLECTION_NAME = {"pattern": r"^[A-Za-z][A-Za-z0-9_]{0,62}$"}
 
 
 class ImageRef(BaseModel):
@@ -20,23 +28,25 @@ class ClassifyRequest(BaseModel):
     """JSON form of POST /classify (multipart uses the same field names, with image files)."""
 
     model_config = ConfigDict(extra="forbid")
-    images: list[Union[str, ImageRef]] = Field(..., description="base64 strings or image objects")
+    images: list[Union[str, ImageRef]] = Field(..., description="base64 strings or image objects",
+                                               json_schema_extra=NON_EMPTY)
     labels: list[str] | None = Field(None, description="class names (required unless `head` is given)")
     templates: Union[str, list[str], None] = Field(
         None, description="a shipped template set name, or a list of templates with one {} each")
-    top_k: int = Field(5, description="labels returned per image")
+    top_k: int = Field(5, description="labels returned per image", json_schema_extra=POSITIVE)
     head: str | None = Field(None, description="classify with this adapted head (GET /heads) instead of zero-shot: "
                                               "its classes are the labels; labels and templates are not given")
 
 
 class EmbedImageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    images: list[Union[str, ImageRef]]
+    images: list[Union[str, ImageRef]] = Field(..., description="base64 strings or image objects",
+                                               json_schema_extra=NON_EMPTY)
 
 
 class EmbedTextRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: list[str]
+    texts: list[str] = Field(..., json_schema_extra=NON_EMPTY)
 
 
 class Prediction(BaseModel):
@@ -97,13 +107,13 @@ class TemplatesResponse(BaseModel):
 
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str
-    text: str
+    id: str = Field(..., json_schema_extra=ITEM_ID)
+    text: str = Field(..., description="the item's description (not blank)", json_schema_extra=NOT_BLANK)
 
 
 class ItemsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[ItemIn]
+    items: list[ItemIn] = Field(..., json_schema_extra=NON_EMPTY)
 
 
 class RecommendRequest(BaseModel):
@@ -111,7 +121,7 @@ class RecommendRequest(BaseModel):
     history: list[str] = Field(default_factory=list, description="item ids the user interacted with, oldest first")
     history_texts: list[str] = Field(default_factory=list,
                                      description="free-text descriptions of liked items (treated as most recent)")
-    k: int = Field(10, description="number of items to return")
+    k: int = Field(10, description="number of items to return", json_schema_extra=POSITIVE)
     exclude_history: bool = Field(True, description="leave the history's items out of the results")
     candidates: list[str] | None = Field(None, description="rank only these item ids")
 
@@ -119,7 +129,8 @@ class RecommendRequest(BaseModel):
 # -- collections ------------------------------------------------------------------------------
 class CollectionCreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., description="1-63 letters, digits or '_', starting with a letter")
+    name: str = Field(..., description="1-63 letters, digits or '_', starting with a letter",
+                      json_schema_extra=COLLECTION_NAME)
     model: str | None = Field(None, description="optional: refused (409) unless it is the model this server runs")
 
 
@@ -127,7 +138,7 @@ class CollectionItemIn(BaseModel):
     """One item: exactly one of `text` or `image` (base64 string or image object)."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str
+    id: str = Field(..., json_schema_extra=ITEM_ID)
     text: str | None = None
     image: Union[str, ImageRef, None] = None
     metadata: dict | None = Field(None, description="JSON object stored with the item; searchable with `filter`")
@@ -135,7 +146,7 @@ class CollectionItemIn(BaseModel):
 
 class CollectionItemsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[CollectionItemIn]
+    items: list[CollectionItemIn] = Field(..., json_schema_extra=NON_EMPTY)
 
 
 class CollectionSearchRequest(BaseModel):
@@ -145,7 +156,7 @@ class CollectionSearchRequest(BaseModel):
     text: str | None = None
     image: Union[str, ImageRef, None] = None
     vector: list[float] | None = None
-    k: int = Field(10, description="results returned")
+    k: int = Field(10, description="results returned", json_schema_extra=POSITIVE)
     filter: dict | None = Field(None, description='metadata equality: {"field": value or [values]}')
 
 
@@ -174,3 +185,103 @@ class CollectionSearchResponse(BaseModel):
     collection: str
     model: str
     results: list[CollectionHit]
+
+
+# -- errors -----------------------------------------------------------------------------------
+class ErrorResponse(BaseModel):
+    """Every error zest answers, whatever the status: 4xx for the request, 5xx for the server."""
+
+    error: str = Field(..., description="what went wrong, and for a 4xx what to send instead")
+
+
+# -- recommender responses -------------------------------------------------------------------
+class ItemsResponse(BaseModel):
+    created: int = Field(..., description="ids that were new")
+    updated: int = Field(..., description="ids that existed and were replaced")
+    total: int = Field(..., description="items in the catalogue now")
+
+
+class ItemResponse(BaseModel):
+    id: str
+    text: str
+    updated_at: float = Field(..., description="Unix time of the last write")
+
+
+class ItemDeletedResponse(BaseModel):
+    deleted: str
+    total: int
+
+
+class RecommendedItem(BaseModel):
+    id: str
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    model: str
+    items: list[RecommendedItem]
+
+
+# -- collections responses -------------------------------------------------------------------
+class CollectionDroppedResponse(BaseModel):
+    deleted: str
+
+
+class CollectionItemsResponse(BaseModel):
+    collection: str
+    upserted: int
+    count: int
+
+
+class CollectionItemDeletedResponse(BaseModel):
+    deleted: str
+    count: int
+
+
+# -- OpenAI-compatible embeddings (service/openai_api.py) ---------------------------------------
+class OpenAIEmbeddingsRequest(BaseModel):
+    """POST /v1/embeddings, as OpenAI's API takes it; `modality` as Infinity's does."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(..., description="the served model (GET /v1/models)")
+    input: Union[str, list[str]] = Field(
+        ..., description="a string or a list of strings: texts, or with modality=image data URIs "
+                         "(data:image/png;base64,...), base64 image bytes, or http(s) URLs of allow-listed hosts. "
+                         "Token arrays are refused (send text)")
+    modality: Literal["text", "image"] = Field("text", description="what `input` holds (Infinity's extension)")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: JSON numbers; base64: the little-endian float32 bytes, base64-encoded")
+    dimensions: int | None = Field(None, description="only the model's own dimension is accepted: CLIP embeddings "
+                                                     "cannot be shortened")
+    user: str | None = Field(None, description="accepted and ignored")
+
+
+class OpenAIEmbedding(BaseModel):
+    object: str = "embedding"
+    index: int
+    embedding: Union[list[float], str] = Field(..., description="floats, or base64 with encoding_format=base64")
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int = Field(..., description="tokens the text tower read (its tokenizer, after truncation to its "
+                                                "context, start/end tokens included); images count 0")
+    total_tokens: int
+
+
+class OpenAIEmbeddingsResponse(BaseModel):
+    object: str = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: str = "model"
+    created: int = Field(..., description="Unix time this server started serving it")
+    owned_by: str = "zest"
+
+
+class OpenAIModelsResponse(BaseModel):
+    object: str = "list"
+    data: list[OpenAIModel]

@@ -42,6 +42,7 @@
 | ZEST_HEADER_TIMEOUT_S     | 10          | a client must send a request's line and headers within this long (else closed) |
 | ZEST_BODY_READ_TIMEOUT_S  | 10          | longest pause while a request body is being received (else 408) |
 | ZEST_BODY_TIMEOUT_S       | 60          | a whole request body must arrive within this long (else 408)  |
+| ZEST_API_KEYS             | (empty)     | API keys: comma-separated, or the path of a file with one per line (starts with / ./ ../ ~); empty = no key needed (service/auth.py) |
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Settings:
     header_timeout_s: float = 10.0
     body_read_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
+    api_keys: str = field(default="", repr=False)  # secrets: never in a repr or a log line
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -126,6 +128,9 @@ class Settings:
             if f.type in ("float", float) and not getattr(settings, f.name) > 0:
                 raise ValueError(f"ZEST_{f.name.upper()} must be > 0")
         from ..store import check_spec, is_shared
+        from .auth import load_api_keys
+
+        load_api_keys(settings.api_keys)  # a missing or empty key file stops the start, naming the file only
 
         check_spec(settings.vector_store)
         if settings.rec_workers > 1 and not is_shared(settings.vector_store):

@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -56,7 +55,7 @@ import aiohttp
 import anyio.from_thread
 
 from .errors import DependencyDown
-from .lifecycle import sibling_workers
+from .lifecycle import in_container, sibling_workers
 
 log = logging.getLogger("zest")
 
@@ -75,11 +74,6 @@ _AIOHTTP_CLOSED = ("Connection closed.", "Session is closed")  # aiohttp Runtime
 CONTAINER_HINT = ("; in a container BentoML does not restart a dead worker (BENTOML_CONTAINERIZED): it stops "
                   "the whole server at its next worker check (every 10 s), exit code 1, for the orchestrator "
                   "to restart")
-
-
-def in_container() -> bool:
-    """What BentoML checks before it turns worker respawning off (bentoml/serving.py)."""
-    return "BENTOML_CONTAINERIZED" in os.environ or "BENTOCLOUD_DEPLOYMENT_URL" in os.environ
 
 
 def is_transient(exc: BaseException, *, own_deadline: bool = False) -> bool:

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -45,9 +46,20 @@ def test_serve_passes_the_environment_on_unchanged(monkeypatch):
     import zest.service.cli as cli
 
     calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, **kwargs: calls.append((cmd, kwargs)) or 0)
+
+    class Server:  # stands in for the `bentoml serve` process
+        def __init__(self, cmd, **kwargs):
+            calls.append((cmd, kwargs))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(cli.subprocess, "Popen", Server)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("ZEST_SOME_SETTING", "kept")
     assert main(["serve", "--port", "3999"]) == 0
     (cmd, kwargs), = calls
     assert cmd[-4:] == ["--host", "127.0.0.1", "--port", "3999"]
-    assert "HF_HUB_OFFLINE" not in kwargs.get("env", {})
+    env = kwargs["env"]
+    assert "HF_HUB_OFFLINE" not in env and env["ZEST_SOME_SETTING"] == "kept"
+    assert set(env) - set(os.environ) == {"ZEST_FATAL_FILE"}  # where a worker that cannot start says why

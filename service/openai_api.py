@@ -1,0 +1,98 @@
+"""The OpenAI-compatible embeddings API (`POST /v1/embeddings`, `GET /v1/models`), independent of HTTP.
+
+What clients built for OpenAI's embeddings API send (the official `openai` package, LangChain's and
+LlamaIndex's OpenAI embeddings, vector-database integrations), answered from the same pipeline as
+/embed/text and /embed/image, so the vectors are the same:
+
+- `input`: a string or a list of strings. Texts by default; with `"modality": "image"` (Infinity's
+  extension of the API) images, each a data URI (`data:image/png;base64,...`), plain base64 bytes, or an
+  http(s) URL (fetched only from ZEST_URL_ALLOWLIST hosts, like everywhere in zest). Token arrays (lists of
+  ints, which OpenAI also takes) are refused with a message saying to send text: zest's tokenizer is the
+  model's own, not tiktoken (LangChain: `OpenAIEmbeddings(..., check_embedding_ctx_length=False)`).
+- `model`: must be the served model's id (GET /v1/models lists it); anything else is a 404.
+- `encoding_format`: `float` (default) or `base64` -- the little-endian float32 bytes, which is what the
+  `openai` package asks for by default and decodes.
+- `dimensions`: only the model's own dimension. CLIP embeddings are not trained to be shortened (they are
+  not Matryoshka embeddings), so truncating them would silently degrade every search: refused, saying so.
+- `usage`: `prompt_tokens` counts the tokens the text tower actually read -- the model's own tokenizer,
+  each text truncated to its context the way the encoder truncates it, start and end tokens included.
+  Images are not tokens: they count 0.
+
+Errors are zest's one shape, `{"error": "..."}` (the `openai` package raises `BadRequestError`,
+`NotFoundError`, ... with that message).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..models.errors import InvalidInput, NotFound
+from .pipeline import RawImage
+from .requests import json_images, parse_model
+from .schemas import ImageRef, OpenAIEmbeddingsRequest
+
+
+def _is_token_array(value: Any) -> bool:
+    if not isinstance(value, list) or not value:
+        return False
+    first = value[0]
+    return (isinstance(first, int) and not isinstance(first, bool)) or (
+        isinstance(first, list) and bool(first) and isinstance(first[0], int))
+
+
+def parse_request(data: Any) -> tuple[OpenAIEmbeddingsRequest, list[str]]:
+    """The validated request and its inputs as a list."""
+    if isinstance(data, dict) and _is_token_array(data.get("input")):
+        raise InvalidInput("input: token arrays are not supported, send the text itself (zest tokenizes with the "
+                           "model's own tokenizer); LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False)")
+    body = parse_model(OpenAIEmbeddingsRequest, data)
+    inputs = [body.input] if isinstance(body.input, str) else list(body.input)
+    if not inputs:
+        raise InvalidInput("input is empty: send a string or a non-empty list of strings")
+    return body, inputs
+
+
+def check_model(requested: str, served: str) -> None:
+    if requested != served:
+        raise NotFound(f"model {requested!r} is not served here; this server serves {served!r} (GET /v1/models)")
+
+
+def check_dimensions(dimensions: int | None, model: str, dim: int) -> None:
+    if dimensions is not None and dimensions != dim:
+        raise InvalidInput(f"dimensions={dimensions} is not supported: {model!r} gives {dim}-dimensional embeddings "
+                           "and CLIP embeddings cannot be shortened (they are not trained as Matryoshka "
+                           f"embeddings); omit dimensions, or send {dim}")
+
+
+def image_inputs(inputs: Sequence[str]) -> list[RawImage]:
+    """Data URIs, base64 or http(s) URLs -> RawImage (decoded and checked later, like every image)."""
+    raw: list[RawImage] = []
+    for i, item in enumerate(inputs):
+        name = f"input[{i}]"
+        if item.startswith(("http://", "https://")):
+            raw.append(RawImage(name=name, url=item))
+        else:
+            raw += json_images([ImageRef(base64=item, name=name)])
+    return raw
+
+
+def encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return np.asarray(vector, dtype=np.float32).tolist()
+
+
+def response(vectors: Sequence[Sequence[float]], encoding_format: str, model: str, tokens: int) -> dict:
+    return {"object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": encode(np.asarray(v), encoding_format)}
+                     for i, v in enumerate(vectors)],
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def models_response(model: str, created: int) -> dict:
+    return {"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "zest"}]}

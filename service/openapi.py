@@ -1,0 +1,261 @@
+"""The one OpenAPI document of the public API, served at `/docs.json` and shown by the Swagger UI at `/`.
+
+**Where it is served.** BentoML serves an asgi_app service's docs itself: `/` is its Swagger UI page, which
+loads `./docs.json`, and BentoML's own `/docs.json` route builds a spec from the mounted FastAPI app's
+routes (`_bentoml_sdk/service/openapi.py`: `get_openapi(routes=app.routes)`, plus BentoML's task and
+exception schemas and its README as the description). BentoML mounts the app (`PassiveMount`) *before* it
+adds that route, and a `PassiveMount` takes every path one of the app's routes matches, so the FastAPI
+app's own spec route, moved to `/docs.json` (`openapi_url` in service/app.py), answers there instead. FastAPI's
+`/docs`, `/redoc` and `/openapi.json` are off: one spec, one UI.
+
+**What it says.** zest parses request bodies itself (service/requests.py: JSON or multipart from the raw
+request), so FastAPI sees no body parameter and documents none, and it documents a 422 zest never sends.
+`spec()` takes FastAPI's document of the routes and completes it: each POST's request body from the same
+pydantic models that validate the JSON (multipart first where an endpoint takes files, so Swagger's "Try it
+out" offers file pickers for `images`); each operation's error statuses with the one error model,
+`ErrorResponse` (`{"error": "..."}`), and `default` for the rest (405, 408, 500, 504); what BentoML serves
+outside the app (the probes and /metrics); the API-key scheme when keys are on (service/auth.py). It works on
+the finished document rather than on the routes: the routes stay as they are (BentoML rebinds them to the
+service class at import, `make_fastapi_class_views`), and the bento's own `apis/openapi.yaml`, which
+`bentoml build` writes with BentoML's generator, is not this document -- `/docs.json` of a running server is.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from .schemas import (
+    ClassifyRequest,
+    CollectionCreateRequest,
+    CollectionItemsRequest,
+    CollectionSearchRequest,
+    EmbedImageRequest,
+    EmbedTextRequest,
+    ErrorResponse,
+    ItemsRequest,
+    OpenAIEmbeddingsRequest,
+    RecommendRequest,
+)
+
+RETRY_AFTER_HEADER = {"Retry-After": {"description": "seconds after which the request may be sent again",
+                                      "schema": {"type": "integer"}}}
+ERROR_DESCRIPTIONS = {
+    400: "Bad request: the message names the field and the problem",
+    401: "No API key, or a wrong one (ZEST_API_KEYS is set): send Authorization: Bearer <key>",
+    404: "Not found: an unknown id, name, template set or model",
+    409: "Conflict: the collection exists already, or holds another model's embeddings",
+    413: "Over a size limit (bytes, images, texts, items, k): the message names the limit",
+    415: "Unsupported content type: send application/json (or multipart/form-data where listed)",
+    503: "A model service is down, restarting or still loading: retry after Retry-After seconds",
+    "default": "Any other error (405 wrong method, 408 request sent too slowly, 500, 504): the same shape",
+}
+
+
+FILES = {"type": "array", "items": {"type": "string", "format": "binary",
+                                    "contentMediaType": "application/octet-stream"}}
+
+
+def form_schema(model: type[BaseModel], files_field: str = "images", notes: dict[str, str] | None = None) -> dict:
+    """The multipart form of an endpoint whose JSON body is `model`: the same field names, images as file
+    uploads (repeat the field for several), integers as integers, everything else as text (lists as JSON,
+    or as the note says)."""
+    json_schema = model.model_json_schema(mode="validation")
+    properties: dict[str, dict] = {}
+    for name, prop in json_schema["properties"].items():
+        if name == files_field:
+            properties[name] = {**FILES, "description": "image files (repeat the field for several)"}
+            continue
+        is_int = prop.get("type") == "integer" or any(p.get("type") == "integer" for p in prop.get("anyOf", []))
+        field = {"type": "integer"} if is_int else {"type": "string"}
+        note = (notes or {}).get(name) or prop.get("description", "")
+        if note:
+            field["description"] = note
+        if "default" in prop and prop["default"] is not None:
+            field["default"] = prop["default"]
+        properties[name] = field
+    return {"type": "object", "title": f"{model.__name__} (multipart)", "properties": properties,
+            "required": [r for r in json_schema.get("required", [])]}
+
+
+def _body(*parts: tuple[str, dict], required: bool = True) -> dict:
+    return {"requestBody": {"required": required, "content": dict(parts)}}
+
+
+def _json(model: type[BaseModel]) -> tuple[str, dict]:
+    return "application/json", {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+
+
+def _form(schema: dict, text_fields: tuple[str, ...] = ()) -> tuple[str, dict]:
+    media: dict = {"schema": schema}
+    if text_fields:
+        media["encoding"] = {f: {"contentType": "text/plain"} for f in text_fields}
+    return "multipart/form-data", media
+
+
+CLASSIFY_NOTES = {"labels": "class names: comma-separated (cat,dog,car) or a JSON list",
+                  "templates": "a shipped template set name (GET /templates), or a JSON list of templates with one {} "
+                               "each"}
+COLLECTION_FORM = {"type": "object", "title": "CollectionItems (multipart)", "required": ["images"], "properties": {
+    "images": {**FILES, "description": "image files (repeat the field for several)"},
+    "ids": {"type": "string", "description": "a JSON list with one id per file (default: the file names)"},
+    "metadata": {"type": "string", "description": "a JSON object for every file, or a JSON list with one per file"}}}
+SEARCH_FORM = {"type": "object", "title": "CollectionSearch (multipart)", "required": ["images"], "properties": {
+    "images": {**FILES, "minItems": 1, "maxItems": 1, "description": "the one image to search by"},
+    "k": {"type": "integer", "default": 10, "description": "results returned"},
+    "filter": {"type": "string", "description": 'a JSON object: metadata equality, {"field": value or [values]}'}}}
+
+
+def request_bodies() -> dict[tuple[str, str], dict]:
+    """(method, path) -> the route's requestBody, multipart first where an endpoint takes files."""
+    return {
+        ("POST", "/classify"): _body(_form(form_schema(ClassifyRequest, notes=CLASSIFY_NOTES)),
+                                     _json(ClassifyRequest)),
+        ("POST", "/embed/image"): _body(_form(form_schema(EmbedImageRequest)), _json(EmbedImageRequest)),
+        ("POST", "/embed/text"): _body(_json(EmbedTextRequest)),
+        ("POST", "/items"): _body(_json(ItemsRequest)),
+        ("POST", "/recommend"): _body(_json(RecommendRequest)),
+        ("POST", "/collections"): _body(_json(CollectionCreateRequest)),
+        ("POST", "/collections/{name}/items"): _body(_form(COLLECTION_FORM), _json(CollectionItemsRequest)),
+        ("POST", "/collections/{name}/search"): _body(_json(CollectionSearchRequest), _form(SEARCH_FORM)),
+        ("POST", "/v1/embeddings"): _body(_json(OpenAIEmbeddingsRequest)),
+    }
+
+
+BODY_ERRORS = {400, 413, 415}
+MODEL = {503}  # needs a model service
+ERRORS: dict[tuple[str, str], set] = {
+    ("POST", "/classify"): BODY_ERRORS | {404} | MODEL,
+    ("POST", "/embed/image"): BODY_ERRORS | MODEL,
+    ("POST", "/embed/text"): BODY_ERRORS | MODEL,
+    ("GET", "/templates"): set(),
+    ("POST", "/items"): BODY_ERRORS | MODEL,
+    ("GET", "/items/{item_id}"): {404} | MODEL,
+    ("DELETE", "/items/{item_id}"): {404} | MODEL,
+    ("POST", "/recommend"): BODY_ERRORS | {404} | MODEL,
+    ("POST", "/collections"): BODY_ERRORS | {409} | MODEL,
+    ("GET", "/collections"): MODEL,
+    ("GET", "/collections/{name}"): {400, 404} | MODEL,
+    ("DELETE", "/collections/{name}"): {400, 404} | MODEL,
+    ("POST", "/collections/{name}/items"): BODY_ERRORS | {404, 409} | MODEL,
+    ("POST", "/collections/{name}/search"): BODY_ERRORS | {404, 409} | MODEL,
+    ("GET", "/collections/{name}/items/{item_id}"): {400, 404} | MODEL,
+    ("DELETE", "/collections/{name}/items/{item_id}"): {400, 404} | MODEL,
+    ("POST", "/v1/embeddings"): BODY_ERRORS | {404} | MODEL,
+    ("GET", "/v1/models"): MODEL,
+    ("GET", "/v1/models/{model}"): {404} | MODEL,
+}
+UNLISTED = {400, 404} | MODEL  # a route this table does not know yet: the statuses most routes can answer
+
+
+PATH_PARAMETERS = {  # what the service checks (store/base.py), declared
+    "name": {"pattern": r"^[A-Za-z][A-Za-z0-9_]{0,62}$"},
+    "item_id": {"minLength": 1, "maxLength": 256},
+    "model": {"minLength": 1},
+}
+
+
+def document(spec: dict, keys_on: bool) -> None:
+    """Complete FastAPI's document of the routes in place: request bodies, error responses (module doc)."""
+    bodies = request_bodies()
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            key = (method.upper(), path)
+            if key in bodies:
+                operation.update(bodies[key])
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter["name"] in PATH_PARAMETERS:
+                    parameter["schema"].update(PATH_PARAMETERS[parameter["name"]])
+            responses = {code: r for code, r in operation.get("responses", {}).items()
+                         if code != "422" and not code.startswith(("4", "5"))}
+            statuses = ERRORS.get(key, UNLISTED) | ({401} if keys_on else set())
+            for status in sorted(statuses):
+                responses[str(status)] = _error_ref(status)
+            responses["default"] = _error_ref("default")
+            operation["responses"] = responses
+
+
+def _error_ref(status: int | str) -> dict:
+    out = {"description": ERROR_DESCRIPTIONS[status],
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    if status == 503:
+        out["headers"] = RETRY_AFTER_HEADER
+    return out
+
+
+def infra_paths() -> dict:
+    """BentoML's own endpoints on the public service (never behind an API key)."""
+    text = {"content": {"text/plain": {"schema": {"type": "string"}}}}
+
+    def probe(summary: str, description: str, with_503: bool = True) -> dict:
+        responses: dict = {"200": {"description": "OK", **text}}
+        if with_503:
+            responses["503"] = _error_ref(503)
+        responses["default"] = _error_ref("default")
+        return {"get": {"tags": ["Infrastructure"], "summary": summary, "description": description,
+                        "operationId": f"infra_{summary.split()[0].lower()}", "security": [],
+                        "responses": responses}}
+
+    return {
+        "/livez": probe("Liveness probe", "503 once a model service that was up has stayed down for "
+                                          "ZEST_LIVENESS_GRACE_S: restart the server"),
+        "/healthz": probe("Healthz (= /livez)", "The same as /livez."),
+        "/readyz": probe("Readiness probe", "200 while every model service answers; 503 while one is down, "
+                                            "restarting or loading (answers within ZEST_PROBE_TIMEOUT_S)"),
+        "/metrics": probe("Metrics (Prometheus)", "BentoML's request metrics and zest's own (zest_*)",
+                          with_503=False),
+    }
+
+
+REQUEST_MODELS = (ClassifyRequest, EmbedImageRequest, EmbedTextRequest, ItemsRequest, RecommendRequest,
+                  CollectionCreateRequest, CollectionItemsRequest, CollectionSearchRequest, OpenAIEmbeddingsRequest)
+
+
+def spec(app: FastAPI, keys_on: bool) -> dict:
+    """The whole document: the app's routes, completed; BentoML's endpoints; the API-key scheme if keys are on."""
+    out = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+                      tags=[{"name": "Infrastructure", "description": "probes and metrics, never behind a key"}])
+    schemas = out.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None), schemas.pop("ValidationError", None)  # the 422 zest never sends
+    _, defs = models_json_schema([(m, "validation") for m in (*REQUEST_MODELS, ErrorResponse)],
+                                 ref_template="#/components/schemas/{model}")
+    for name, schema in defs["$defs"].items():
+        schemas.setdefault(name, schema)
+    document(out, keys_on)
+    out["paths"] = {**out["paths"], **infra_paths()}
+    if keys_on:
+        out["components"]["securitySchemes"] = {"bearerAuth": {
+            "type": "http", "scheme": "bearer",
+            "description": "one of the keys in ZEST_API_KEYS; the probes, /metrics and these docs need none"}}
+        out["security"] = [{"bearerAuth": []}]
+    return out
+
+
+def allowed_methods(spec: dict, path: str) -> list[str]:
+    """The methods the document lists for a concrete request path (for a 405's Allow header): routing
+    reports only the first route that matched the path, and GET and POST of one path are two routes."""
+    def regex(template: str, open_end: bool) -> str:
+        parts = re.split(r"(\{[^}]+\})", template)
+        return "".join((".+" if open_end and i == len(parts) - 2 else "[^/]+") if p.startswith("{") else re.escape(p)
+                       for i, p in enumerate(parts))
+
+    for open_end in (False, True):  # then {item_id:path}, which may hold a '/'
+        for template, item in spec["paths"].items():
+            if (not open_end or template.endswith("{item_id}")) and re.fullmatch(regex(template, open_end), path):
+                return sorted(m.upper() for m in item)
+    return []
+
+
+def install(app: FastAPI, keys_on: bool) -> None:
+    """Make `app.openapi()` -- what FastAPI serves at its `openapi_url` -- this document (built once)."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = spec(app, keys_on)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
