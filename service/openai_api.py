@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from ..models.errors import InvalidInput, NotFound
+from .http_input import json_images, parse_model
 from .pipeline import RawImage
-from .requests import json_images, parse_model
 from .schemas import ImageRef, OpenAIEmbeddingsRequest
 
 
