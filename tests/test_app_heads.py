@@ -80,7 +80,7 @@ def test_heads_are_listed_with_their_metrics(served):
     assert shapes["metrics"]["adapted_top1"] == report["heldout"]["adapted"]["top1"]
     assert shapes["metrics"]["zero_shot_top1"] == report["heldout"]["zero_shot"]["top1"]
     assert heads["foreign"]["usable"] is False and heads["foreign"]["model_id"] == FOREIGN_MODEL
-    paths = requests.get(f"{srv.url}/openapi.json", timeout=30).json()["paths"]
+    paths = requests.get(f"{srv.url}/docs.json", timeout=30).json()["paths"]
     assert "/heads" in paths and "/classify" in paths
 
 
