@@ -78,3 +78,18 @@ class Server:
         for child in alive:
             child.kill()
         self._log.close()
+
+
+def start_server(tiny_checkpoint: str, rec_model_dir, home: Path, **env: str) -> Server:
+    """The real server on the test suite's tiny CLIP and ZESRec models, with its BentoML home, log and (unless
+    `ZEST_DATA_DIR` is given) data under `home`; returned ready, or stopped again if it never gets there."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
+                  "ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), **env}, home / "server.log")
+    try:
+        srv.wait_ready()
+    except Exception:
+        srv.stop()
+        raise
+    return srv

@@ -20,7 +20,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.server import Server
+from tests.server import start_server
 
 KEYS = ("zest-test-key-one-5f1c", "zest-test-key-two-9a7e")
 AUTH = {"Authorization": f"Bearer {KEYS[0]}"}
@@ -31,16 +31,9 @@ def server(tiny_checkpoint, rec_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("api")
     keys = home / "api-keys"
     keys.write_text(f"# zest API keys\n{KEYS[0]}\n\n{KEYS[1]}\n")
-    srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
-                  "ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), "ZEST_API_KEYS": str(keys),
-                  "ZEST_MAX_IMAGES": "4", "ZEST_MAX_IMAGE_BYTES": "200000", "ZEST_MAX_LABELS": "20",
-                  "ZEST_MAX_TEXTS": "8", "ZEST_MAX_TEXT_CHARS": "2000", "ZEST_MAX_REC_ITEMS": "10"},
-                 home / "server.log")
-    try:
-        srv.wait_ready()
-    except Exception:
-        srv.stop()
-        raise
+    srv = start_server(tiny_checkpoint, rec_model_dir, home, ZEST_API_KEYS=str(keys), ZEST_MAX_IMAGES="4",
+                       ZEST_MAX_IMAGE_BYTES="200000", ZEST_MAX_LABELS="20", ZEST_MAX_TEXTS="8",
+                       ZEST_MAX_TEXT_CHARS="2000", ZEST_MAX_REC_ITEMS="10")
     yield srv
     srv.stop()
 

@@ -12,28 +12,20 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.server import Server
+from tests.server import Server, start_server
+
+LIMITS = {"ZEST_MAX_IMAGES": "4", "ZEST_MAX_IMAGE_BYTES": "200000", "ZEST_MAX_IMAGE_PIXELS": "1000000",
+          "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8", "ZEST_MAX_REC_ITEMS": "10"}
 
 
-def start_server(tiny_checkpoint, rec_model_dir, home, data_dir) -> Server:
-    srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
-                  "ZEST_DATA_DIR": str(data_dir), "BENTOML_HOME": str(home),
-                  "ZEST_MAX_IMAGES": "4", "ZEST_MAX_IMAGE_BYTES": "200000", "ZEST_MAX_IMAGE_PIXELS": "1000000",
-                  "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8",
-                  "ZEST_MAX_REC_ITEMS": "10"},
-                 home / "server.log")
-    try:
-        srv.wait_ready()
-    except Exception:
-        srv.stop()
-        raise
-    return srv
+def start(tiny_checkpoint, rec_model_dir, home, data_dir) -> Server:
+    return start_server(tiny_checkpoint, rec_model_dir, home, ZEST_DATA_DIR=str(data_dir), **LIMITS)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, rec_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml-home")
-    srv = start_server(tiny_checkpoint, rec_model_dir, home, home / "data")
+    srv = start(tiny_checkpoint, rec_model_dir, home, home / "data")
     yield srv
     srv.stop()
 
@@ -245,7 +237,7 @@ def _classify_labels(server, labels: list[str]) -> None:
 def test_items_and_class_cache_survive_a_restart(tiny_checkpoint, rec_model_dir, tmp_path):
     (tmp_path / "home1").mkdir(), (tmp_path / "home2").mkdir()
     labels = ["cat", "dog", "car", "tree", "boat"]
-    srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home1", tmp_path / "data")
+    srv = start(tiny_checkpoint, rec_model_dir, tmp_path / "home1", tmp_path / "data")
     try:
         assert requests.post(f"{srv.url}/items", json={"items": ITEMS}, timeout=60).status_code == 200
         bad = requests.post(f"{srv.url}/items", json={"items": [{"id": "m9", "text": "ok"}, {"id": "", "text": "x"}]},
@@ -256,7 +248,7 @@ def test_items_and_class_cache_survive_a_restart(tiny_checkpoint, rec_model_dir,
         assert _metric(srv, "zest_class_cache_misses_total") == len(labels)
     finally:
         srv.stop()
-    srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home2", tmp_path / "data")
+    srv = start(tiny_checkpoint, rec_model_dir, tmp_path / "home2", tmp_path / "data")
     try:
         assert requests.get(f"{srv.url}/items/m1", timeout=10).json()["text"] == ITEMS[0]["text"]
         assert requests.get(f"{srv.url}/items/m9", timeout=10).status_code == 404

@@ -21,7 +21,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.server import Server, free_port
+from tests.server import Server, free_port, start_server
 from zest.service.cli import main as zest_main
 
 
@@ -32,16 +32,7 @@ def png(color, size=(48, 48)) -> bytes:
 
 
 def start(tiny_checkpoint, rec_model_dir, home, extra: dict) -> Server:
-    home.mkdir(parents=True, exist_ok=True)
-    srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
-                  "ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), "ZEST_MAX_IMAGES": "4",
-                  **extra}, home / "server.log")
-    try:
-        srv.wait_ready()
-    except Exception:
-        srv.stop()
-        raise
-    return srv
+    return start_server(tiny_checkpoint, rec_model_dir, home, ZEST_MAX_IMAGES="4", **extra)
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:

@@ -36,7 +36,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.server import Server
+from tests.server import Server, start_server
 from zest.service import transport
 from zest.service.errors import DependencyDown, RequestTimeout
 from zest.service.http_limits import BodyTimeoutMiddleware
@@ -277,15 +277,7 @@ LIMITS = {"ZEST_HEADER_TIMEOUT_S": "2", "ZEST_BODY_READ_TIMEOUT_S": "1", "ZEST_B
 
 
 def start(tiny_checkpoint, rec_model_dir, home, **env) -> Server:
-    srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
-                  "ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), **LIMITS, **env},
-                 home / "server.log")
-    try:
-        srv.wait_ready()
-    except Exception:
-        srv.stop()
-        raise
-    return srv
+    return start_server(tiny_checkpoint, rec_model_dir, home, **{**LIMITS, **env})
 
 
 @pytest.fixture(scope="module")
