@@ -126,11 +126,11 @@ class ItemCatalog:
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """Item rows of `ids` (which must exist), in that order."""
-        found = self.store.get(self.name, list(ids), with_vectors=True)
+        found = self.store.vectors(self.name, list(ids))
         missing = [i for i in ids if i not in found]
         if missing:
             raise KeyError(f"unknown item ids {missing[:10]}")
-        return np.stack([found[i].vector for i in ids]) if ids else np.zeros((0, self.dim), np.float32)
+        return np.stack([found[i] for i in ids]) if ids else np.zeros((0, self.dim), np.float32)
 
     def search(self, user: np.ndarray, k: int, exclude: Sequence[str] = ()) -> list[tuple[str, float]]:
         """The k items with the highest item . user, best first, leaving out `exclude`."""

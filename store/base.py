@@ -171,6 +171,10 @@ class VectorStore(ABC):
         found = self.get(name, ids)
         return [i for i in ids if i not in found]
 
+    def vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of the records that exist among `ids` (no payloads read)."""
+        return {i: r.vector for i, r in self.get(name, ids, with_vectors=True).items()}
+
     def close(self) -> None:
         pass
 

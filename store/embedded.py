@@ -242,6 +242,20 @@ class EmbeddedStore(VectorStore):
             out[i] = Record(i, payloads[i], vec)
         return out
 
+    def vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """From the in-memory rows alone: scoring a candidate list never reads SQLite."""
+        idx = self._index(name)
+        st, row = idx.state, idx.row
+        out = {}
+        for i in check_ids(ids):
+            r = row.get(i)
+            if r is not None and r >= st.n:  # written since `st` was taken: read the latest state
+                st = idx.state
+                r = row.get(i)
+            if r is not None:
+                out[i] = st.buf[r].copy()
+        return out
+
     def search(self, name: str, queries: np.ndarray, k: int, filter: dict | None = None,
                exclude: Sequence[str] = ()) -> list[list[Hit]]:
         idx = self._index(name)

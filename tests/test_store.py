@@ -82,6 +82,10 @@ def test_upsert_get_delete_count(backend):
     assert s.count("c") == 20
     assert s.delete("c", ["id3", "id5", "ghost"]) == 2
     assert s.count("c") == 18 and s.missing("c", ["id3", "id4", "id5"]) == ["id3", "id5"]
+    got = s.vectors("c", ["id4", "id3", "nope", "id6"])  # what /recommend's candidates are scored with
+    assert set(got) == {"id4", "id6"}
+    np.testing.assert_allclose(got["id4"], vecs[4], rtol=1e-6)
+    np.testing.assert_allclose(got["id6"], vecs[6], rtol=1e-6)
     hits = s.search("c", vecs[4], k=20)[0]  # deletes are visible to the very next search
     assert {h.id for h in hits}.isdisjoint({"id3", "id5"}) and len(hits) == 18
 
