@@ -24,12 +24,12 @@ from benchmarks.harness.environment import env_info  # noqa: E402
 from benchmarks.harness.report import slug, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ("image", "classify", "rec", "peer")
+BENCHES = ("image", "classify", "runtimes", "rec", "peer")
 
 
 def result_file(name: str, model: str, quick: bool) -> Path:
     stem = {"image": f"image-{slug(model)}", "classify": f"classify-{slug(model)}", "rec": "rec",
-            "peer": f"peer-{slug(model)}"}[name]
+            "peer": f"peer-{slug(model)}", "runtimes": f"runtimes-{slug(model)}"}[name]
     return RESULTS_DIR / f"{stem}{'.quick' if quick else ''}.json"
 
 
@@ -37,7 +37,7 @@ def jobs(names: list[str], args: argparse.Namespace) -> list[tuple[str, str | No
     """(benchmark, model, command line) for every run: bench_image once per --image-models entry."""
     out = []
     for name in names:
-        models = (args.image_models.split(",") if name == "image" else [args.model] if name in ("classify", "peer")
+        models = (args.image_models.split(",") if name == "image" else [args.model] if name in ("classify", "runtimes", "peer")
                   else [None])
         for model in models:
             cmd = [sys.executable, str(HERE / f"bench_{name}.py")] + (["--model", model] if model else [])

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
-from dataclasses import replace
-from typing import Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,8 +17,8 @@ from .errors import ModelLoadError
 from .factory import load_clip
 from .images import to_rgb
 from .loaded import LoadedClip
-from .runtimes import check_fidelity, get_runtime
-from .text_tower import content_lengths, pad_token_id, trimmed_text_encoder
+from .runtimes import Towers, check_fidelity, get_runtime
+from .text_tower import content_lengths, pad_token_id
 
 log = logging.getLogger(__name__)
 
@@ -74,31 +75,35 @@ class ClipEncoder:
         self.fidelity = None  # the FidelityReport that admitted a non-torch runtime
         self._autocast_dtype = autocast_dtype(device, precision)
         self._pad_id = pad_token_id(self.tokenizer)
-        self._encode_trimmed = trimmed_text_encoder(self.model)
+        self._use(Towers.of(self.model))
         self.dim = int(self.encode_texts(["a photo."]).shape[1])
+
+    def _use(self, towers: Towers) -> None:
+        self._encode_image, self._encode_text, self._encode_trimmed = towers.image, towers.text, towers.text_trimmed
 
     @classmethod
     def from_spec(cls, spec: str, device: str | None = None, precision: str = "auto",
-                  batch_size: int = 32, runtime: str = "torch") -> "ClipEncoder":
+                  batch_size: int = 32, runtime: str = "torch", cache_dir: str | Path | None = None) -> ClipEncoder:
+        """`cache_dir`: where runtimes that convert the model once (ONNX) keep what they made."""
         dev = pick_device(device)
         loaded = load_clip(spec, dev)
         encoder = cls(loaded, dev, precision=precision, batch_size=batch_size)
-        return encoder.with_runtime(runtime, loaded) if runtime != "torch" else encoder
+        return encoder.with_runtime(runtime, cache_dir) if runtime != "torch" else encoder
 
-    def with_runtime(self, name: str, loaded: LoadedClip) -> "ClipEncoder":
+    def with_runtime(self, name: str, cache_dir: str | Path | None = None) -> ClipEncoder:
         """This encoder on another runtime (models/runtimes.py) if it passes the fidelity gate against this
         one; otherwise this encoder, with one log line that says why."""
         runtime = get_runtime(name)
         if runtime.convert is None:
             return self
         try:
-            converted = runtime.convert(self.model, self.device)
-            candidate = type(self)(replace(loaded, model=converted), self.device, precision=self.precision,
-                                   batch_size=self.batch_size)
+            towers = runtime.convert(self, Path(cache_dir).expanduser() if cache_dir is not None else None)
+            candidate = copy.copy(self)
+            candidate._use(towers)
             candidate.runtime = name
             report = check_fidelity(name, self, candidate)
         except Exception as exc:  # noqa: BLE001 - any failure of a fast path falls back to torch
-            log.error("runtime %s refused for %s (%s: %s); serving with torch", name, self.model_id,
+            log.error("runtime %s refused for %s (%s: %.300s); serving with torch", name, self.model_id,
                       type(exc).__name__, exc)
             return self
         if not report.passed:
@@ -145,7 +150,7 @@ class ClipEncoder:
                              f"got {tuple(pixels.shape)}")
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = [self._run(self.model.encode_image, chunk) for chunk in pixels.split(self.batch_size)]
+        out = [self._run(self._encode_image, chunk) for chunk in pixels.split(self.batch_size)]
         return torch.cat(out).numpy()
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -165,7 +170,7 @@ class ClipEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         tokens = self.tokenizer(texts)
         if self._encode_trimmed is None:
-            out = [self._run(self.model.encode_text, chunk) for chunk in tokens.split(self.batch_size)]
+            out = [self._run(self._encode_text, chunk) for chunk in tokens.split(self.batch_size)]
             return torch.cat(out).numpy()
         lengths = content_lengths(tokens, self._pad_id)
         order = torch.argsort(lengths, stable=True)

@@ -6,8 +6,15 @@ through a fidelity gate.
 | torch   | the model as loaded (fp32 on CPU; bf16/fp16 autocast on CUDA)             | all     |
 | int8    | PyTorch dynamic int8 quantisation of every ``nn.Linear`` (weights int8,   | CPU     |
 |         | activations quantised per batch); convolutions and norms stay fp32        |         |
+| onnx    | both towers exported to ONNX, run by ONNX Runtime in fp32                 | CPU     |
+| onnx-int8 | the same graphs with int8 MatMul/Gemm weights (ONNX Runtime dynamic     | CPU     |
+|         | quantisation, per channel)                                                |         |
 
-Dynamic quantisation takes seconds at start-up, so it is redone at each start rather than cached on disk.
+PyTorch's dynamic quantisation takes seconds at start-up, so it is redone at each start rather than cached.
+The ONNX exports are converted once per model and kept on disk (models/onnx_runtime.py), keyed by model id,
+a digest of the weights and the library versions.
+
+A runtime turns the encoder's model into `Towers`: the functions that encode pixels and tokens.
 
 The **fidelity gate** (`check_fidelity`) runs at start-up on a fixed probe set — seeded synthetic images
 and prompts — comparing the candidate with the fp32 model: every feature's cosine similarity must be at
@@ -19,8 +26,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,6 +56,23 @@ def _linears_called_as_modules(model: torch.nn.Module) -> set[str]:
             if type(module) is torch.nn.Linear and name not in direct}
 
 
+@dataclass(frozen=True)
+class Towers:
+    """What a runtime gives the encoder: pixels (n, 3, H, W) -> features, tokens at full padding -> features,
+    and (where the text tower allows it) tokens cut to the batch's longest sequence -> features."""
+
+    image: Callable[[torch.Tensor], torch.Tensor]
+    text: Callable[[torch.Tensor], torch.Tensor]
+    text_trimmed: Callable[[torch.Tensor], torch.Tensor] | None
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> Towers:
+        """The towers of a torch CLIP model, as loaded or converted in place (int8)."""
+        from .text_tower import trimmed_text_encoder
+
+        return cls(model.encode_image, model.encode_text, trimmed_text_encoder(model))
+
+
 def _quantize_linear_int8(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     if device.type != "cpu":
         raise ModelLoadError(f"runtime int8 runs on CPU only (device is {device}); use torch with autocast on GPU")
@@ -61,16 +86,33 @@ def _quantize_linear_int8(model: torch.nn.Module, device: torch.device) -> torch
     return quantized.eval()
 
 
+def _torch_int8(encoder, cache_root: Path | None) -> Towers:
+    return Towers.of(_quantize_linear_int8(encoder.model, encoder.device))
+
+
+def _onnx(int8: bool):
+    def convert(encoder, cache_root: Path | None) -> Towers:
+        from . import onnx_runtime
+
+        return onnx_runtime.convert(encoder.model, encoder.device, cache_root, int8=int8,
+                                    image_size=encoder.image_size, context_length=encoder.context_length,
+                                    model_id=encoder.model_id, runtime="onnx-int8" if int8 else "onnx")
+    return convert
+
+
 @dataclass(frozen=True)
 class Runtime:
     name: str
     description: str
-    convert: Callable[[torch.nn.Module, torch.device], torch.nn.Module] | None  # None: the model as loaded
+    # (ClipEncoder, cache directory or None) -> Towers; None: the model as loaded
+    convert: Callable[..., Towers] | None
 
 
 RUNTIMES: dict[str, Runtime] = {
     "torch": Runtime("torch", "the model as loaded", None),
-    "int8": Runtime("int8", "dynamic int8 quantisation of the Linear layers (CPU)", _quantize_linear_int8),
+    "int8": Runtime("int8", "PyTorch dynamic int8 quantisation of the Linear layers (CPU)", _torch_int8),
+    "onnx": Runtime("onnx", "ONNX Runtime, fp32 (CPU)", _onnx(int8=False)),
+    "onnx-int8": Runtime("onnx-int8", "ONNX Runtime with int8 MatMul weights (CPU)", _onnx(int8=True)),
 }
 
 

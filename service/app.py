@@ -110,7 +110,8 @@ class ClipEncoderService:
         # A tag loads from the model store that `model_ref` resolves in (the bento's own, in a container).
         try:
             self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
-                                                 batch_size=s.batch_size, runtime=s.runtime)
+                                                 batch_size=s.batch_size, runtime=s.runtime,
+                                                 cache_dir=os.path.join(os.path.expanduser(s.data_dir), "runtimes"))
         except Exception as exc:  # noqa: BLE001 - stop the server, do not respawn into the same failure
             fail_start("zest-clip-encoder", exc)
         # One model, two queues: image and text calls merge separately, and the lock runs one forward pass at a
