@@ -32,7 +32,7 @@ import anyio
 import bentoml
 import numpy as np
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 from .. import __version__
 from ..models.errors import InvalidInput, ModelLoadError, Unavailable, ZestError
@@ -396,6 +396,14 @@ class Zest:
         pipeline = await self.pipeline()
         return await anyio.to_thread.run_sync(fn, pipeline, *args)
 
+    async def _respond(self, fn, *args) -> Response:
+        """`_run`, and the pydantic result serialised in the same worker thread by pydantic's own JSON encoder.
+        FastAPI's response_model path (validate again, to Python, json.dumps) costs ~25x more: 48 ms for 32
+        embeddings of 512 floats against 1.8 ms. The route's response_model still states the schema."""
+        pipeline = await self.pipeline()
+        body = await anyio.to_thread.run_sync(lambda: fn(pipeline, *args).model_dump_json().encode())
+        return Response(body, media_type="application/json")
+
     @app.post("/classify", response_model=ClassifyResponse)
     async def classify(self, request: Request):
         """Classify images zero-shot (`labels`, `templates`) or with an adapted head (`head`): multipart
@@ -407,12 +415,12 @@ class Zest:
             head = fields.get("head")
         else:
             labels, templates, top_k, head = fields.labels, fields.templates, fields.top_k, fields.head
-        return await self._run(lambda p: p.classify(raw, labels, templates, top_k, head=head))
+        return await self._respond(lambda p: p.classify(raw, labels, templates, top_k, head=head))
 
     @app.get("/heads", response_model=HeadsResponse)
     async def list_heads(self):
         """The adapted heads loaded (ZEST_HEADS): classes, the model each was made for, held-out metrics."""
-        return await self._run(lambda p: p.list_heads())
+        return await self._respond(lambda p: p.list_heads())
 
     @app.post("/embed/image", response_model=EmbedResponse)
     async def embed_image(self, request: Request):
@@ -420,13 +428,13 @@ class Zest:
         raw, fields = await read_images_and_fields(request, self.settings, EmbedImageRequest)
         if isinstance(fields, dict):
             _only(fields, set())
-        return await self._run(lambda p: p.embed_images(raw))
+        return await self._respond(lambda p: p.embed_images(raw))
 
     @app.post("/embed/text", response_model=EmbedResponse)
     async def embed_text(self, request: Request):
         """L2-normalised text embeddings: JSON {"texts": [...]}; long texts are truncated like CLIP does."""
         body = parse_model(EmbedTextRequest, await read_json(request, self.settings))
-        return await self._run(lambda p: p.embed_texts(body.texts))
+        return await self._respond(lambda p: p.embed_texts(body.texts))
 
     @app.get("/templates", response_model=TemplatesResponse)
     def templates(self):
@@ -560,7 +568,8 @@ class Zest:
         else:
             result = await self._run(lambda p: p.embed_texts(inputs))
             tokens = sum(await self.enc.call("count_tokens", inputs, idempotent=True))
-        return openai_api.response(result.embeddings, body.encoding_format, info.model_id, tokens)
+        response = openai_api.response(result.embeddings, body.encoding_format, info.model_id, tokens)
+        return Response(OpenAIEmbeddingsResponse(**response).model_dump_json(), media_type="application/json")
 
     @app.get("/v1/models", response_model=OpenAIModelsResponse)
     async def openai_models(self):
