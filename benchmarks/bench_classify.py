@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness.cli import add_common_args  # noqa: E402
+from benchmarks.harness.cli import add_common_args, device_env  # noqa: E402
 from benchmarks.harness.environment import env_info, warn_if_busy  # noqa: E402
 from benchmarks.harness.inputs import jpeg_bytes, make_images  # noqa: E402
 from benchmarks.harness.report import check_target, error_text, print_table, print_targets, slug, write_results  # noqa: E402
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({env['cpu_affinity']} cores)")
     with tempfile.TemporaryDirectory(prefix="zest-bench-data-") as data_dir:
         server_env = {"ZEST_MODEL": args.model, "ZEST_DATA_DIR": data_dir, **rec_model_env(Path(data_dir), record),
-                      "BENTOML_CONFIG_OPTIONS": timeout_options(args.server_timeout)}
+                      "BENTOML_CONFIG_OPTIONS": timeout_options(args.server_timeout), **device_env(args.device)}
         record["server_env"] = server_env
         return run(args, record, server_env, image, labels)
 

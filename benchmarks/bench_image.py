@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness.cli import add_common_args, quiet_libraries  # noqa: E402
+from benchmarks.harness.cli import add_common_args, device_env, quiet_libraries  # noqa: E402
 from benchmarks.harness.environment import env_info, set_threads, warn_if_busy  # noqa: E402
 from benchmarks.harness.inputs import jpeg_bytes, make_images  # noqa: E402
 from benchmarks.harness.load import run_clients  # noqa: E402
@@ -54,17 +54,22 @@ class Contender:
 
 
 # ------------------------------------------------------------------------------------ contenders
-def limit_contender(model, pixels, batch_size: int) -> Contender:
-    """(a): the bare image tower on already-preprocessed tensors."""
+def limit_contender(encoder, pixels, batch_size: int) -> Contender:
+    """(a): the bare image tower on already-preprocessed tensors (on CUDA: under the encoder's autocast,
+    the features copied back, so that the time includes the work)."""
     import torch
+
+    model, device = encoder.model, encoder.device
 
     def run() -> Sample:
         lat = []
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), encoder._autocast():
             for chunk in pixels.split(batch_size):
                 t = time.perf_counter()
-                model.encode_image(chunk)
+                out = model.encode_image(chunk.to(device))
+                if device.type == "cuda":
+                    out.float().cpu()
                 lat.append(time.perf_counter() - t)
         return Sample(time.perf_counter() - t0, len(pixels), lat)
 
@@ -201,20 +206,25 @@ def main(argv: list[str] | None = None) -> int:
                               "config": {k: v for k, v in vars(args).items() if k not in ("image_wh",)},
                               "errors": {}, "notes": []}
 
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     try:
         loaded = load_clip(parse_spec(args.model), device)
     except ModelLoadError as exc:
         print(f"cannot load {args.model}: {exc}")
         return 2
-    encoder = ClipEncoder(loaded, device, precision="fp32", batch_size=args.zest_batch_size)
+    # fp32 on CPU; on CUDA the server's default (autocast), so (a) below runs under the same autocast
+    encoder = ClipEncoder(loaded, device, precision="fp32" if args.device == "cpu" else "auto",
+                          batch_size=args.zest_batch_size)
     model = encoder.model  # one model object for (a) and (b); (d) is converted from it
     images = make_images(args.images, args.image_wh)
     pixels = encoder.preprocess(images)
     payloads = [jpeg_bytes(im) for im in images]
     record["config"]["jpeg_bytes_mean"] = sum(map(len, payloads)) / len(payloads)
 
-    contenders: list[Contender] = [limit_contender(model, pixels, bs) for bs in args.batch_sizes]
+    contenders: list[Contender] = [limit_contender(encoder, pixels, bs) for bs in args.batch_sizes]
+    if args.device == "cuda" and not args.skip_hf:
+        args.skip_hf = True  # (d) runs transformers on CPU only here
+        record["notes"].append("--device cuda: the Hugging Face contenders (d) were skipped")
     contenders.append(zest_inprocess_contender(encoder, images))
 
     with tempfile.TemporaryDirectory(prefix="zest-bench-hf-") as hf_dir, maybe_server(args, record) as server:
@@ -250,7 +260,8 @@ def maybe_server(args, record: dict) -> Iterator[Any]:
         server = None
         if not args.skip_http:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zest-bench-data-")))
-            env = {"ZEST_MODEL": args.model, "ZEST_DATA_DIR": str(data_dir), **rec_model_env(data_dir, record)}
+            env = {"ZEST_MODEL": args.model, "ZEST_DATA_DIR": str(data_dir), **rec_model_env(data_dir, record),
+                   **device_env(args.device)}
             try:
                 server = stack.enter_context(serve(env, f"image-{slug(args.model)}", timeout=args.start_timeout,
                                                    log_dir=args.log_dir, root=args.server_root))

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness.cli import add_common_args, quiet_libraries  # noqa: E402
+from benchmarks.harness.cli import add_common_args, device_env, quiet_libraries  # noqa: E402
 from benchmarks.harness.environment import env_info, set_threads, warn_if_busy  # noqa: E402
 from benchmarks.harness.inputs import jpeg_bytes, make_images  # noqa: E402
 from benchmarks.harness.load import run_clients  # noqa: E402
@@ -136,12 +136,13 @@ def prepare_weights(spec: str, workdir: Path) -> tuple[Path, Path, dict]:
 
 
 @contextlib.contextmanager
-def infinity_server(executable: str, hf_dir: Path, log_path: Path, timeout: float) -> Iterator[tuple[str, int]]:
+def infinity_server(executable: str, hf_dir: Path, log_path: Path, timeout: float,
+                    device: str = "cpu") -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
            "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([executable, "v2", "--model-id", str(hf_dir), "--engine", "torch", "--device", "cpu",
+        proc = subprocess.Popen([executable, "v2", "--model-id", str(hf_dir), "--engine", "torch", "--device", device,
                                  "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -251,11 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         zest_dir, hf_dir, record["weights"] = prepare_weights(args.model, work)
         log_dir = Path(args.log_dir or work)
         zest_env = {"ZEST_MODEL": f"local-dir:{zest_dir}", "ZEST_DATA_DIR": str(work / "data"),
-                    **rec_model_env(work / "data", record), **dict(kv.split("=", 1) for kv in args.zest_env)}
+                    **rec_model_env(work / "data", record), **device_env(args.device),
+                    **dict(kv.split("=", 1) for kv in args.zest_env)}
         zest = stack.enter_context(serve(zest_env, "peer-zest", timeout=args.start_timeout, log_dir=log_dir,
                                          root=args.server_root))
         inf_url, inf_pid = stack.enter_context(infinity_server(args.infinity, hf_dir, log_dir / "peer-infinity.log",
-                                                               args.start_timeout))
+                                                               args.start_timeout, args.device))
         peers = [zest_peer(zest.url, zest.proc.pid, args.request_timeout),
                  infinity_peer(inf_url, inf_pid, str(hf_dir), args.request_timeout)]
         print(f"bench_peer: {args.model}; zest {zest.url}, infinity {inf_url}; {args.rounds} rounds")

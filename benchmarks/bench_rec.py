@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness.cli import add_common_args, quiet_libraries  # noqa: E402
+from benchmarks.harness.cli import add_common_args, device_env, quiet_libraries  # noqa: E402
 from benchmarks.harness.environment import env_info, warn_if_busy  # noqa: E402
 from benchmarks.harness.report import error_text, print_table, write_results  # noqa: E402
 from benchmarks.harness.servers import serve, untrained_rec_model, wait_until  # noqa: E402
@@ -271,7 +271,8 @@ def run_size(args, n: int, data_dir: Path, model_dir: str, clip_spec: str, do_in
     out: dict[str, Any] = {"items": n, "load": args.load, "data_dir": str(data_dir)}
     if args.load == "direct":
         out["build"] = build_direct(data_dir, n, model_dir, args.pool)
-    env = {"ZEST_MODEL": clip_spec, "ZEST_REC_MODEL": model_dir, "ZEST_DATA_DIR": str(data_dir)}
+    env = {"ZEST_MODEL": clip_spec, "ZEST_REC_MODEL": model_dir, "ZEST_DATA_DIR": str(data_dir),
+           **device_env(args.device)}
     with serve(env, f"rec-{n}", timeout=args.start_timeout, log_dir=args.log_dir, root=args.server_root) as server:
         client = RecClient(server.url)
         out["ready_s"] = server.ready_s

@@ -10,6 +10,8 @@ Contenders, each on the same pre-made pixel tensors / token batches:
   <runtime>@bsN  the runtime's image tower, batch N
   text: raw / <runtime>, 1 and 32 short sentences per call (each batch cut to its longest sequence, as zest does)
 
+With --device cuda the runtimes (CPU paths) give way to the autocast precisions: raw fp32 vs fp16 vs bf16.
+
     python3 benchmarks/bench_runtimes.py                        # ViT-B-32/random: torch vs onnx, onnx-int8, int8
     python3 benchmarks/bench_runtimes.py --model zest-tiny --quick
 """
@@ -101,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {"benchmark": "runtimes", "quick": args.quick, "env": env, "model": args.model,
                               "config": vars(args), "runtimes": {}, "errors": {}}
     torch.manual_seed(args.seed)
-    encoder = ClipEncoder.from_spec(args.model, device="cpu", precision="fp32")
-    pixels = encoder.preprocess(make_images(args.images, (640, 480)))
+    encoder = ClipEncoder.from_spec(args.model, device=args.device, precision="fp32")
+    pixels = encoder.preprocess(make_images(args.images, (640, 480))).to(encoder.device)
 
     def trimmed(texts):
         tokens = encoder.tokenizer(texts)
@@ -112,6 +114,21 @@ def main(argv: list[str] | None = None) -> int:
     reference = {"image": encoder.model.encode_image,
                  "text": encoder._encode_trimmed or encoder.model.encode_text}
     towers = {"raw": reference}
+    if args.device == "cuda":  # the ONNX/int8 runtimes are CPU paths; on a GPU the choice is the autocast dtype
+        text_batches = {k: [t.to(encoder.device) for t in v] for k, v in text_batches.items()}
+        for precision in ("fp16", "bf16"):
+            dtype = getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[precision])
+
+            def autocast(fn, dtype=dtype):
+                def run(x):
+                    with torch.autocast("cuda", dtype=dtype):
+                        return fn(x).float().cpu()
+                return run
+
+            towers[precision] = {"image": autocast(reference["image"]), "text": autocast(reference["text"])}
+        reference = {k: (lambda fn: lambda x: fn(x).float().cpu())(fn) for k, fn in reference.items()}
+        towers["raw"] = reference
+        args.runtimes = []
     with tempfile.TemporaryDirectory(prefix="zest-bench-runtimes-") as cache:
         for name in args.runtimes:
             try:
@@ -147,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     # the target: the fast path (the best runtime the gate admits) >= 2x raw fp32 on images at batch 8
     bs = 8 if 8 in args.batch_sizes else args.batch_sizes[-1]
     raw = record["contenders"][f"raw@bs{bs}"]["rate_median"]
-    admitted = [n for n, r in record["runtimes"].items() if r["gate_passed"]]
+    admitted = ([n for n, r in record["runtimes"].items() if r["gate_passed"]] if args.device == "cpu"
+                else [n for n in towers if n != "raw"])
     best = max(admitted, key=lambda n: record["contenders"][f"{n}@bs{bs}"]["rate_median"], default=None)
     value = record["contenders"][f"{best}@bs{bs}"]["rate_median"] / raw if best else None
     record["targets"] = [check_target(f"fast path ({best or 'none admitted'}) images in process, batch {bs}, "

@@ -17,6 +17,14 @@ def add_common_args(ap) -> None:
                     help="serve from another checkout of zest (default: this one)")
     ap.add_argument("--start-timeout", type=float, default=600, help="seconds to wait for the server to be ready")
     ap.add_argument("--log-dir", type=Path, default=None, help="where server logs go (default: a temp dir)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="where the models run, in process and in the server (cuda: ZEST_DEVICE=cuda, ZEST_GPUS=1, "
+                         "ZEST_PRECISION=auto, i.e. bf16/fp16 autocast)")
+
+
+def device_env(device: str) -> dict[str, str]:
+    """The server settings that put zest's encoder on `device`."""
+    return {"ZEST_DEVICE": "cuda", "ZEST_GPUS": "1"} if device == "cuda" else {"ZEST_DEVICE": "cpu"}
 
 
 def quiet_libraries() -> None:
