@@ -32,10 +32,11 @@ import anyio
 import bentoml
 import numpy as np
 import torch
+from bentoml.exceptions import ServiceUnavailable
 from fastapi import FastAPI, Request, Response
 
 from .. import __version__
-from ..models.errors import InvalidInput, ModelLoadError, Unavailable, ZestError
+from ..models.errors import InvalidInput, ModelLoadError, Unavailable
 from ..models.spec import bento_tag
 from . import errors, openai_api, openapi
 from .auth import ApiKeyMiddleware, load_api_keys
@@ -46,6 +47,7 @@ from .image import bento_image
 from .lifecycle import fail_start, install_drain
 from .metrics import observe_batch
 from .pipeline import ClipPipeline, EncoderInfo
+from .recommender import NO_MODEL, has_model
 from .schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -64,6 +66,7 @@ from .schemas import (
     EmbedTextRequest,
     HeadsResponse,
     ItemDeletedResponse,
+    ItemIn,
     ItemResponse,
     ItemsRequest,
     ItemsResponse,
@@ -161,29 +164,21 @@ class ClipEncoderService:
         return content_lengths(tokens, pad_token_id(self.counting_tokenizer)).tolist()
 
 
-def _outcome(fn, *args, **kwargs) -> dict:
-    """Run a Recommender call; user errors travel back as data (status + message), not as 500s."""
-    try:
-        return {"ok": fn(*args, **kwargs)}
-    except ZestError as exc:
-        if getattr(exc, "status_code", 500) >= 500:
-            raise
-        return {"error": str(exc), "status": exc.status_code}
-
-
 @bentoml.service(name="zest-recommender", workers=SETTINGS.rec_workers, **CALLEE)
 class RecommenderService:
     """ZESRec model + item catalogue. One worker on the embedded store (its single writer); with a shared
-    Milvus store ZEST_REC_WORKERS may be more (settings.py refuses more workers on a single-writer store)."""
+    Milvus store ZEST_REC_WORKERS may be more (settings.py refuses more workers on a single-writer store).
+    A user error (unknown item id, a limit) leaves as a 4xx that `Zest` raises again (service/errors.py)."""
 
     if SETTINGS.rec_model and not os.path.isdir(SETTINGS.rec_model):
         # A BentoML model tag, as a class attribute: `bentoml build` packs the model into the bento.
         model_ref = bentoml.models.BentoModel(SETTINGS.rec_model)
 
     def __init__(self) -> None:
-        from .recommender import build_recommender, shipped_model_dir
+        from .recommender import build_recommender, has_model, shipped_model_dir
 
         install_drain("zest-recommender", SETTINGS.shutdown_timeout_s, public_service=PUBLIC_SERVICE)
+        errors.hide_callee_user_errors()
         ref = getattr(self, "model_ref", None)
         if ref is not None:
             model_dir, model_id = ref.path, str(ref.tag)
@@ -192,7 +187,7 @@ class RecommenderService:
         else:
             model_dir, model_id = shipped_model_dir(), "zesrec-ml-latest-small"
         self.rec = None
-        if not SETTINGS.rec_model and not (model_dir / "model.safetensors").is_file():
+        if not has_model(SETTINGS):
             # No model shipped in this checkout and none configured: the CLIP endpoints still serve.
             log.warning("no recommender model at %s; /items and /recommend answer 503 until one is "
                         "configured (zest rec train, then ZEST_REC_MODEL)", model_dir)
@@ -203,35 +198,30 @@ class RecommenderService:
             fail_start("zest-recommender", exc)
         log.info("recommender %s ready with %d items", model_id, len(self.rec.catalog))
 
-    def _call(self, method: str, *args, **kwargs) -> dict:
-        if self.rec is None:
-            return {"error": "no recommender model is configured: train one with `zest rec train` and set "
-                             "ZEST_REC_MODEL", "status": 503}
-        return _outcome(getattr(self.rec, method), *args, **kwargs)
+    def _recommender(self):
+        if self.rec is None:  # `Zest` answers 503 itself without a model (recommender.has_model)
+            raise ServiceUnavailable(NO_MODEL)
+        return self.rec
 
     @bentoml.api
-    def upsert_items(self, items: list) -> dict:
-        return self._call("upsert", items)
+    def upsert_items(self, items: list[ItemIn]) -> ItemsResponse:
+        with errors.user_errors_to_caller():
+            return ItemsResponse(**self._recommender().upsert([i.model_dump() for i in items]))
 
     @bentoml.api
-    def get_item(self, item_id: str) -> dict:
-        return self._call("get", item_id)
+    def get_item(self, item_id: str) -> ItemResponse:
+        with errors.user_errors_to_caller():
+            return ItemResponse(**self._recommender().get(item_id))
 
     @bentoml.api
-    def delete_item(self, item_id: str) -> dict:
-        return self._call("delete", item_id)
+    def delete_item(self, item_id: str) -> ItemDeletedResponse:
+        with errors.user_errors_to_caller():
+            return ItemDeletedResponse(**self._recommender().delete(item_id))
 
     @bentoml.api
-    def recommend(self, request: dict) -> dict:
-        return self._call("recommend", **request)
-
-
-def _unwrap(outcome: dict):
-    if "error" in outcome:
-        error = Unavailable(outcome["error"]) if outcome["status"] == 503 else InvalidInput(outcome["error"])
-        error.status_code = outcome["status"]
-        raise error
-    return outcome["ok"]
+    def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        with errors.user_errors_to_caller():
+            return RecommendResponse(**self._recommender().recommend(**request.model_dump()))
 
 
 # The one spec is FastAPI's, at BentoML's /docs.json (its Swagger UI at / reads it): service/openapi.py.
@@ -338,6 +328,7 @@ class Zest:
         self._stopping = False
         self.enc = Dependency("zest-clip-encoder", self.encoder, s.probe_timeout_s)
         self.rec = Dependency("zest-recommender", self.recommender, s.probe_timeout_s)
+        self.has_rec_model = has_model(s)  # without one, /items and /recommend answer 503 here
         self.deps = Dependencies([self.enc, self.rec])
         install_header_timeout(s.header_timeout_s)  # this worker's uvicorn, before it accepts anything
         install_drain(PUBLIC_SERVICE, s.shutdown_timeout_s, on_term=self._on_term)
@@ -448,14 +439,17 @@ class Zest:
 
     # -- recommender ----------------------------------------------------------------------
     async def _rec(self, method: str, *args):
+        """Call the recommender service; its user errors come back raised, with their status (transport.py)."""
+        if not self.has_rec_model:
+            raise Unavailable(NO_MODEL)
         # An upsert by id, a read or a ranking can be sent again; a delete is not: never repeated.
-        return _unwrap(await self.rec.call(method, *args, idempotent=method != "delete_item"))
+        return await self.rec.call(method, *args, idempotent=method != "delete_item")
 
     @app.post("/items", response_model=ItemsResponse)
     async def upsert_items(self, request: Request):
         """Insert or update items: {"items": [{"id": ..., "text": ...}]}. Embedded on write, persisted."""
         body = parse_model(ItemsRequest, await read_json(request, self.settings))
-        return await self._rec("upsert_items", [i.model_dump() for i in body.items])
+        return await self._rec("upsert_items", body.items)
 
     @app.get("/items/{item_id}", response_model=ItemResponse)
     async def get_item(self, item_id: str):
@@ -469,7 +463,7 @@ class Zest:
     async def recommend(self, request: Request):
         """Top-k items for a history of item ids and/or free-text descriptions of liked items."""
         body = parse_model(RecommendRequest, await read_json(request, self.settings))
-        return await self._rec("recommend", body.model_dump())
+        return await self._rec("recommend", body)
 
     # -- collections: image/text search over stored CLIP embeddings (service/collections.py) ----------
     # Served by the public service itself: it holds the pipeline (decoding, preprocessing, the encoder

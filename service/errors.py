@@ -6,13 +6,26 @@ not answer is a 503 (with `Retry-After`) or 504 the client may retry; anything e
 go to the log only. FastAPI's and Starlette's own errors (a wrong method, a validation error) get the same
 shape. Responses made outside the FastAPI app -- BentoML's 404 for a path no route has, its probes' 503s --
 are plain text; `ErrorShapeMiddleware`, around the whole public service, gives them the shape too.
+
+**A user error raised in a model service** (the recommender's unknown item id, its k over the limit) reaches
+the client with its status and message. How BentoML 1.4 carries an exception from a callee's `@bentoml.api`
+method to its caller (`api_endpoint_wrapper` in `_bentoml_impl/server/app.py`, `map_exception` in
+`_bentoml_impl/client/proxy2.py`): a `BentoMLException` whose `error_code` is a 4xx other than 401/403 is
+answered with that status and the body `[{"error": str(exc)}]` (sic: a one-element list); any other exception,
+or a 5xx, without its message. The caller's client raises `BentoMLException.error_mapping.get(status,
+BentoMLException)(body, error_code=status)`. So the callee raises `CalleeUserError` (`user_errors_to_caller`)
+and the caller's transport turns what its client raises back into the zest error of that status with the same
+message (`from_callee`, in `Dependency.call`): one mapping, `USER_ERRORS`. Such an error is the request's
+fault, answered by a service that is up: never retried, never a 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from http import HTTPStatus
 
 import aiohttp
@@ -22,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..models.errors import InvalidInput, Unavailable, ZestError
+from ..models.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unavailable, ZestError
 
 log = logging.getLogger("zest")
 RETRY_AFTER_S = 5  # a 503's Retry-After: a respawned model worker is back within seconds (zest-tiny: ~5 s)
@@ -46,6 +59,68 @@ class UnsupportedMediaType(InvalidInput):
     """A request body in a content type the endpoint does not read: 415."""
 
     status_code = 415
+
+
+# -- user errors across the service boundary (see the module doc) ----------------------------------------------
+USER_ERRORS: dict[int, type[InvalidInput]] = {
+    cls.status_code: cls for cls in (InvalidInput, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType)}
+UNCARRIED = (401, 403)  # 4xx statuses BentoML answers without the exception's message
+
+
+class CalleeUserError(BentoMLException):
+    """A zest user error (4xx) raised in a model service: BentoML answers the caller with its status and
+    message (`from_callee` turns it back into the zest error there)."""
+
+    def __init__(self, exc: ZestError) -> None:
+        super().__init__(str(exc), error_code=HTTPStatus(exc.status_code))
+
+
+@contextlib.contextmanager
+def user_errors_to_caller() -> Iterator[None]:
+    """Around a model service's work: a zest user error (a 4xx) leaves as `CalleeUserError`; anything else
+    leaves as it is (a 500 for the caller)."""
+    try:
+        yield
+    except ZestError as exc:
+        status = getattr(exc, "status_code", 500)
+        if not 400 <= status < 500 or status in UNCARRIED:
+            raise
+        raise CalleeUserError(exc) from exc
+
+
+def from_callee(exc: BaseException) -> ZestError | None:
+    """The zest user error a model service raised, from what the caller's BentoML client raised for it; None
+    if `exc` is anything else (a failure of the call, or an error BentoML made itself)."""
+    if not isinstance(exc, BentoMLException):
+        return None
+    status = int(exc.error_code)
+    if not 400 <= status < 500 or status in UNCARRIED:
+        return None
+    try:
+        body = json.loads(exc.message)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(body, list) and len(body) == 1:  # BentoML 1.4 answers the dict inside a list
+        body = body[0]
+    if not (isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], str)):
+        return None  # e.g. BentoML's own validation error: {"error", "detail"}
+    error = USER_ERRORS.get(status, InvalidInput)(body["error"])
+    error.status_code = status
+    return error
+
+
+class _HideCalleeUserErrors(logging.Filter):
+    """BentoML logs every exception of an API method at ERROR with its traceback; a user error is not one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], CalleeUserError))
+
+
+def hide_callee_user_errors() -> None:
+    """In a model service's worker: leave the user errors it hands its caller out of its log (idempotent)."""
+    logger = logging.getLogger("bentoml._internal.server.http_app")  # where `log_exception` writes
+    if not any(isinstance(f, _HideCalleeUserErrors) for f in logger.filters):
+        logger.addFilter(_HideCalleeUserErrors())
 
 
 def _error(message: str, status: int, **headers: str) -> JSONResponse:

@@ -137,11 +137,21 @@ class Recommender:
         return {"model": self.model_id, "items": [{"id": i, "score": s} for i, s in ranked]}
 
 
+NO_MODEL = "no recommender model is configured: train one with `zest rec train` and set ZEST_REC_MODEL"
+
+
 def shipped_model_dir() -> Path:
     """The ZESRec model committed with zest (trained on MovieLens ml-latest-small)."""
     from ..models import rec
 
     return Path(rec.__file__).parent / "checkpoint"
+
+
+def has_model(settings: Settings) -> bool:
+    """Whether there is a recommender model to serve: ZEST_REC_MODEL's, or the one shipped with zest (a source
+    tree may lack its weights). Without one the recommender service loads nothing and the public API answers
+    /items and /recommend with 503 (NO_MODEL) itself, while the CLIP endpoints serve."""
+    return bool(settings.rec_model) or (shipped_model_dir() / "model.safetensors").is_file()
 
 
 def build_recommender(model_dir: str | Path, model_id: str, settings: Settings) -> Recommender:

@@ -21,7 +21,9 @@ if it is idempotent — a call whose connection could not even be opened was nev
 repeated whatever it is — at most `ATTEMPTS` times, after a jittered back-off, and only if the service
 answers a readiness probe first, so a dead service costs one probe (`probe_timeout_s`), not a request
 timeout. Non-idempotent calls (DELETE) that may have been sent are never repeated. Every failure that is
-not retried becomes `DependencyDown`, a 503.
+not retried becomes `DependencyDown`, a 503. A user error the service answers (a 4xx: an unknown item id,
+k over the limit) is neither: it is raised again as the zest error it was, with its status and message
+(service/errors.py, `from_callee`), at once.
 
 **Health.** `probe()` asks the service's `/readyz` over a fresh connection with a short timeout. A model
 worker that died or is still loading does not answer: BentoML's arbiter keeps the listening socket, so the
@@ -54,7 +56,7 @@ from urllib.parse import unquote, urlparse
 import aiohttp
 import anyio.from_thread
 
-from .errors import DependencyDown
+from .errors import DependencyDown, from_callee
 from .lifecycle import in_container, sibling_workers
 
 log = logging.getLogger("zest")
@@ -241,6 +243,9 @@ class Dependency:
             try:
                 return await self._send(method, args, deadline_s)
             except Exception as exc:
+                user_error = from_callee(exc)
+                if user_error is not None:  # the request's fault, answered by a service that is up
+                    raise user_error from None
                 if not is_transient(exc, own_deadline=deadline_s is not None):
                     raise
                 reason = _describe(exc)

@@ -223,6 +223,21 @@ def test_recommender_bad_input_gets_4xx(server, path, body, status, message):
     assert requests.delete(f"{server.url}/items/ghost", timeout=10).status_code == 404
 
 
+def test_recommender_user_errors_cross_to_the_client_with_status_and_message(server):
+    """A user error raised in the recommender service reaches the client of the public API as the same zest
+    error (service/errors.py): its status and its message, at once, and nothing logged as a server error."""
+    log_start = len(server.log(10**9))
+    requests.post(f"{server.url}/items", json={"items": ITEMS}, timeout=60)
+    r = requests.post(f"{server.url}/recommend", json={"history": ["m1"], "k": 1001}, timeout=60)
+    assert (r.status_code, r.json()) == (413, {"error": "k=1001 is over the limit of 1000"})
+    r = requests.get(f"{server.url}/items/ghost", timeout=10)
+    assert (r.status_code, r.json()) == (404, {"error": "unknown item id 'ghost'"})
+    r = requests.delete(f"{server.url}/items/ghost", timeout=10)
+    assert (r.status_code, r.json()) == (404, {"error": "unknown item id 'ghost'"})
+    log = server.log(10**9)[log_start:]
+    assert "Traceback" not in log and "[ERROR]" not in log and "retrying" not in log, log[-3000:]
+
+
 def _metric(server, name: str) -> float:
     text = requests.get(f"{server.url}/metrics", timeout=10).text
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, flags=re.M))

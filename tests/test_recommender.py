@@ -122,3 +122,13 @@ def test_catalogue_survives_restart(rec_model_dir, tmp_path, kind):
 
 def test_empty_catalogue_recommends_nothing(rec):
     assert rec.recommend(history_texts=["anything"], k=3)["items"] == []
+
+
+def test_has_model_is_the_configured_one_or_the_shipped_one(monkeypatch, tmp_path):
+    from zest.service import recommender
+
+    assert recommender.has_model(Settings(rec_model="zesrec:latest"))
+    monkeypatch.setattr(recommender, "shipped_model_dir", lambda: tmp_path)  # a source tree without the weights
+    assert not recommender.has_model(Settings())
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert recommender.has_model(Settings())

@@ -28,17 +28,20 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from types import SimpleNamespace
 
 import aiohttp
 import psutil
 import pytest
 import requests
+from bentoml.exceptions import BentoMLException
 from PIL import Image
 
 from tests.server import Server, start_server
+from zest.models.errors import InvalidInput, ModelLoadError, NotFound, PayloadTooLarge, Unavailable
 from zest.service import transport
-from zest.service.errors import DependencyDown, RequestTimeout
+from zest.service.errors import CalleeUserError, DependencyDown, RequestTimeout, user_errors_to_caller
 from zest.service.http_limits import BodyTimeoutMiddleware
 
 
@@ -127,6 +130,52 @@ def test_other_errors_pass_through_unretried():
     with pytest.raises(ValueError):
         _run(_dep(service).call("method", idempotent=True))
     assert service.calls == 1
+
+
+def _callee_error(status: HTTPStatus, body: object) -> BentoMLException:
+    """What BentoML's client raises for a callee's answer of `status` (`map_exception`: the class of the status,
+    the body text as the message)."""
+    return BentoMLException.error_mapping.get(status, BentoMLException)(json.dumps(body), error_code=status)
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+@pytest.mark.parametrize("status, body, expected", [
+    (HTTPStatus.NOT_FOUND, [{"error": "unknown item id 'x'"}], NotFound),  # BentoML 1.4's body: a list
+    (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, [{"error": "k=9 is over the limit of 8"}], PayloadTooLarge),
+    (HTTPStatus.BAD_REQUEST, {"error": "k must be an integer >= 1"}, InvalidInput),
+])
+def test_a_user_error_the_service_answers_is_raised_again_at_once(status, body, expected, idempotent):
+    """A 4xx user error from the service is the request's fault: the zest error again, with its status and
+    message -- not retried, not DependencyDown, no probe."""
+    service = FakeService(_callee_error(status, body))
+    dep = _dep(service)
+    message = (body[0] if isinstance(body, list) else body)["error"]
+    with pytest.raises(expected) as info:
+        _run(dep.call("method", idempotent=idempotent))
+    assert type(info.value) is expected and str(info.value) == message and info.value.status_code == status
+    assert service.calls == 1 and not dep.probes and dep.down_since is None
+
+
+@pytest.mark.parametrize("exc", [
+    _callee_error(HTTPStatus.BAD_REQUEST, {"error": "1 validation error for Input", "detail": []}),  # BentoML's
+    _callee_error(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "overloaded"}),
+    _callee_error(HTTPStatus.UNAUTHORIZED, {"error": "Authorization error"}),
+])
+def test_errors_bentoml_makes_itself_pass_through_unretried(exc):
+    service = FakeService(exc)
+    with pytest.raises(BentoMLException):
+        _run(_dep(service).call("method", idempotent=True))
+    assert service.calls == 1
+
+
+def test_a_user_error_leaves_a_model_service_as_its_status_and_message():
+    with pytest.raises(CalleeUserError) as info, user_errors_to_caller():
+        raise PayloadTooLarge("k=9 is over the limit of 8")
+    assert info.value.error_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE and info.value.message == \
+        "k=9 is over the limit of 8"
+    for server_error in (Unavailable("no model"), ModelLoadError("broken"), ValueError("bug")):
+        with pytest.raises(type(server_error)), user_errors_to_caller():
+            raise server_error
 
 
 def test_abandoned_calls_fail_with_503():
