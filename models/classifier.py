@@ -11,7 +11,8 @@ import numpy as np
 
 from ..prompts import TemplateSet
 from .class_cache import ClassEmbeddingCache, text_tower_fingerprint
-from .errors import InvalidInput, PayloadTooLarge
+from .errors import InvalidInput
+from .limits import check_chars, check_count
 from .zero_shot import class_embeddings, top_k, zero_shot_probs
 
 _SPACES = re.compile(r"\s+")
@@ -23,8 +24,7 @@ def clean_labels(labels: object, max_labels: int = 1000, max_label_chars: int = 
         raise InvalidInput("labels must be a list of strings")
     if not labels:
         raise InvalidInput("labels is empty: give at least one class name")
-    if len(labels) > max_labels:
-        raise PayloadTooLarge(f"{len(labels)} labels is over the limit of {max_labels}")
+    check_count(labels, "labels", max_labels)
     cleaned: list[str] = []
     seen: set[str] = set()
     for i, label in enumerate(labels):
@@ -33,8 +33,7 @@ def clean_labels(labels: object, max_labels: int = 1000, max_label_chars: int = 
         label = _SPACES.sub(" ", label).strip()
         if not label:
             raise InvalidInput(f"label {i} is blank")
-        if len(label) > max_label_chars:
-            raise InvalidInput(f"label {i} is {len(label)} characters long; the limit is {max_label_chars}")
+        check_chars(label, f"label {i}", max_label_chars, error=InvalidInput)
         if label in seen:
             raise InvalidInput(f"label {label!r} appears more than once")
         seen.add(label)

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidInput, PayloadTooLarge
+from .limits import check_at_most
 
 _WHITE = (255, 255, 255)
 
@@ -56,8 +57,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
     """Decode untrusted bytes into an RGB image, or raise `InvalidInput` naming the problem."""
     if len(data) == 0:
         raise InvalidInput(f"{name}: empty file")
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(f"{name}: {len(data)} bytes is over the limit of {max_bytes} bytes")
+    check_at_most(len(data), max_bytes, f"{name}: {len(data)} bytes", "bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -69,11 +69,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInput(f"{name}: corrupt image header ({exc})") from exc
     width, height = img.size
-    if width * height > max_pixels:
-        raise PayloadTooLarge(
-            f"{name}: {width}x{height} = {width * height} pixels is over the limit of {max_pixels} "
-            "pixels (possible decompression bomb)"
-        )
+    check_at_most(width * height, max_pixels, f"{name}: {width}x{height} = {width * height} pixels", "pixels",
+                  note="possible decompression bomb")
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # animated: classify the first frame

@@ -17,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..models.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from ..models.errors import Conflict, InvalidInput, NotFound
+from ..models.limits import check_at_most, check_chars, check_count
 from ..store import VectorStore
 from ..store.base import MAX_ID_CHARS, NAME_RE, check_filter
 from .pipeline import ClipPipeline, RawImage
@@ -100,8 +101,7 @@ class Collections:
             size = len(json.dumps(metadata, allow_nan=False).encode())
         except (TypeError, ValueError):
             raise InvalidInput(f"{where}.metadata is not JSON") from None
-        if size > self.settings.max_metadata_bytes:
-            raise PayloadTooLarge(f"{where}.metadata is {size} bytes; the limit is {self.settings.max_metadata_bytes}")
+        check_at_most(size, self.settings.max_metadata_bytes, f"{where}.metadata of {size} bytes", "bytes")
         return metadata
 
     def add(self, name: object, items: Sequence[NewItem]) -> dict:
@@ -111,10 +111,8 @@ class Collections:
             raise InvalidInput("no items: send at least one")
         texts = [(n, it) for n, it in enumerate(items) if it.text is not None]
         images = [(n, it) for n, it in enumerate(items) if it.image is not None]
-        if len(texts) > s.max_texts:
-            raise PayloadTooLarge(f"{len(texts)} texts; the limit is {s.max_texts} per request")
-        if len(images) > s.max_images:
-            raise PayloadTooLarge(f"{len(images)} images; the limit is {s.max_images} per request")
+        check_count(texts, "texts", s.max_texts, per_request=True)
+        check_count(images, "images", s.max_images, per_request=True)
         ids, payloads = [], []
         for n, it in enumerate(items):
             where = f"items[{n}]"
@@ -127,8 +125,7 @@ class Collections:
             if it.text is not None:
                 if not isinstance(it.text, str) or not it.text.strip():
                     raise InvalidInput(f"{where}.text must be a non-empty string")
-                if len(it.text) > s.max_text_chars:
-                    raise PayloadTooLarge(f"{where}.text has {len(it.text)} characters; the limit is {s.max_text_chars}")
+                check_chars(it.text, f"{where}.text", s.max_text_chars)
                 payload["text"] = it.text
             else:
                 payload["name"] = it.image.name
@@ -154,15 +151,13 @@ class Collections:
             raise InvalidInput("give exactly one of 'text', 'image' or 'vector' to search by")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInput("k must be an integer >= 1")
-        if k > s.max_collection_k:
-            raise PayloadTooLarge(f"k={k} is over the limit of {s.max_collection_k}")
+        check_at_most(k, s.max_collection_k, f"k={k}")
         flt = {f"metadata.{key}": v for key, v in (filter or {}).items()} if isinstance(filter, dict) else filter
         check_filter(flt)
         if text is not None:
             if not isinstance(text, str) or not text.strip():
                 raise InvalidInput("text must be a non-empty string")
-            if len(text) > s.max_text_chars:
-                raise PayloadTooLarge(f"text has {len(text)} characters; the limit is {s.max_text_chars}")
+            check_chars(text, "text", s.max_text_chars)
             query = np.asarray(self.pipeline.encode_texts([text]), np.float32)
         elif image is not None:
             query = np.asarray(self.pipeline.encode_pixels(self.pipeline.pixels(self.pipeline.load_images([image]))),

@@ -6,7 +6,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..models.errors import InvalidInput, PayloadTooLarge
+from ..models.errors import InvalidInput
+from ..models.limits import check_at_most
 
 
 def host_allowed(host: str, allowlist: tuple[str, ...]) -> bool:
@@ -35,8 +36,7 @@ def fetch_image_bytes(url: str, *, allowlist: tuple[str, ...], max_bytes: int, t
                 chunks, size = [], 0
                 for chunk in resp.iter_bytes():
                     size += len(chunk)
-                    if size > max_bytes:
-                        raise PayloadTooLarge(f"image at {url!r} is over the limit of {max_bytes} bytes")
+                    check_at_most(size, max_bytes, f"image at {url!r}", "bytes")
                     chunks.append(chunk)
     except httpx.HTTPError as exc:
         raise InvalidInput(f"could not fetch image URL {url!r}: {type(exc).__name__}") from exc

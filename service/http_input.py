@@ -11,7 +11,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from ..models.errors import InvalidInput, PayloadTooLarge
+from ..models.errors import InvalidInput
+from ..models.limits import check_at_most
 from .errors import RequestTimeout, UnsupportedMediaType
 from .pipeline import RawImage
 from .schemas import ImageRef
@@ -23,6 +24,15 @@ MULTIPART = "multipart/form-data"
 def max_body_bytes(settings: Settings) -> int:
     """Largest request body accepted: every image at its limit, base64-inflated, plus room for fields."""
     return int(settings.max_images * settings.max_image_bytes * 4 / 3) + 8 * 1024 * 1024
+
+
+def check_declared_length(request: Request, settings: Settings) -> int:
+    """413 on the declared length alone, before reading a byte; returns the limit for what is then read."""
+    limit = max_body_bytes(settings)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit():
+        check_at_most(int(declared), limit, f"request body of {declared} bytes", "bytes")
+    return limit
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -55,15 +65,11 @@ def check_json_type(request: Request, multipart_too: bool = False) -> None:
 
 async def read_json(request: Request, settings: Settings, multipart_too: bool = False) -> Any:
     check_json_type(request, multipart_too)
-    limit = max_body_bytes(settings)
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
+    limit = check_declared_length(request, settings)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        check_at_most(len(body), limit, "request body", "bytes")
     try:
         return json.loads(body or b"null")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -113,10 +119,7 @@ def _form_field(key: str, value: Any) -> Any:
 
 async def read_multipart(request: Request, settings: Settings) -> tuple[list[RawImage], dict[str, Any]]:
     """Files under `images` (repeatable); other fields as text (`labels` may be JSON or comma-separated)."""
-    declared = request.headers.get("content-length")
-    limit = max_body_bytes(settings)
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
+    check_declared_length(request, settings)
     try:
         form = await request.form(max_files=settings.max_images + 1, max_fields=64, max_part_size=1024 * 1024)
     except RequestTimeout:  # the client stopped sending (service/http_limits.py): 408, not a bad form

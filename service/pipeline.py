@@ -15,9 +15,10 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from ..models.classifier import ZeroShotClassifier, clean_labels
-from ..models.errors import InvalidInput, PayloadTooLarge
+from ..models.errors import InvalidInput
 from ..models.heads import Heads
 from ..models.images import decode_image, to_rgb
+from ..models.limits import check_chars, check_count
 from ..prompts import DEFAULT_SET, TemplateSet, load_template_set, user_template_set
 from .fetch import fetch_image_bytes
 from .metrics import observe_class_cache
@@ -82,8 +83,7 @@ class ClipPipeline:
         s = self.settings
         if not raw:
             raise InvalidInput("no images: send at least one")
-        if len(raw) > s.max_images:
-            raise PayloadTooLarge(f"{len(raw)} images is over the limit of {s.max_images} per request")
+        check_count(raw, "images", s.max_images, per_request=True)
         images = []
         for item in raw:
             data = item.data
@@ -113,14 +113,12 @@ class ClipPipeline:
         s = self.settings
         if not isinstance(texts, list) or not texts:
             raise InvalidInput("texts must be a non-empty list of strings")
-        if len(texts) > s.max_texts:
-            raise PayloadTooLarge(f"{len(texts)} texts is over the limit of {s.max_texts} per request")
+        check_count(texts, "texts", s.max_texts, per_request=True)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InvalidInput(f"text {i} is not a string")
-            if len(t) > s.max_text_chars:
-                raise PayloadTooLarge(f"text {i} is {len(t)} characters; the limit is {s.max_text_chars} "
-                                      f"(the model itself reads at most {self.info.context_length} tokens)")
+            check_chars(t, f"text {i}", s.max_text_chars,
+                        note=f"the model itself reads at most {self.info.context_length} tokens")
         feats = self.encode_texts(texts)
         return EmbedResponse(model=self.info.model_id, dim=self.info.dim, embeddings=np.asarray(feats).tolist())
 

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..models.errors import InvalidInput, NotFound, PayloadTooLarge
+from ..models.errors import InvalidInput, NotFound
+from ..models.limits import check_at_most, check_chars, check_count
 from .catalog import ItemCatalog
 from .settings import Settings
 
@@ -34,8 +35,7 @@ def _check_ids(ids: object, what: str, limit: int, allow_empty: bool = False) ->
         raise InvalidInput(f"{what} must be a list of item ids")
     if not ids and not allow_empty:
         raise InvalidInput(f"{what} is empty")
-    if len(ids) > limit:
-        raise PayloadTooLarge(f"{what} has {len(ids)} entries; the limit is {limit}")
+    check_count(ids, f"ids in {what}", limit)
     for i in ids:
         if not isinstance(i, str) or not i or len(i) > MAX_ID_CHARS:
             raise InvalidInput(f"{what}: item ids must be non-empty strings of at most {MAX_ID_CHARS} characters")
@@ -54,8 +54,7 @@ class Recommender:
         lim = self.limits
         if not isinstance(items, list) or not items:
             raise InvalidInput("items must be a non-empty list of {id, text} objects")
-        if len(items) > lim.max_rec_items:
-            raise PayloadTooLarge(f"{len(items)} items; the limit is {lim.max_rec_items} per request")
+        check_count(items, "items", lim.max_rec_items, per_request=True)
         pairs = []
         for n, item in enumerate(items):
             if not isinstance(item, dict) or set(item) - {"id", "text"} or "id" not in item or "text" not in item:
@@ -64,9 +63,7 @@ class Recommender:
             text = item["text"]
             if not isinstance(text, str) or not text.strip():
                 raise InvalidInput(f"items[{n}].text must be a non-empty string")
-            if len(text) > lim.max_item_text_chars:
-                raise PayloadTooLarge(f"items[{n}].text has {len(text)} characters; the limit is "
-                                      f"{lim.max_item_text_chars}")
+            check_chars(text, f"items[{n}].text", lim.max_item_text_chars)
             pairs.append((item["id"], text))
         if len({i for i, _ in pairs}) != len(pairs):
             raise InvalidInput("the same item id appears twice in one request")
@@ -101,17 +98,15 @@ class Recommender:
         texts = history_texts if history_texts is not None else []
         if not isinstance(texts, list) or any(not isinstance(t, str) or not t.strip() for t in texts):
             raise InvalidInput("history_texts must be a list of non-empty strings")
-        if len(texts) > lim.max_history:
-            raise PayloadTooLarge(f"history_texts has {len(texts)} entries; the limit is {lim.max_history}")
-        if any(len(t) > lim.max_item_text_chars for t in texts):
-            raise PayloadTooLarge(f"a history text is over {lim.max_item_text_chars} characters")
+        check_count(texts, "texts in history_texts", lim.max_history)
+        for i, t in enumerate(texts):
+            check_chars(t, f"history_texts[{i}]", lim.max_item_text_chars)
         if not history and not texts:
             raise InvalidInput("the history is empty: give item ids in 'history' and/or descriptions in "
                                "'history_texts'")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInput("k must be an integer >= 1")
-        if k > lim.max_k:
-            raise PayloadTooLarge(f"k={k} is over the limit of {lim.max_k}")
+        check_at_most(k, lim.max_k, f"k={k}")
         self._unknown(history, "history")
         if candidates is not None:
             candidates = _check_ids(candidates, "candidates", lim.max_candidates)

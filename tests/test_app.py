@@ -13,6 +13,7 @@ import requests
 from PIL import Image
 
 from tests.server import Server, start_server
+from zest.models.limits import too_large
 
 LIMITS = {"ZEST_MAX_IMAGES": "4", "ZEST_MAX_IMAGE_BYTES": "200000", "ZEST_MAX_IMAGE_PIXELS": "1000000",
           "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8", "ZEST_MAX_REC_ITEMS": "10"}
@@ -229,7 +230,7 @@ def test_recommender_user_errors_cross_to_the_client_with_status_and_message(ser
     log_start = len(server.log(10**9))
     requests.post(f"{server.url}/items", json={"items": ITEMS}, timeout=60)
     r = requests.post(f"{server.url}/recommend", json={"history": ["m1"], "k": 1001}, timeout=60)
-    assert (r.status_code, r.json()) == (413, {"error": "k=1001 is over the limit of 1000"})
+    assert (r.status_code, r.json()) == (413, {"error": str(too_large("k=1001", 1000))})
     r = requests.get(f"{server.url}/items/ghost", timeout=10)
     assert (r.status_code, r.json()) == (404, {"error": "unknown item id 'ghost'"})
     r = requests.delete(f"{server.url}/items/ghost", timeout=10)

@@ -1,0 +1,45 @@
+"""Size limits on inputs: the one place their checks and their message are written.
+
+Every limit zest puts on what a request holds -- how many images, texts, labels, items or ids; how many
+characters in a text; how many bytes or pixels; how large k -- is checked with these and refused with
+`PayloadTooLarge` (413) -- a label over its length is refused with `InvalidInput` (400), as it always was --
+in one message format:
+
+    {subject} is over the limit of {limit}[ unit][ per request] (the limit is {limit}[; note])
+
+e.g. ``5 images is over the limit of 4 per request (the limit is 4)``. It holds both wordings zest's messages
+have used ("over the limit of N" and "the limit is N"), so a client matching either keeps matching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sized
+
+from .errors import InvalidInput, PayloadTooLarge
+
+
+def too_large(subject: str, limit: int, unit: str = "", per_request: bool = False, note: str = "",
+              error: type[InvalidInput] = PayloadTooLarge) -> InvalidInput:
+    """The error for `subject` (what was sent and how much: "5 images", "k=21") over `limit`."""
+    per = " per request" if per_request else ""
+    unit = f" {unit}" if unit else ""
+    note = f"; {note}" if note else ""
+    return error(f"{subject} is over the limit of {limit}{unit}{per} (the limit is {limit}{note})")
+
+
+def check_count(values: Sized, what: str, limit: int, per_request: bool = False) -> None:
+    """At most `limit` entries in `values` (`what`: a plural noun naming them, "images", "ids in history")."""
+    if len(values) > limit:
+        raise too_large(f"{len(values)} {what}", limit, per_request=per_request)
+
+
+def check_chars(text: str, what: str, limit: int, note: str = "", error: type[InvalidInput] = PayloadTooLarge) -> None:
+    """At most `limit` characters in `text` (`what` names it: "items[3].text")."""
+    if len(text) > limit:
+        raise too_large(f"{what} of {len(text)} characters", limit, "characters", note=note, error=error)
+
+
+def check_at_most(value: int, limit: int, subject: str, unit: str = "", note: str = "") -> None:
+    """`value` <= `limit`; `subject` says what was measured and how much ("k=21", "request body of 9000 bytes")."""
+    if value > limit:
+        raise too_large(subject, limit, unit, note=note)
