@@ -1,4 +1,5 @@
-"""Parse HTTP bodies (JSON or multipart) into the pipeline's inputs. Bad bodies raise `InvalidInput`."""
+"""Parse HTTP bodies (JSON or multipart) into the pipeline's and the collections' inputs. Bad bodies raise
+`InvalidInput`."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from starlette.requests import Request
 
 from ..models.errors import InvalidInput
 from ..models.limits import check_at_most
+from .collections import NewItem
 from .errors import RequestTimeout, UnsupportedMediaType
 from .pipeline import RawImage
-from .schemas import ImageRef
+from .schemas import CollectionItemsRequest, CollectionSearchRequest, ImageRef
 from .settings import Settings
 
 MULTIPART = "multipart/form-data"
@@ -148,3 +150,71 @@ async def read_images_and_fields(request: Request, settings: Settings, model: ty
         return await read_multipart(request, settings)
     parsed = parse_model(model, await read_json(request, settings, multipart_too=True))
     return json_images(parsed.images), parsed
+
+
+def only_fields(fields: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
+    """`fields` (a multipart form's text fields), or InvalidInput naming the unknown ones."""
+    unknown = set(fields) - allowed
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}; expected: {', '.join(sorted(allowed))}")
+    return fields
+
+
+# -- collections: image/text search over stored CLIP embeddings (service/collections.py) ----------------------
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip() == MULTIPART
+
+
+def json_field(fields: dict[str, Any], key: str, default: Any = None) -> Any:
+    """A multipart text field holding JSON (ids, metadata, filter)."""
+    if key not in fields:
+        return default
+    try:
+        return json.loads(fields[key])
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"field {key!r} is not valid JSON ({exc})") from None
+
+
+def _multipart_collection_items(raw: list[RawImage], fields: dict[str, Any]) -> list[NewItem]:
+    """Multipart: files in `images`; optional `ids` (JSON list, default the file names) and `metadata`
+    (a JSON object for every file, or a JSON list with one object per file)."""
+    only_fields(fields, {"ids", "metadata"})
+    ids = json_field(fields, "ids", [r.name for r in raw])
+    metadata = json_field(fields, "metadata", {})
+    if not isinstance(ids, list) or len(ids) != len(raw):
+        raise InvalidInput(f"ids must be a JSON list with one id per image ({len(raw)})")
+    if isinstance(metadata, list):
+        if len(metadata) != len(raw):
+            raise InvalidInput(f"metadata must be one JSON object, or a list with one per image ({len(raw)})")
+    else:
+        metadata = [metadata] * len(raw)
+    return [NewItem(id=i, image=r, metadata=m) for i, r, m in zip(ids, raw, metadata)]
+
+
+async def read_collection_items(request: Request, settings: Settings) -> list[NewItem]:
+    """The items of POST /collections/{name}/items: multipart `images` files (+ `ids`, `metadata`), or JSON
+    {"items": [{"id", "text" | "image", "metadata"}]}."""
+    if _is_multipart(request):
+        return _multipart_collection_items(*await read_multipart(request, settings))
+    body = parse_model(CollectionItemsRequest, await read_json(request, settings, multipart_too=True))
+    items = []
+    for n, it in enumerate(body.items):
+        image = json_images([it.image])[0] if it.image is not None else None
+        if image is not None and image.name == "image[0]":
+            image.name = f"items[{n}].image"
+        items.append(NewItem(id=it.id, text=it.text, image=image, metadata=it.metadata))
+    return items
+
+
+async def read_collection_search(request: Request, settings: Settings) -> dict[str, Any]:
+    """The query of POST /collections/{name}/search, as `Collections.search` keywords: JSON {"text" | "image" |
+    "vector", "k", "filter"}, or multipart with one file in `images` (+ `k`, `filter`)."""
+    if _is_multipart(request):
+        raw, fields = await read_multipart(request, settings)
+        only_fields(fields, {"k", "filter"})
+        if len(raw) != 1:
+            raise InvalidInput("send exactly one image file in 'images' to search by")
+        return {"image": raw[0], "k": json_field(fields, "k", 10), "filter": json_field(fields, "filter")}
+    body = parse_model(CollectionSearchRequest, await read_json(request, settings, multipart_too=True))
+    image = json_images([body.image])[0] if body.image is not None else None
+    return {"text": body.text, "image": image, "vector": body.vector, "k": body.k, "filter": body.filter}

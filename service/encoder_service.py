@@ -1,0 +1,93 @@
+"""`ClipEncoderService`: the BentoML service that holds the CLIP model (`zest-clip-encoder`).
+
+Loaded once per worker process. Concurrent `encode_pixels` (and `encode_texts`) calls are merged by zest's
+`GreedyBatcher` (service/batching.py): a call that finds the model idle runs at once, alone; calls that arrive
+while it is busy run together as one forward pass when it frees. `Zest` (service/app.py) calls it through
+`bentoml.depends` (service/transport.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+
+import bentoml
+import numpy as np
+import torch
+
+from ..models.spec import bento_tag
+from .batching import GreedyBatcher
+from .config import CALLEE, PUBLIC_SERVICE, RESOURCES, SETTINGS, log
+from .lifecycle import fail_start, install_drain
+from .metrics import observe_batch
+from .pipeline import EncoderInfo
+
+
+@bentoml.service(name="zest-clip-encoder", resources=RESOURCES, workers=1, **CALLEE)
+class ClipEncoderService:
+    """The model, loaded once per worker process; concurrent calls merged by a GreedyBatcher."""
+
+    if bento_tag(SETTINGS.model):
+        # A BentoML model tag (`zest models import` prints it), as a class attribute: `bentoml build` packs
+        # the model into the bento, and its container serves it with no network.
+        model_ref = bentoml.models.BentoModel(bento_tag(SETTINGS.model))
+
+    def __init__(self) -> None:
+        from ..models.clip_encoder import ClipEncoder
+
+        s = SETTINGS
+        install_drain("zest-clip-encoder", s.shutdown_timeout_s, public_service=PUBLIC_SERVICE)
+        # A tag loads from the model store that `model_ref` resolves in (the bento's own, in a container).
+        try:
+            self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
+                                                 batch_size=s.batch_size, runtime=s.runtime,
+                                                 cache_dir=os.path.join(os.path.expanduser(s.data_dir), "runtimes"))
+        except Exception as exc:  # noqa: BLE001 - stop the server, do not respawn into the same failure
+            fail_start("zest-clip-encoder", exc)
+        # One model, two queues: image and text calls merge separately, and the lock runs one forward pass at a
+        # time (a pass already uses every core: torch's intra-op threads).
+        model_lock = threading.Lock()
+
+        def locked(fn):
+            def run(batch):
+                with model_lock:
+                    return fn(batch)
+            return run
+
+        self.pixel_batcher = GreedyBatcher(locked(self.encoder.encode_pixels), s.max_batch_size, "pixels",
+                                           on_batch=lambda requests, items: observe_batch("pixels", requests, items))
+        self.text_batcher = GreedyBatcher(locked(self.encoder.encode_texts), max(s.max_batch_size, s.max_texts),
+                                          "texts",
+                                          on_batch=lambda requests, items: observe_batch("texts", requests, items))
+        # usage.prompt_tokens of /v1/embeddings: a tokenizer of its own, so counting never waits for the model
+        # (and a Hugging Face tokenizer is never used by two threads at once)
+        self.counting_tokenizer = copy.deepcopy(self.encoder.tokenizer)
+        self.counting_lock = threading.Lock()
+        log.info("loaded %s on %s (dim %d, runtime %s, %d torch threads)", self.encoder.model_id, self.encoder.device,
+                 self.encoder.dim, self.encoder.runtime, torch.get_num_threads())
+
+    @bentoml.api
+    def info(self) -> dict:
+        e = EncoderInfo.of(self.encoder)
+        return {"model_id": e.model_id, "dim": e.dim, "logit_scale": e.logit_scale,
+                "context_length": e.context_length, "preprocess_cfg": e.preprocess_cfg}
+
+    @bentoml.api
+    async def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return await self.pixel_batcher.run(pixels) if len(pixels) else self.encoder.encode_pixels(pixels)
+
+    @bentoml.api
+    async def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return await self.text_batcher.run(texts) if texts else self.encoder.encode_texts(texts)
+
+    @bentoml.api
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens the text tower reads per text: its tokenizer, truncated to its context, start/end included."""
+        from ..models.text_tower import content_lengths, pad_token_id
+
+        if not texts:
+            return []
+        with self.counting_lock:
+            tokens = self.counting_tokenizer(texts)
+        return content_lengths(tokens, pad_token_id(self.counting_tokenizer)).tolist()
