@@ -69,13 +69,12 @@ def head_logits(features: np.ndarray, weight: np.ndarray, bias: np.ndarray, logi
     return logits.astype(np.float32)
 
 
-@dataclass(frozen=True, eq=False)
-class Head:
-    """A loaded head. `meta` carries everything else from head.json (method, metrics, data summary...)."""
+@dataclass(frozen=True, eq=False, kw_only=True)
+class HeadParams:
+    """A head's numbers -- W, b, the logit scale and the optional Tip-Adapter cache with α and β -- and how they
+    apply (the formula in the module docstring). What `zest adapt` fits (zest.training.vision.adapt.Fitted)
+    and what a served `Head` holds are both these."""
 
-    name: str
-    classes: tuple[str, ...]
-    model_id: str
     weight: np.ndarray
     bias: np.ndarray
     logit_scale: float
@@ -83,6 +82,24 @@ class Head:
     cache_labels: np.ndarray | None = None
     alpha: float = 0.0
     beta: float = 1.0
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return head_logits(features, self.weight, self.bias, self.logit_scale, self.cache_keys, self.cache_labels,
+                           self.alpha, self.beta)
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Softmax over the classes, float64."""
+        return softmax(self.logits(features).astype(np.float64))
+
+
+@dataclass(frozen=True, eq=False)
+class Head(HeadParams):
+    """A loaded head: its numbers (`HeadParams`) for one model's features and named classes. `meta` carries
+    everything else from head.json (method, metrics, data summary...)."""
+
+    name: str
+    classes: tuple[str, ...]
+    model_id: str
     meta: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""  # where it was loaded from: a BentoML tag or a directory
 
@@ -140,11 +157,10 @@ class Head:
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise ValueError(f"features must be (n, {self.dim}), got {features.shape}")
-        return head_logits(features, self.weight, self.bias, self.logit_scale, self.cache_keys,
-                           self.cache_labels, self.alpha, self.beta)
+        return super().logits(features)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(features).astype(np.float64)).astype(np.float32)
+        return super().probabilities(features).astype(np.float32)
 
     def predict(self, features: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k (class, probability) per image, most probable first."""

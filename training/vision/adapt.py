@@ -52,13 +52,14 @@ LP++).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...models.heads import head_logits
+from ...models.heads import HeadParams
 from ...models.zero_shot import softmax
 
 METHODS = ("tip-adapter", "linear", "wise-ft")
@@ -75,27 +76,13 @@ DEFAULTS = {"tip-adapter": {"alpha": 20.0, "beta": 3.0}, "linear": {"lambda": 0.
 WISE_FT_LAMBDA = 1e-4  # the "fine-tuned" end of WiSE-FT: barely regularised, so its loss has a minimum
 
 
-@dataclass
-class Fitted:
-    """The numbers of an adapted head (see models/heads.py for how they are applied)."""
+@dataclass(frozen=True, eq=False)
+class Fitted(HeadParams):
+    """The numbers of an adapted head (models.heads.HeadParams: how they apply), with how they were chosen."""
 
     method: str
-    weight: np.ndarray
-    bias: np.ndarray
-    logit_scale: float
-    cache_keys: np.ndarray | None = None
-    cache_labels: np.ndarray | None = None
-    alpha: float = 0.0
-    beta: float = 1.0
     params: dict = field(default_factory=dict)  # the chosen hyperparameters
     cv: dict = field(default_factory=dict)  # folds, cv_top1 of the choice, of zero-shot, and how chosen
-
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        return head_logits(features, self.weight, self.bias, self.logit_scale, self.cache_keys, self.cache_labels,
-                           self.alpha, self.beta)
-
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(features).astype(np.float64))
 
 
 def stratified_folds(labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -154,17 +141,18 @@ def _make(method: str, params: dict, features, labels, w0, logit_scale, finetune
     """The head of `method` with `params`, fitted on (features, labels)."""
     zeros = np.zeros(len(w0), dtype=np.float32)
     if method == "tip-adapter":
-        return Fitted(method, w0, zeros, logit_scale, np.asarray(features, np.float32),
-                      np.asarray(labels, np.int64), alpha=params["alpha"], beta=params["beta"], params=params)
+        return Fitted(method=method, weight=w0, bias=zeros, logit_scale=logit_scale,
+                      cache_keys=np.asarray(features, np.float32), cache_labels=np.asarray(labels, np.int64),
+                      alpha=params["alpha"], beta=params["beta"], params=params)
     if method == "linear":
         w, b = fit_linear(features, labels, w0, logit_scale, params["lambda"])
-        return Fitted(method, w, b, logit_scale, params=params)
+        return Fitted(method=method, weight=w, bias=b, logit_scale=logit_scale, params=params)
     if method == "wise-ft":
         w_ft, b_ft = finetuned if finetuned is not None else fit_linear(features, labels, w0, logit_scale,
                                                                          WISE_FT_LAMBDA)
         a = params["alpha"]
-        return Fitted(method, ((1 - a) * w0 + a * w_ft).astype(np.float32), (a * b_ft).astype(np.float32),
-                      logit_scale, params=params)
+        return Fitted(method=method, weight=((1 - a) * w0 + a * w_ft).astype(np.float32),
+                      bias=(a * b_ft).astype(np.float32), logit_scale=logit_scale, params=params)
     raise ValueError(f"unknown method {method!r}: one of {', '.join(METHODS)}")
 
 
@@ -195,8 +183,8 @@ def fit(method: str, features: np.ndarray, labels: np.ndarray, w0: np.ndarray, l
     if k < 2:
         params = dict(DEFAULTS[method])
         out = _make(method, params, features, labels, w0, logit_scale)
-        out.cv = {"folds": 0, "chosen_by": "defaults (too few images per class to cross-validate)"}
-        return out
+        return dataclasses.replace(out, cv={"folds": 0, "chosen_by": "defaults (too few images per class to "
+                                                                     "cross-validate)"})
     fold_of = stratified_folds(labels, k, seed)
     grid = _grid(method)
     totals = {i: [0.0, 0.0] for i in range(len(grid))}
@@ -215,9 +203,8 @@ def fit(method: str, features: np.ndarray, labels: np.ndarray, w0: np.ndarray, l
     best = max(range(len(grid)), key=lambda i: (round(totals[i][0], 9), _closeness(method, grid[i]),
                                                 -round(totals[i][1], 9)))
     out = _make(method, grid[best], features, labels, w0, logit_scale)
-    out.cv = {"folds": k, "cv_top1": totals[best][0], "cv_zero_shot_top1": zero_shot_acc,
-              "chosen_by": f"{k}-fold cross-validation on the training images"}
-    return out
+    return dataclasses.replace(out, cv={"folds": k, "cv_top1": totals[best][0], "cv_zero_shot_top1": zero_shot_acc,
+                                        "chosen_by": f"{k}-fold cross-validation on the training images"})
 
 
 # --------------------------------------------------------------------------------------------- a folder
