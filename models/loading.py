@@ -136,12 +136,12 @@ def load_open_clip(spec: ModelSpec, device: torch.device) -> LoadedClip:
 
     plan = _plan(spec)
     try:
-        from open_clip.transform import PreprocessCfg, image_transform_v2
+        from .transform import eval_transform
 
         model = open_clip.create_model(plan.model_name, pretrained=plan.pretrained, load_weights=plan.load_weights,
                                        device=device, force_preprocess_cfg=plan.force_preprocess_cfg)
         # the eval transform, as create_model_and_transforms builds it
-        preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
+        preprocess = eval_transform(model.visual.preprocess_cfg)
         tokenizer = open_clip.get_tokenizer(plan.tokenizer_name or plan.model_name)
     except ModelLoadError:
         raise

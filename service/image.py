@@ -35,7 +35,8 @@ def declared_dependencies() -> list[str]:
 
 
 def bento_image():
-    """The image `bentoml build` writes into the bento (env/docker/Dockerfile, env/python/requirements.txt)."""
+    """The image `bentoml build` writes into the bento (env/docker/Dockerfile, env/python/requirements.txt).
+    Called once per process (the `Zest` service declaration in service/app.py), so pyproject.toml is read once."""
     import bentoml
 
     return bentoml.images.Image(python_version=PYTHON_VERSION, distro="debian",

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from ..models.classifier import ZeroShotClassifier, clean_labels
@@ -19,6 +18,7 @@ from ..models.errors import InvalidInput
 from ..models.heads import Heads
 from ..models.images import decode_image, to_rgb
 from ..models.limits import check_chars, check_count
+from ..models.transform import eval_transform
 from ..prompts import DEFAULT_SET, TemplateSet, load_template_set, user_template_set
 from .fetch import fetch_image_bytes
 from .metrics import observe_class_cache
@@ -57,12 +57,6 @@ class EncoderInfo:
                    dict(encoder.preprocess_cfg))
 
 
-def eval_transform(preprocess_cfg: dict):
-    """The model's own eval transform, rebuilt from its preprocess config (JSON-safe dict)."""
-    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in preprocess_cfg.items()}
-    return image_transform_v2(PreprocessCfg(**cfg), is_train=False)
-
-
 class ClipPipeline:
     def __init__(self, settings: Settings, info: EncoderInfo,
                  encode_pixels: Callable[[np.ndarray], np.ndarray],
@@ -70,7 +64,7 @@ class ClipPipeline:
         self.settings = settings
         self.heads = heads if heads is not None else Heads()
         self.info = info
-        self.transform = eval_transform(info.preprocess_cfg)
+        self.transform = eval_transform(info.preprocess_cfg)  # the encoder's own, from its config
         self.encode_pixels = encode_pixels
         self.encode_texts = encode_texts
         self.classifier = ZeroShotClassifier(encode_texts, info.model_id, info.logit_scale,

@@ -61,6 +61,18 @@ def test_preprocessing_is_the_models_own(tiny_encoder):
     assert not np.allclose(feats[0], feats[1], atol=1e-4)
 
 
+def test_the_api_builds_the_encoders_transform_from_its_config_alone(tiny_encoder):
+    """The public API does not load the model: from the preprocess config the encoder service reports (as JSON,
+    lists for tuples) it builds the same transform, pixel for pixel."""
+    import json
+
+    from zest.models.transform import eval_transform
+    from zest.service.pipeline import EncoderInfo
+
+    img = _image(5, size=(70, 90))
+    cfg = json.loads(json.dumps(EncoderInfo.of(tiny_encoder).preprocess_cfg))
+    torch.testing.assert_close(eval_transform(cfg)(img), tiny_encoder.preprocess([img])[0], atol=0, rtol=0)
+
 def test_local_checkpoint_round_trip(tiny_checkpoint, tiny_encoder, tmp_path):
     from tests.conftest import TINY_CFG
     from zest.models.loading import save_checkpoint

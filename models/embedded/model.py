@@ -113,12 +113,10 @@ def build_tokenizer(model_cfg: dict | None = None):
 
 
 def build_preprocess(preprocess_cfg: dict | None = None):
-    from open_clip.transform import PreprocessCfg, image_transform_v2
+    """zest-tiny's eval transform (models/transform.py), for its config or the default one."""
+    from ..transform import eval_transform
 
-    cfg = dict(preprocess_cfg or DEFAULT_PREPROCESS_CFG)
-    for key in ("mean", "std"):
-        cfg[key] = tuple(cfg[key])
-    return image_transform_v2(PreprocessCfg(**cfg), is_train=False)
+    return eval_transform(preprocess_cfg or DEFAULT_PREPROCESS_CFG)
 
 
 def trained_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
