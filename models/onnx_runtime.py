@@ -164,9 +164,8 @@ def export_towers(model: torch.nn.Module, directory: Path, int8: bool, image_siz
 
 def convert(model: torch.nn.Module, device: torch.device, cache_root: Path | None, *, int8: bool,
             image_size: tuple[int, int], context_length: int, model_id: str, runtime: str):
-    """Towers (models/runtimes.py) that run in ONNX Runtime, exported to or read from the disk cache."""
-    from .runtimes import Towers
-
+    """(image, text, text_trimmed or None): the towers (models/runtimes.py wraps them in its `Towers`), run in
+    ONNX Runtime, exported to or read from the disk cache."""
     if device.type != "cpu":
         raise ModelLoadError(f"runtime {runtime} runs on CPU only (device is {device}); use torch on GPU")
     try:
@@ -178,4 +177,4 @@ def convert(model: torch.nn.Module, device: torch.device, cache_root: Path | Non
     directory = cache_dir(cache_root, model_id, model, runtime)
     image, text, trimmable = export_towers(model, directory, int8, image_size, context_length)
     image_tower, text_tower = OrtTower(image), OrtTower(text)
-    return Towers(image=image_tower, text=text_tower, text_trimmed=text_tower if trimmable else None)
+    return image_tower, text_tower, text_tower if trimmable else None

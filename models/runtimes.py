@@ -94,9 +94,10 @@ def _onnx(int8: bool):
     def convert(encoder, cache_root: Path | None) -> Towers:
         from . import onnx_runtime
 
-        return onnx_runtime.convert(encoder.model, encoder.device, cache_root, int8=int8,
-                                    image_size=encoder.image_size, context_length=encoder.context_length,
-                                    model_id=encoder.model_id, runtime="onnx-int8" if int8 else "onnx")
+        image, text, text_trimmed = onnx_runtime.convert(
+            encoder.model, encoder.device, cache_root, int8=int8, image_size=encoder.image_size,
+            context_length=encoder.context_length, model_id=encoder.model_id, runtime="onnx-int8" if int8 else "onnx")
+        return Towers(image=image, text=text, text_trimmed=text_trimmed)
     return convert
 
 
