@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             record["rounds"].append(row)
     record["env"]["load_avg_at_end"] = list(os.getloadavg())
     report(record, args)
-    write_results(f"peer-{slug(args.model)}", record, args.quick)
+    runtime = dict(kv.split("=", 1) for kv in args.zest_env).get("ZEST_RUNTIME", "torch")
+    write_results(f"peer-{slug(args.model)}" + (f"-{runtime}" if runtime != "torch" else ""), record, args.quick)
     return 0
 
 

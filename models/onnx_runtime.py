@@ -3,7 +3,7 @@
 Both towers are exported to ONNX once per model and kept on disk; a later start with the same weights, the
 same runtime and the same library versions loads the files instead of exporting again:
 
-    <cache>/<model id>-<weights digest>/<runtime>-ort<onnxruntime version>-torch<torch version>/{image,text}.onnx
+    <cache>/<model id>-<weights digest>/<runtime>-v<export version>-ort<version>-torch<version>/{image,text}.onnx
 
 * ``onnx`` runs the exported fp32 graphs in ONNX Runtime (its fused CPU kernels; features equal torch's to
   ~1e-6).
@@ -18,6 +18,7 @@ fidelity gate in models/runtimes.py before it serves.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -35,7 +36,9 @@ from .text_tower import trimmed_text_encoder
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
+# bump when the export or quantisation changes: it is part of the cache key, so old files are not reused
+EXPORT_VERSION = 1
+OPSET = 18  # the lowest the torch.export-based exporter writes without a (lossy, noisy) version conversion
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -53,7 +56,7 @@ def cache_dir(root: Path, model_id: str, model: torch.nn.Module, runtime: str) -
 
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_")[-80:]  # the end of a path says most
     return (Path(root) / f"{slug}-{weights_digest(model)}"
-            / f"{runtime}-ort{onnxruntime.__version__}-torch{torch.__version__.split('+')[0]}")
+            / f"{runtime}-v{EXPORT_VERSION}-ort{onnxruntime.__version__}-torch{torch.__version__.split('+')[0]}")
 
 
 class _Tower(torch.nn.Module):
@@ -89,15 +92,44 @@ def _export(model: torch.nn.Module, fn, example: torch.Tensor, path: Path, dynam
             for axis, name in dynamic.items()}
 
     def write(tmp: Path) -> None:
+        onnxscript_log = logging.getLogger("onnxscript")
+        level = onnxscript_log.level
+        onnxscript_log.setLevel(logging.ERROR)  # its optimiser's notes on ops it leaves as they are
         # with autograd on: PyTorch's fused inference kernel for nn.MultiheadAttention (taken under no_grad)
         # is not what should be exported; the plain attention it falls back to is
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(_Tower(model, fn).eval(), (example,), str(tmp), input_names=["input"],
-                              output_names=["output"], dynamic_shapes=(dims,), opset_version=OPSET, dynamo=True,
-                              optimize=True, verbose=False, external_data=False)
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(_Tower(model, fn).eval(), (example,), str(tmp), input_names=["input"],
+                                  output_names=["output"], dynamic_shapes=(dims,), opset_version=OPSET, dynamo=True,
+                                  optimize=True, verbose=False, external_data=False)
+        finally:
+            onnxscript_log.setLevel(level)
 
     _write_atomically(path, write)
+
+
+class _DropPreprocessingHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """onnxruntime's quantiser logs, on the root logger, advice to run its shape pre-processing first (it changes
+    nothing for MatMul-only dynamic quantisation); keep it out of zest's log."""
+    hint = _DropPreprocessingHint()
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    for h in handlers:
+        h.addFilter(hint)
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
+        for h in handlers:
+            h.removeFilter(hint)
 
 
 def _quantize(src: Path, dst: Path) -> None:
@@ -105,9 +137,10 @@ def _quantize(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def write(tmp: Path) -> None:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm"],
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        with _quiet_quantizer():
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul", "Gemm"],
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
     _write_atomically(dst, write)
 
@@ -121,6 +154,8 @@ class OrtTower:
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # the cores torch would use (ZEST / OMP settings)
         options.inter_op_num_threads = 1
+        # no busy-waiting between runs: the API process decodes and preprocesses on the same cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -89,7 +89,7 @@ def test_onnx_runtime_is_exact_and_converted_once(which, tiny_checkpoint, tmp_pa
     np.testing.assert_allclose(encoder.encode_pixels(pixels), reference.encode_pixels(pixels), atol=1e-5)
     files = sorted(tmp_path.rglob("*.onnx"))
     assert [f.name for f in files] == ["image.onnx", "text.onnx"]
-    assert files[0].parent.name.startswith("onnx-ort") and spec[-9:] in files[0].parent.parent.name
+    assert files[0].parent.name.startswith("onnx-v") and spec[-9:] in files[0].parent.parent.name
 
     exports = []
     monkeypatch.setattr(onnx_runtime, "_export", lambda *a, **k: exports.append(a))
