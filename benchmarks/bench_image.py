@@ -33,8 +33,7 @@ from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness.cli import add_common_args, device_env, quiet_libraries  # noqa: E402
-from benchmarks.harness.environment import env_info, set_threads, warn_if_busy  # noqa: E402
+from benchmarks.harness.cli import add_common_args, begin, device_env  # noqa: E402
 from benchmarks.harness.inputs import jpeg_bytes, make_images  # noqa: E402
 from benchmarks.harness.load import run_clients  # noqa: E402
 from benchmarks.harness.report import check_target, error_text, print_table, print_targets, slug, write_results  # noqa: E402
@@ -189,8 +188,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    quiet_libraries()
-    set_threads(args.threads)
+    env = begin(args)
     import torch
 
     from zest.models.clip_encoder import ClipEncoder
@@ -198,8 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     from zest.models.factory import load_clip
     from zest.models.spec import parse_spec
 
-    env = env_info()
-    warn_if_busy(env)
     print(f"bench_image: {args.model} on {env['cpu_model']} ({env['cpu_affinity']} cores, "
           f"{env['torch_threads']} torch threads), {args.repeats} rounds x {args.images} images")
     record: dict[str, Any] = {"benchmark": "image", "quick": args.quick, "env": env, "model": args.model,

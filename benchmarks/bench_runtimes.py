@@ -29,8 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness.cli import add_common_args, quiet_libraries  # noqa: E402
-from benchmarks.harness.environment import env_info, set_threads, warn_if_busy  # noqa: E402
+from benchmarks.harness.cli import add_common_args, begin  # noqa: E402
 from benchmarks.harness.inputs import make_images  # noqa: E402
 from benchmarks.harness.report import check_target, error_text, print_table, print_targets, slug, write_results  # noqa: E402
 from benchmarks.harness.timing import Sample, interleave, repeat_for, summarize  # noqa: E402
@@ -90,16 +89,13 @@ def text_run(fn, batches):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    quiet_libraries()
-    set_threads(args.threads)
+    env = begin(args)
     import torch
 
     from zest.models.clip_encoder import ClipEncoder
     from zest.models.runtimes import RUNTIMES, check_fidelity
     from zest.models.text_tower import content_lengths
 
-    env = env_info()
-    warn_if_busy(env)
     record: dict[str, Any] = {"benchmark": "runtimes", "quick": args.quick, "env": env, "model": args.model,
                               "config": vars(args), "runtimes": {}, "errors": {}}
     torch.manual_seed(args.seed)

@@ -43,3 +43,15 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+def begin(args) -> dict:
+    """The start of every in-process benchmark: quiet libraries, torch threads per --threads, and the
+    environment record (with a warning if the CPU was busy)."""
+    from .environment import env_info, set_threads, warn_if_busy
+
+    quiet_libraries()
+    set_threads(args.threads)
+    env = env_info()
+    warn_if_busy(env)
+    return env
