@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -116,20 +117,14 @@ class _DropPreprocessingHint(logging.Filter):
 
 @contextlib.contextmanager
 def _quiet_quantizer():
-    """onnxruntime's quantiser logs, on the root logger, advice to run its shape pre-processing first (it changes
-    nothing for MatMul-only dynamic quantisation); keep it out of zest's log."""
+    """onnxruntime's quantiser logs (`logging.warning`, on the root logger) advice to run its shape
+    pre-processing first, which changes nothing for MatMul-only dynamic quantisation: keep it out of zest's log."""
     hint = _DropPreprocessingHint()
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    for h in handlers:
-        h.addFilter(hint)
-    root.addFilter(hint)
+    logging.getLogger().addFilter(hint)
     try:
         yield
     finally:
-        root.removeFilter(hint)
-        for h in handlers:
-            h.removeFilter(hint)
+        logging.getLogger().removeFilter(hint)
 
 
 def _quantize(src: Path, dst: Path) -> None:
@@ -175,7 +170,7 @@ def _text_fn(model: torch.nn.Module) -> tuple[Callable[[torch.Tensor], torch.Ten
 def export_towers(model: torch.nn.Module, directory: Path, int8: bool, image_size: tuple[int, int],
                   context_length: int) -> tuple[Path, Path, bool]:
     """Export (or find in `directory`) the image and text towers; (image path, text path, text is trimmable)."""
-    _, trimmable = _text_fn(model)
+    fn, trimmable = _text_fn(model)
     image, text = directory / "image.onnx", directory / "text.onnx"
     if image.is_file() and text.is_file():
         log.info("ONNX towers from the cache at %s", directory)
@@ -184,7 +179,6 @@ def export_towers(model: torch.nn.Module, directory: Path, int8: bool, image_siz
     if not (fp32 / "image.onnx").is_file():
         _export(model, model.encode_image, torch.randn(2, 3, *image_size), fp32 / "image.onnx", {0: "n"})
     if not (fp32 / "text.onnx").is_file():
-        fn, trimmable = _text_fn(model)
         # an example with real-looking tokens: start, a few words, end, padding (right-padded)
         length = 8 if trimmable else context_length
         tokens = torch.zeros(2, length, dtype=torch.long)
@@ -193,6 +187,7 @@ def export_towers(model: torch.nn.Module, directory: Path, int8: bool, image_siz
     if int8:
         _quantize(fp32 / "image.onnx", image)
         _quantize(fp32 / "text.onnx", text)
+        shutil.rmtree(fp32)  # only the quantised graphs are served (ZEST_RUNTIME=onnx keeps its own fp32 ones)
     log.info("ONNX towers exported to %s", directory)
     return image, text, trimmable
 
@@ -206,10 +201,12 @@ def convert(model: torch.nn.Module, device: torch.device, cache_root: Path | Non
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        raise ModelLoadError(f"runtime {runtime} needs onnxruntime: pip install 'zest[onnx]'") from None
-    if cache_root is None:  # no cache asked for: export into a directory that goes away with the process
-        cache_root = Path(tempfile.mkdtemp(prefix="zest-onnx-"))
-    directory = cache_dir(cache_root, model_id, model, runtime)
-    image, text, trimmable = export_towers(model, directory, int8, image_size, context_length)
-    image_tower, text_tower = OrtTower(image), OrtTower(text)
+        raise ModelLoadError(f"runtime {runtime} needs onnxruntime (a zest dependency): pip install onnxruntime") \
+            from None
+    with contextlib.ExitStack() as stack:
+        if cache_root is None:  # no cache asked for: export into a temp dir, gone once the sessions hold the graphs
+            cache_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zest-onnx-")))
+        directory = cache_dir(cache_root, model_id, model, runtime)
+        image, text, trimmable = export_towers(model, directory, int8, image_size, context_length)
+        image_tower, text_tower = OrtTower(image), OrtTower(text)
     return image_tower, text_tower, text_tower if trimmable else None

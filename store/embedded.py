@@ -222,28 +222,18 @@ class EmbeddedStore(VectorStore):
         return out
 
     def get(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> dict[str, Record]:
-        idx = self._index(name)
+        self._index(name)  # NotFound for an unknown collection
         ids = check_ids(ids)
         payloads = self._payloads(name, ids)
-        st, row = idx.state, idx.row
-        out = {}
-        for i in ids:
-            if i not in payloads:
-                continue
-            vec = None
-            if with_vectors:
-                r = row.get(i)
-                if r is None or r >= st.n:  # deleted or re-written since the payload was read: take the latest
-                    st = idx.state
-                    r = row.get(i)
-                    if r is None:
-                        continue
-                vec = st.buf[r].copy()
-            out[i] = Record(i, payloads[i], vec)
-        return out
+        if not with_vectors:
+            return {i: Record(i, payloads[i], None) for i in ids if i in payloads}
+        # an id deleted since its payload was read has no vector any more: it is left out, as if read after
+        vectors = self.vectors(name, [i for i in ids if i in payloads])
+        return {i: Record(i, payloads[i], vectors[i]) for i in ids if i in vectors}
 
     def vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """From the in-memory rows alone: scoring a candidate list never reads SQLite."""
+        """From the in-memory rows alone (scoring a candidate list never reads SQLite); the latest row of an id
+        re-written meanwhile."""
         idx = self._index(name)
         st, row = idx.state, idx.row
         out = {}

@@ -114,6 +114,7 @@ def test_onnx_int8_is_gated_and_onnx_refuses_gpu(tiny_encoder, tiny_checkpoint, 
                                     cache_dir=tmp_path)
     assert encoder.runtime in ("onnx-int8", "torch")  # admitted or refused by the gate, never an error
     assert encoder.encode_texts(["a cat"]).shape == (1, encoder.dim)
+    assert sorted(f.name for f in tmp_path.rglob("*.onnx")) == ["image.onnx", "text.onnx"]  # no fp32 left behind
     gpu = copy.copy(tiny_encoder)
     gpu.device = torch.device("cuda")
     with pytest.raises(ModelLoadError, match="CPU only"):
