@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from tests.server import Server
-from tests.test_packaging import _clean_copy
+from tests.test_packaging import _clean_copy, build_and_export
 from zest.models.errors import ModelLoadError
 from zest.models.spec import bento_tag, parse_spec
 from zest.service.model_store import default_store_name
@@ -77,15 +77,7 @@ def test_bento_built_with_the_tag_packs_the_model(stored, tmp_path):
     home, tag = stored
     src = _clean_copy(tmp_path / "checkout")
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "ZEST_MODEL": tag}
-    out = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], cwd=src, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    (bento,) = [p for p in (home / "bentos" / "zest").iterdir() if p.is_dir()]
-    services = {s["name"]: s for s in yaml.safe_load((bento / "bento.yaml").read_text())["services"]}
-    assert [m["tag"] for m in services["zest-clip-encoder"]["models"]] == [tag]
-    archive = tmp_path / "zest.bento"  # what containerize/push ship: the weights travel inside
-    subprocess.run([sys.executable, "-m", "bentoml", "export", f"zest:{bento.name}", str(archive)],
-                   cwd=src, env=env, check=True, capture_output=True, timeout=300)
+    archive = build_and_export(src, env, home, "zest-clip-encoder", tag, tmp_path / "zest.bento")
     import tarfile
 
     name, version = tag.split(":")

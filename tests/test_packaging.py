@@ -84,6 +84,20 @@ def _clean_copy(dest: Path) -> Path:
     return dest
 
 
+def build_and_export(src: Path, env: dict[str, str], home: Path, service: str, tag: str, archive: Path) -> Path:
+    """`bentoml build` in `src` (BentoML home `home`), check that `service` declares exactly the model `tag`,
+    then `bentoml export` the bento to `archive` (what containerize/push ship: the model travels inside)."""
+    out = subprocess.run([sys.executable, "-m", "bentoml", "build"], cwd=src, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (bento,) = [p for p in (home / "bentos" / "zest").iterdir() if p.is_dir()]
+    services = {s["name"]: s for s in yaml.safe_load((bento / "bento.yaml").read_text())["services"]}
+    assert [m["tag"] for m in services[service]["models"]] == [tag]
+    subprocess.run([sys.executable, "-m", "bentoml", "export", f"zest:{bento.name}", str(archive)],
+                   cwd=src, env=env, check=True, capture_output=True, timeout=300)
+    return archive
+
+
 @pytest.mark.parametrize("bentofile, device", [("bentofile.yaml", "cpu"), ("bentofile.gpu.yaml", "cuda")])
 def test_bentoml_build_from_clean_checkout(tmp_path, bentofile, device):
     src = _clean_copy(tmp_path / "checkout")
@@ -124,15 +138,8 @@ def test_bento_packs_the_stored_recommender_model(rec_model_dir, tmp_path):
                           cwd=src, env=env, capture_output=True, text=True, check=True)
     tag = save.stdout.strip().splitlines()[-1]
     assert tag.startswith("zesrec:")
-    out = subprocess.run([sys.executable, "-m", "bentoml", "build"], cwd=src,
-                         env={**env, "ZEST_REC_MODEL": tag}, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    (bento,) = [p for p in (home / "bentos" / "zest").iterdir() if p.is_dir()]
-    services = {s["name"]: s for s in yaml.safe_load((bento / "bento.yaml").read_text())["services"]}
-    assert [m["tag"] for m in services["zest-recommender"]["models"]] == [tag]
-    archive = tmp_path / "zest.bento"  # what containerize/push ship: the model travels inside
-    subprocess.run([sys.executable, "-m", "bentoml", "export", f"zest:{bento.name}", str(archive)],
-                   cwd=src, env=env, check=True, capture_output=True, timeout=300)
+    archive = build_and_export(src, {**env, "ZEST_REC_MODEL": tag}, home, "zest-recommender", tag,
+                               tmp_path / "zest.bento")
     with tarfile.open(archive) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith("model.safetensors")
                       and "models/zesrec/" in m.name)
