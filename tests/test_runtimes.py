@@ -239,14 +239,18 @@ def test_auto_is_the_served_default(monkeypatch):
 def test_auto_server_shows_its_choice_in_metrics_and_log(tiny_checkpoint, rec_model_dir, tmp_path):
     import requests
 
+    from benchmarks.harness.memory import tree_memory, zest_role
     from tests.server import start_server
 
     srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "srv", ZEST_RUNTIME="auto")
     try:
         metrics = requests.get(f"{srv.url}/metrics", timeout=10).text
         log_text = srv.log(200_000)
+        # what bench_peer records next to the speeds: every process of the tree, by role
+        roles = sorted(p["role"] for p in tree_memory(srv.proc.pid, zest_role)["processes"])
     finally:
         srv.stop()
+    assert roles == ["api", "arbiter", "encoder", "recommender"]
     (info,) = [line for line in metrics.splitlines() if line.startswith("zest_runtime_info{")]
     assert 'requested="auto"' in info and 'device="cpu"' in info and info.endswith(" 1.0")
     chosen = info.split('chosen="')[1].split('"')[0]
