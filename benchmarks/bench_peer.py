@@ -47,7 +47,7 @@ from benchmarks.harness.inputs import jpeg_bytes, make_images  # noqa: E402
 from benchmarks.harness.load import run_clients  # noqa: E402
 from benchmarks.harness.memory import tree_memory, zest_role  # noqa: E402
 from benchmarks.harness.report import check_target, print_table, print_targets, slug, write_results  # noqa: E402
-from benchmarks.harness.servers import rec_model_env, serve  # noqa: E402
+from benchmarks.harness.servers import rec_model_env, serve, served_runtime  # noqa: E402
 from benchmarks.harness.timing import Sample, latency_ms, median  # noqa: E402
 from tests.server import free_port  # noqa: E402
 
@@ -101,18 +101,6 @@ def zest_peer(url: str, pid: int, timeout: float) -> Peer:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
 
     return Peer("zest", url, pid, image, texts, role=zest_role)
-
-
-def served_runtime(url: str) -> dict[str, str] | None:
-    """zest's `zest_runtime_info` labels from /metrics: the runtime asked for, the one chosen, the device."""
-    import requests
-
-    for line in requests.get(f"{url}/metrics", timeout=30).text.splitlines():
-        if line.startswith("zest_runtime_info{"):
-            labels = line[line.index("{") + 1:line.rindex("}")]
-            pairs = (kv.split("=", 1) for kv in labels.split(","))
-            return {k: v.strip('"') for k, v in pairs}
-    return None
 
 
 def infinity_peer(url: str, pid: int, model: str, timeout: float) -> Peer:
