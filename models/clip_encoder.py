@@ -63,7 +63,7 @@ class ClipEncoder:
     def __init__(self, loaded: LoadedClip, device: torch.device, precision: str = "auto", batch_size: int = 32):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        self.model = loaded.model.to(device).eval()
+        self.model: torch.nn.Module | None = loaded.model.to(device).eval()
         self.preprocess_transform = loaded.preprocess
         self.tokenizer = loaded.tokenizer
         self.model_id = loaded.model_id
@@ -75,6 +75,7 @@ class ClipEncoder:
         self.requested_runtime = "torch"  # what was asked for (ZEST_RUNTIME): `runtime`, or "auto"
         self.fidelity = None  # the FidelityReport that admitted a non-torch runtime
         self.auto_choice = None  # with "auto": what it picked and why (models/auto_runtime.py)
+        self._kept: tuple[float, int] = (0.0, 0)  # logit scale, context length once the torch model is dropped
         self._autocast_dtype = autocast_dtype(device, precision)
         self._pad_id = pad_token_id(self.tokenizer)
         self._use(Towers.of(self.model))
@@ -129,12 +130,26 @@ class ClipEncoder:
         candidate.fidelity = report
         return candidate
 
+    def release_torch_weights(self) -> bool:
+        """Drop the fp32 torch model once another runtime serves (ONNX Runtime and int8 hold their own copy of
+        the weights): for ViT-B-32 ~600 MB less. What the encoder reads from the model stays; it can no longer be
+        converted or gated again. False (and nothing dropped) while torch itself serves."""
+        if self.runtime == "torch" or self.model is None:
+            return False
+        self._kept = (self.logit_scale, self.context_length)
+        self.model = None
+        return True
+
     @property
     def logit_scale(self) -> float:
+        if self.model is None:
+            return self._kept[0]
         return float(self.model.logit_scale.detach().exp().float().cpu().reshape(-1)[0])
 
     @property
     def context_length(self) -> int:
+        if self.model is None:
+            return self._kept[1]
         return int(getattr(self.tokenizer, "context_length", None) or self.model.context_length)
 
     @property

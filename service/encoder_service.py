@@ -44,6 +44,7 @@ class ClipEncoderService:
                                                  cache_dir=s.runtime_cache_dir)
         except Exception as exc:  # noqa: BLE001 - stop the server, do not respawn into the same failure
             fail_start("zest-clip-encoder", exc)
+        self.encoder.release_torch_weights()  # an ONNX / int8 runtime holds its own copy of the weights
         # One model, two queues: image and text calls merge separately, and the lock runs one forward pass at a
         # time (a pass already uses every core: torch's intra-op threads).
         model_lock = threading.Lock()

@@ -259,3 +259,28 @@ def test_auto_server_shows_its_choice_in_metrics_and_log(tiny_checkpoint, rec_mo
     assert any(line.startswith('zest_runtime_probe_seconds{') and 'runtime="onnx"' in line
                for line in metrics.splitlines())
     assert list((tmp_path / "srv" / "data" / "runtimes" / "auto").rglob("*.json"))
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "auto"])
+def test_the_fp32_torch_model_is_freed_once_another_runtime_serves(runtime, tiny_checkpoint, tmp_path, monkeypatch):
+    """The encoder service drops the torch weights an ONNX runtime no longer needs (its own copy serves)."""
+    import gc
+    import weakref
+
+    from zest.models import auto_runtime
+
+    monkeypatch.setattr(auto_runtime, "time_candidates", lambda encoders, **k: {"torch": 1.0, "onnx": 0.5})
+    spec = f"local-dir:{tiny_checkpoint}"
+    reference = ClipEncoder.from_spec(spec, device="cpu")
+    assert not reference.release_torch_weights() and reference.model is not None  # torch serves: kept
+    encoder = ClipEncoder.from_spec(spec, device="cpu", runtime=runtime, cache_dir=tmp_path)
+    assert encoder.runtime == "onnx"
+    model, scale, context = weakref.ref(encoder.model), encoder.logit_scale, encoder.context_length
+    assert encoder.release_torch_weights() and encoder.model is None
+    gc.collect()
+    assert model() is None  # nothing else held on to the fp32 weights
+    assert (encoder.logit_scale, encoder.context_length) == (scale, context)
+    texts = ["a cat", "a photo of a red car parked next to a tree"]
+    np.testing.assert_allclose(encoder.encode_texts(texts), reference.encode_texts(texts), atol=1e-5)
+    pixels = reference.preprocess(runtimes.probe_images(n=2))
+    np.testing.assert_allclose(encoder.encode_pixels(pixels), reference.encode_pixels(pixels), atol=1e-5)
