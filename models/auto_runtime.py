@@ -1,7 +1,7 @@
 """`ZEST_RUNTIME=auto`: time the exact runtimes on this machine at start-up and serve the fastest.
 
-The candidates keep fp32's results: torch (the reference) and ONNX Runtime fp32 (when onnxruntime is
-installed), each admitted only if its features reach cosine >= ``EXACT_COSINE`` to torch's on the probe set
+The candidates keep fp32's results: torch (the reference), ONNX Runtime fp32 and, where the optional openvino
+package is installed, OpenVINO fp32 on the same ONNX export, each admitted only if its features reach cosine >= ``EXACT_COSINE`` to torch's on the probe set
 (models/runtimes.py). Each admitted one is timed on a short probe — image batches of 1 and 8 and a text batch
 of 8, in interleaved rounds for at most ``PROBE_BUDGET_S`` — and the fastest serves. The decision is kept as
 JSON beside the ONNX exports, keyed by the model id, a digest of its weights, the library versions, the CPU
@@ -13,6 +13,7 @@ On CUDA, auto is torch with the precision's autocast: the CPU fast paths do not 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -31,7 +32,8 @@ from .runtimes import EXACT_COSINE, check_fidelity, probe_images
 
 log = logging.getLogger(__name__)
 
-CANDIDATES = ("torch", "onnx")  # exact runtimes only: onnx-int8 and int8 stay opt-in
+CANDIDATES = ("torch", "onnx", "openvino")  # exact runtimes only: onnx-int8 and int8 stay opt-in
+NEEDS = {"onnx": "onnxruntime", "openvino": "openvino"}  # the package a candidate runs on (openvino: optional)
 PROBE_BUDGET_S = 3.0  # timing rounds stop once this much time is spent (the gate and any export come first)
 MIN_ROUNDS, MAX_ROUNDS = 2, 8
 PROBE_BATCH = 8
@@ -110,7 +112,7 @@ def decision_key(model_id: str, weights: str, threads: int) -> dict[str, Any]:
 
     return {"version": DECISION_VERSION, "model_id": model_id, "weights": weights, "threads": threads,
             "candidates": list(CANDIDATES), "export_version": EXPORT_VERSION,
-            **{lib: _version(lib) for lib in ("torch", "onnxruntime", "open_clip_torch", "transformers")},
+            **{lib: _version(lib) for lib in ("torch", "onnxruntime", "openvino", "open_clip_torch", "transformers")},
             **cpu_signature()}
 
 
@@ -200,6 +202,9 @@ def choose(encoder, cache_dir: Path | None):
     for name in CANDIDATES[1:]:
         candidate = Candidate(name)
         candidates.append(candidate)
+        if name in NEEDS and importlib.util.find_spec(NEEDS[name]) is None:
+            candidate.error = "not installed"
+            continue
         try:
             converted = encoder.converted(name, cache_dir)
             report = check_fidelity(name, encoder, converted, min_cosine=EXACT_COSINE)

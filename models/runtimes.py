@@ -9,7 +9,9 @@ through a fidelity gate.
 | onnx    | both towers exported to ONNX, run by ONNX Runtime in fp32                 | CPU     |
 | onnx-int8 | the same graphs with int8 MatMul/Gemm weights (ONNX Runtime dynamic     | CPU     |
 |         | quantisation, per channel)                                                |         |
-| auto    | the fastest *exact* one on this machine (torch or onnx; models/auto_runtime.py) | all |
+| openvino | the onnx runtime's fp32 graphs compiled by OpenVINO at fp32 (optional install; | CPU  |
+|         | models/openvino_runtime.py)                                               |         |
+| auto    | the fastest *exact* one on this machine (torch, onnx, openvino; models/auto_runtime.py) | all |
 
 PyTorch's dynamic quantisation takes seconds at start-up, so it is redone at each start rather than cached.
 The ONNX exports are converted once per model and kept on disk (models/onnx_runtime.py), keyed by model id,
@@ -92,6 +94,15 @@ def _torch_int8(encoder, cache_root: Path | None) -> Towers:
     return Towers.of(_quantize_linear_int8(encoder.model, encoder.device))
 
 
+def _openvino(encoder, cache_root: Path | None) -> Towers:
+    from . import openvino_runtime
+
+    image, text, text_trimmed = openvino_runtime.convert(
+        encoder.model, encoder.device, cache_root, image_size=encoder.image_size,
+        context_length=encoder.context_length, model_id=encoder.model_id)
+    return Towers(image=image, text=text, text_trimmed=text_trimmed)
+
+
 def _onnx(int8: bool):
     def convert(encoder, cache_root: Path | None) -> Towers:
         from . import onnx_runtime
@@ -116,6 +127,7 @@ RUNTIMES: dict[str, Runtime] = {
     "int8": Runtime("int8", "PyTorch dynamic int8 quantisation of the Linear layers (CPU)", _torch_int8),
     "onnx": Runtime("onnx", "ONNX Runtime, fp32 (CPU)", _onnx(int8=False)),
     "onnx-int8": Runtime("onnx-int8", "ONNX Runtime with int8 MatMul weights (CPU)", _onnx(int8=True)),
+    "openvino": Runtime("openvino", "OpenVINO, fp32, from the onnx export (CPU; optional install)", _openvino),
 }
 AUTO = "auto"  # not a runtime of its own: picks one of RUNTIMES at start-up (models/auto_runtime.py)
 

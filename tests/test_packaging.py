@@ -27,7 +27,7 @@ def _pyproject_deps() -> list[str]:
 # Imported only when present: lightfm/scipy behind the optional LightFM baseline of `zest rec eval` (installed
 # by hand: it builds only without build isolation, see the README); httptools, uvicorn's faster HTTP parser,
 # which service/http_limits.py also guards when uvicorn[standard] brings it.
-OPTIONAL_IMPORTS = {"lightfm", "scipy", "httptools"}
+OPTIONAL_IMPORTS = {"lightfm", "scipy", "httptools", "openvino"}  # openvino: the `openvino` extra
 
 
 def _third_party_imports() -> dict[str, set[str]]:
