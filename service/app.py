@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request, Response
 
 from .. import __version__
 from ..models.errors import Unavailable
-from . import errors, openai_api, openapi
+from . import errors, openai_api, openapi, playground
 from .auth import ApiKeyMiddleware
 from .config import API_KEYS, PUBLIC_SERVICE, SETTINGS, log
 from .encoder_service import ClipEncoderService
@@ -63,6 +63,7 @@ from .schemas import (
     EmbedResponse,
     EmbedTextRequest,
     HeadsResponse,
+    InfoResponse,
     ItemDeletedResponse,
     ItemResponse,
     ItemsRequest,
@@ -75,6 +76,7 @@ from .schemas import (
     TemplateSetInfo,
     TemplatesResponse,
 )
+from .server_info import server_info
 from .transport import Dependencies, Dependency
 
 release_request_timers()  # every service's worker: BentoML's request timeout kept each request for 300 s
@@ -215,6 +217,18 @@ class Zest:
         body = parse_model(EmbedTextRequest, await read_json(request, self.settings))
         return await self._respond(lambda p: p.embed_texts(body.texts))
 
+    @app.get("/info", response_model=InfoResponse)
+    async def info(self):
+        """What this server runs: model, dimension, runtime, device, heads, template sets, and whether each
+        model service answers its readiness probe now."""
+        ready = await asyncio.gather(*(d.probe() for d in self.deps.all))
+        try:
+            pipeline = await asyncio.wait_for(self.pipeline(), self.settings.probe_timeout_s) if ready[0] else None
+        except Exception:  # noqa: BLE001 - not up yet: the model fields are null, the services say why
+            pipeline = None
+        return server_info(pipeline, {d.name: ok for d, ok in zip(self.deps.all, ready)}, self.has_rec_model,
+                           [h.name for h in self.loaded_heads])
+
     @app.get("/templates", response_model=TemplatesResponse)
     def templates(self):
         """The shipped prompt template sets."""
@@ -277,7 +291,7 @@ class Zest:
     async def create_collection(self, request: Request):
         """Create a collection for this server's CLIP model: {"name": ..., "model": optional}."""
         body = parse_model(CollectionCreateRequest, await read_json(request, self.settings))
-        return await self._in_collections(lambda c: c.create(body.name, body.model))
+        return await self._in_collections(lambda c: c.create(body.name, body.model, body.thumbnails))
 
     @app.get("/collections", response_model=CollectionsResponse)
     async def list_collections(self):
@@ -304,6 +318,15 @@ class Zest:
         with one file in `images` (+ `k`, `filter`)."""
         query = await read_collection_search(request, self.settings)
         return await self._in_collections(lambda c: c.search(name, **query))
+
+    # before the item route below, whose {item_id:path} would take ".../thumbnail" as part of the id
+    @app.get("/collections/{name}/items/{item_id:path}/thumbnail", response_class=Response,
+             responses={200: {"description": "the item's JPEG", "content": {"image/jpeg": {}}}})
+    async def get_collection_thumbnail(self, name: str, item_id: str):
+        """The item's thumbnail (a JPEG <= 256 px, <= 16 kB), kept when the collection was created with
+        `"thumbnails": true`; 404 when there is none."""
+        data = await self._in_collections(lambda c: c.thumbnail(name, item_id))
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
 
     @app.get("/collections/{name}/items/{item_id:path}", response_model=CollectionHit, response_model_exclude_none=True)
     async def get_collection_item(self, name: str, item_id: str):
@@ -347,4 +370,5 @@ class Zest:
 # for every response, then the API-key check (service/auth.py).
 Zest.add_asgi_middleware(errors.ErrorShapeMiddleware)
 Zest.add_asgi_middleware(ApiKeyMiddleware, keys=API_KEYS)
+playground.install(app)  # GET /ui (service/playground.py)
 openapi.install(app, keys_on=bool(API_KEYS))

@@ -8,7 +8,7 @@
 - **What is open.** The probes (`/livez`, `/readyz`, `/healthz`) and `/metrics`, so an orchestrator and
   Prometheus need no secret; and the API's documentation (`/`, its static files, `/docs.json`), which a
   browser loads without a header: the spec declares the bearer scheme and Swagger's "Authorize" button
-  sends the key with "Try it out". Everything else, unknown paths included (a 401, not a 404, so routes are
+  sends the key with "Try it out"; and the playground page (`/ui`, `/ui/*`), which asks for a key itself. Everything else, unknown paths included (a 401, not a 404, so routes are
   not probed without a key), needs a key.
 - **How it is checked.** The presented key is compared with every configured key by `hmac.compare_digest`
   on SHA-256 digests, all of them every time, so neither the position of a match nor a key's length shows
@@ -25,8 +25,8 @@ import hmac
 import json
 from pathlib import Path
 
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/", "/docs.json"})
-OPEN_PREFIXES = ("/static_content/",)  # BentoML's Swagger UI files
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/", "/docs.json", "/ui"})
+OPEN_PREFIXES = ("/static_content/", "/ui/")  # BentoML's Swagger UI files; the playground's (service/playground.py)
 REALM = 'Bearer realm="zest"'
 
 

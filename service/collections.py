@@ -6,7 +6,8 @@ texts, each with an id and optional JSON metadata; its meta records the CLIP mod
 the store's. A collection made by another model (or dimension) than the one this server runs is refused
 with 409: its vectors would not be comparable. Items are embedded on write, through the same pipeline as
 /embed/image and /embed/text (so the same limits and image checks apply), and everything is validated and
-embedded before the one store write: a failed request stores nothing.
+embedded before the one store write: a failed request stores nothing. A collection created with
+`thumbnails=True` also keeps a small JPEG of each image item in its payload (service/thumbnails.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..store import VectorStore
 from ..store.base import MAX_ID_CHARS, NAME_RE, check_filter
 from .pipeline import ClipPipeline, RawImage
 from .settings import Settings
+from .thumbnails import PAYLOAD_KEY, make_thumbnail, thumbnail_bytes
 
 PREFIX = "c_"
 
@@ -54,7 +56,8 @@ class Collections:
     # -- collections ----------------------------------------------------------------------
     def _describe(self, info, count: int | None = None) -> dict:
         return {"name": info.name[len(PREFIX):], "model": info.meta.get("model"), "dim": info.dim,
-                "count": self.store.count(info.name) if count is None else count, "created_at": info.created_at}
+                "count": self.store.count(info.name) if count is None else count, "created_at": info.created_at,
+                "thumbnails": bool(info.meta.get("thumbnails"))}
 
     def _usable(self, name: object):
         """The collection's store info, refused if it does not exist or belongs to another model."""
@@ -67,12 +70,13 @@ class Collections:
                            "that model, or create a new collection")
         return info
 
-    def create(self, name: object, model: object = None) -> dict:
+    def create(self, name: object, model: object = None, thumbnails: bool = False) -> dict:
         _check_name(name)
         if model is not None and model != self.model_id:
             raise Conflict(f"this server embeds with {self.model_id!r}, not {model!r}")
+        meta = {"model": self.model_id, **({"thumbnails": True} if thumbnails else {})}
         try:
-            info = self.store.create_collection(PREFIX + name, self.dim, "cosine", {"model": self.model_id})
+            info = self.store.create_collection(PREFIX + name, self.dim, "cosine", meta)
         except Conflict:
             raise Conflict(f"collection {name!r} exists already") from None
         return self._describe(info, 0)
@@ -135,7 +139,11 @@ class Collections:
             raise InvalidInput("the same item id appears twice in one request")
         vectors = np.zeros((len(items), self.dim), np.float32)
         if images:  # decode and check every image before any model work
-            pixels = self.pipeline.pixels(self.pipeline.load_images([it.image for _, it in images]))
+            decoded = self.pipeline.load_images([it.image for _, it in images])
+            if info.meta.get("thumbnails"):
+                for (n, _), img in zip(images, decoded):
+                    payloads[n][PAYLOAD_KEY] = make_thumbnail(img)
+            pixels = self.pipeline.pixels(decoded)
             vectors[[n for n, _ in images]] = np.asarray(self.pipeline.encode_pixels(pixels), np.float32)
         if texts:
             vectors[[n for n, _ in texts]] = np.asarray(self.pipeline.encode_texts([it.text for _, it in texts]),
@@ -184,6 +192,8 @@ class Collections:
         if "name" in payload:
             out["name"] = payload["name"]
         out["metadata"] = payload.get("metadata", {})
+        if PAYLOAD_KEY in payload:  # the JPEG itself only from thumbnail()
+            out["thumbnail"] = True
         return out
 
     def get_item(self, name: object, item_id: str) -> dict:
@@ -194,6 +204,22 @@ class Collections:
         if rec is None:
             raise NotFound(f"unknown item id {item_id!r} in collection {name!r}")
         return self._item(rec.id, rec.payload)
+
+    def thumbnail(self, name: object, item_id: str) -> bytes:
+        """The item's JPEG thumbnail; NotFound when the collection, the item or its thumbnail is absent."""
+        info = self.store.collection(PREFIX + _check_name(name))
+        if info is None:
+            raise NotFound(f"unknown collection {name!r}")
+        rec = self.store.get(info.name, [item_id]).get(item_id)
+        if rec is None:
+            raise NotFound(f"unknown item id {item_id!r} in collection {name!r}")
+        data = thumbnail_bytes(rec.payload)
+        if data is None:
+            why = ("it is a text item" if rec.payload.get("kind") == "text" else
+                   "the collection was created without thumbnails" if not info.meta.get("thumbnails") else
+                   "it was stored without one")
+            raise NotFound(f"item {item_id!r} of collection {name!r} has no thumbnail: {why}")
+        return data
 
     def delete_item(self, name: object, item_id: str) -> dict:
         info = self.store.collection(PREFIX + _check_name(name))

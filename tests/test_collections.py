@@ -174,3 +174,48 @@ def test_failed_encoder_stores_nothing(tmp_path, encoder):
     with pytest.raises(RuntimeError):
         c.add("x", [NewItem(id="a", text="hello")])
     assert c.describe("x")["count"] == 0
+
+
+@pytest.mark.parametrize("kind", ["embedded", "milvus-lite"])
+def test_thumbnails_are_kept_with_the_item_and_survive_a_reopen(kind, tmp_path, encoder, memo_encoder, scenes):
+    c = make_collections(kind, tmp_path, encoder, memo_encoder)
+    assert c.create("pics", thumbnails=True)["thumbnails"] is True
+    c.create("plain")
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 256, (900, 1400, 3), dtype=np.uint8))  # JPEG's worst case, 1400 px
+    big = png(noisy)
+    assert len(big) > 16 * 1024
+    items = [NewItem(id="noisy", image=RawImage("noisy.png", big), metadata={"colour": "none"})]
+    items += [NewItem(id=f"scene-{n}", image=RawImage(f"{n}.png", png(scenes[n].image)),
+                      metadata={"colour": scenes[n].spec.colour, "shape": scenes[n].spec.shape}) for n in range(3)]
+    items.append(NewItem(id="note", text="a red star"))
+    c.add("pics", items)
+    c.add("plain", [NewItem(id="scene-0", image=RawImage("0.png", png(scenes[0].image)))])
+    for item_id in ("noisy", "scene-0"):
+        jpeg = c.thumbnail("pics", item_id)
+        assert len(jpeg) <= 16 * 1024
+        thumb = Image.open(io.BytesIO(jpeg))
+        assert thumb.format == "JPEG" and max(thumb.size) <= 256
+    assert Image.open(io.BytesIO(c.thumbnail("pics", "noisy"))).size == (256, 165)  # aspect kept
+    # the thumbnail is a small copy of the item's own image: closer to it than to any other item's
+    own = np.asarray(Image.open(io.BytesIO(c.thumbnail("pics", "scene-1"))).resize((64, 64)), np.float32)
+    others = [np.asarray(scenes[n].image.convert("RGB").resize((64, 64)), np.float32) for n in range(3)]
+    assert int(np.argmin([np.abs(own - o).mean() for o in others])) == 1
+    hits = c.search("pics", text="a photo", k=10)["results"]
+    assert {h["id"]: h.get("thumbnail", False) for h in hits} == {
+        "noisy": True, "scene-0": True, "scene-1": True, "scene-2": True, "note": False}
+    assert all("thumbnail" not in h or h["thumbnail"] is True for h in hits)  # never the JPEG in a result
+    assert c.get_item("pics", "scene-0")["thumbnail"] is True
+    for name, item_id, message in [("pics", "note", "text item"), ("plain", "scene-0", "without thumbnails"),
+                                   ("pics", "ghost", "unknown item"), ("ghost", "x", "unknown collection")]:
+        with pytest.raises(NotFound, match=message):
+            c.thumbnail(name, item_id)
+    before = c.thumbnail("pics", "scene-2")
+    c.store.close()
+    reopened = make_collections(kind, tmp_path, encoder, memo_encoder)  # the same file: a restart
+    assert reopened.thumbnail("pics", "scene-2") == before
+    assert reopened.describe("pics")["thumbnails"] is True and reopened.describe("plain")["thumbnails"] is False
+    reopened.delete_item("pics", "scene-2")
+    with pytest.raises(NotFound):
+        reopened.thumbnail("pics", "scene-2")
+    reopened.store.close()
