@@ -314,8 +314,8 @@ class Zest:
 
     @app.post("/collections/{name}/search", response_model=CollectionSearchResponse)
     async def search_collection(self, name: str, request: Request):
-        """Top-k items by text, image or vector: JSON {"text" | "image" | "vector", "k", "filter"}, or multipart
-        with one file in `images` (+ `k`, `filter`)."""
+        """Top-k items by text, image, vector or another item ("more like this"): JSON {"text" | "image" |
+        "vector" | "like", "k", "filter"}, or multipart with one file in `images` (+ `k`, `filter`)."""
         query = await read_collection_search(request, self.settings)
         return await self._in_collections(lambda c: c.search(name, **query))
 

@@ -152,11 +152,13 @@ class Collections:
         return {"collection": name, "upserted": len(ids), "count": self.store.count(info.name)}
 
     def search(self, name: object, text: object = None, image: RawImage | None = None, vector: object = None,
-               k: object = 10, filter: object = None) -> dict:
+               k: object = 10, filter: object = None, like: object = None) -> dict:
+        """`like`: an item id of the collection ("more like this"): its stored vector is the query, and the item
+        itself is left out of the results."""
         s = self.settings
         info = self._usable(name)
-        if sum(x is not None for x in (text, image, vector)) != 1:
-            raise InvalidInput("give exactly one of 'text', 'image' or 'vector' to search by")
+        if sum(x is not None for x in (text, image, vector, like)) != 1:
+            raise InvalidInput("give exactly one of 'text', 'image', 'vector' or 'like' to search by")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInput("k must be an integer >= 1")
         check_at_most(k, s.max_collection_k, f"k={k}")
@@ -170,6 +172,13 @@ class Collections:
         elif image is not None:
             query = np.asarray(self.pipeline.encode_pixels(self.pipeline.pixels(self.pipeline.load_images([image]))),
                                np.float32)
+        elif like is not None:
+            if not isinstance(like, str) or not like or len(like) > MAX_ID_CHARS:
+                raise InvalidInput(f"like must be an item id: a non-empty string of at most {MAX_ID_CHARS} characters")
+            stored = self.store.vectors(info.name, [like]).get(like)
+            if stored is None:
+                raise NotFound(f"unknown item id {like!r} in collection {name!r}")
+            query = np.asarray([stored], np.float32)
         else:
             if not isinstance(vector, list) or len(vector) != self.dim or any(
                     isinstance(x, bool) or not isinstance(x, (int, float)) for x in vector):
@@ -177,7 +186,7 @@ class Collections:
             query = np.asarray([vector], np.float32)
             if not np.isfinite(query).all() or not np.linalg.norm(query):
                 raise InvalidInput("vector must be finite and non-zero")
-        hits = self.store.search(info.name, query, k, filter=flt)[0]
+        hits = self.store.search(info.name, query, k, filter=flt, exclude=[like] if like is not None else [])[0]
         return {"collection": name, "model": self.model_id,
                 "results": [self._item(h.id, h.payload, score=h.score) for h in hits]}
 

@@ -166,12 +166,15 @@ class CollectionItemsRequest(BaseModel):
 
 
 class CollectionSearchRequest(BaseModel):
-    """Search by exactly one of `text`, `image` or `vector` (a CLIP embedding of the collection's model)."""
+    """Search by exactly one of `text`, `image`, `vector` (a CLIP embedding of the collection's model) or `like`
+    (an item id)."""
 
     model_config = ConfigDict(extra="forbid")
     text: str | None = None
     image: Union[str, ImageRef, None] = None
     vector: list[float] | None = None
+    like: str | None = Field(None, description="an item id of this collection: the items nearest to it (\"more like "
+                                               "this\"), itself left out")
     k: int = Field(10, description="results returned", json_schema_extra=POSITIVE)
     filter: dict | None = Field(None, description='metadata equality: {"field": value or [values]}')
 

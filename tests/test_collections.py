@@ -219,3 +219,14 @@ def test_thumbnails_are_kept_with_the_item_and_survive_a_reopen(kind, tmp_path, 
     with pytest.raises(NotFound):
         reopened.thumbnail("pics", "scene-2")
     reopened.store.close()
+
+
+def test_more_like_this_searches_by_an_items_stored_vector(indexed, scenes):
+    out = indexed.search("shapes", like="scene-5", k=PER_COMBO - 1)
+    assert "scene-5" not in [r["id"] for r in out["results"]]  # the item itself is left out
+    want = (scenes[5].spec.colour, scenes[5].spec.shape)
+    assert [(r["metadata"]["colour"], r["metadata"]["shape"]) for r in out["results"]] == [want] * (PER_COMBO - 1)
+    with pytest.raises(NotFound, match="unknown item id 'ghost'"):
+        indexed.search("shapes", like="ghost")
+    with pytest.raises(InvalidInput, match="exactly one"):
+        indexed.search("shapes", like="scene-5", text="a red star")
