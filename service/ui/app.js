@@ -89,9 +89,11 @@ function needKey(message) {
   $("#key-input").focus();
 }
 
+const PLACEHOLDERS = {};
 function clearData() {
   for (const id of ["#cls-results", "#srch-results", "#rec-results", "#status-grid", "#cls-meta", "#srch-meta", "#rec-meta"])
-    $(id).replaceChildren();
+    $(id).innerHTML = PLACEHOLDERS[id] || "";
+  delete $("#status-grid").dataset.loaded;
   $("#server-line").textContent = "";
   $("#col-select").replaceChildren();
   $("#cls-templates").replaceChildren();
@@ -567,6 +569,7 @@ async function start() {
 }
 
 function init() {
+  for (const id of ["#cls-results", "#srch-results", "#rec-results"]) PLACEHOLDERS[id] = $(id).innerHTML;
   setupTabs();
   showTab(currentTab());
   window.addEventListener("hashchange", () => showTab(currentTab()));
