@@ -121,6 +121,7 @@ def open_with_key(browser, server, tab: str = "classify") -> None:
 
 def shoot(browser, shots: Path, name: str) -> Path:
     path = shots / f"{name}.png"
+    js(browser, "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
     browser.driver.save_screenshot(str(path))
     assert Image.open(path).size == (1280, 800) or name.endswith("phone"), Image.open(path).size
     return path

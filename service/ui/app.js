@@ -420,7 +420,7 @@ function renderHits(collection, hits) {
       .map(([k, v]) => k + ": " + (typeof v === "object" ? JSON.stringify(v) : v)).join(" · ");
     const pic = h.thumbnail ? el("img", { class: "pic", alt: h.id, "data-thumb": "1" })
       : el("div", { class: "nopic", text: h.text || h.name || h.kind || "" });
-    const linkNode = link ? el("span", { class: "md" }, el("a", { href: /^(https?:|\/)/.test(link.value) ? link.value : null,
+    const linkNode = link ? el("span", { class: "md" }, el("a", { href: /^https?:\/\//.test(link.value) ? link.value : null,
       text: link.value, title: link.value, onclick: (e) => e.stopPropagation(), target: "_blank", rel: "noopener" })) : null;
     const card = el("button", { type: "button", class: "hit" + (i === 0 ? " first" : ""), "data-id": h.id,
       title: "More like this: search by " + h.id, onclick: () => moreLikeThis(collection, h) },
