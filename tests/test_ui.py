@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 from PIL import Image, ImageDraw
+from selenium.webdriver.support.ui import Select
 
 from tests import browser as B
 from tests.server import Server
@@ -207,6 +208,23 @@ def test_a_bad_label_list_shows_the_apis_message_next_to_the_field(browser, serv
     assert message == "label 'cat' appears more than once", message  # the API's own words
     assert by_id(browser, "cls-labels").get_attribute("aria-invalid") == "true"
     assert js(browser, "return document.querySelectorAll('.result-card').length") == 0
+    # custom templates: a template without its {} is refused, and said so under the templates box
+    by_id(browser, "cls-labels").clear()
+    by_id(browser, "cls-labels").send_keys("green circle\nred circle")
+    Select(by_id(browser, "cls-templates")).select_by_value("__custom")
+    assert by_id(browser, "cls-custom").is_displayed()
+    by_id(browser, "cls-custom").send_keys("a drawing of a shape")
+    by_id(browser, "cls-run").click()
+    message = wait(browser, lambda _: text_of(browser, "cls-custom-error"), "the custom templates' error")
+    assert "has no {} placeholder" in message, message
+    assert text_of(browser, "cls-labels-error") == ""  # the old message is gone
+    by_id(browser, "cls-custom").clear()
+    by_id(browser, "cls-custom").send_keys("a drawing of a {}.\na simple picture of a {}.")
+    by_id(browser, "cls-run").click()
+    bars = wait(browser, lambda _: js(browser, "return [...document.querySelectorAll('.result-card .bar')]"
+                                               ".map(b => b.dataset.label)"), "results with custom templates")
+    assert bars[0] == "green circle", bars
+    assert "custom" in text_of(browser, "cls-meta") or "×2" in text_of(browser, "cls-meta"), text_of(browser, "cls-meta")
 
 
 def test_search_a_collection_with_thumbnails_and_more_like_this(browser, server, shots, images):
@@ -243,6 +261,10 @@ def test_search_a_collection_with_thumbnails_and_more_like_this(browser, server,
     like = wait(browser, lambda _: (h := hits()) and first not in [i for i, _ in h] and h, "more-like-this results")
     other = ({"red_circle.png", "red_circle_small.png"} - {first}).pop()
     assert like[0][0] == other, like  # the other red circle is the nearest item
+    by_id(browser, "srch-file").send_keys(str(images["blue_square"]))  # search by an image of one's own
+    wait(browser, lambda _: "blue_square.png" in text_of(browser, "srch-meta"), "the search by image")
+    by_image = wait(browser, lambda _: hits(), "image search results")
+    assert by_image[0][0] == "blue_square.png" and len(by_image) == 5, by_image
     assert_loopback(browser, server)
 
 
