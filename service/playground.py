@@ -4,7 +4,7 @@ key (service/auth.py): the page asks for one and sends it with every API call.""
 
 from __future__ import annotations
 
-from importlib import resources
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
@@ -20,8 +20,11 @@ HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: 
 OPEN = {"security": []}  # listed in /docs.json as needing no key
 
 
+UI_DIR = Path(__file__).with_name("ui")
+
+
 def read(name: str) -> bytes:
-    return resources.files(__package__).joinpath("ui", name).read_bytes()
+    return (UI_DIR / name).read_bytes()
 
 
 def install(app: FastAPI) -> None:
