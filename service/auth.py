@@ -142,8 +142,7 @@ class ApiKeyMiddleware:
             return await _refuse(send, 401, message, {"www-authenticate": challenge})
         what = found[0] if found else f"{scope.get('method', '')} {scope['path']}"
         bucket = self.buckets.get(key.name)
-        wait = bucket.take() if bucket is not None else 0.0
-        if wait:
+        if bucket is not None and (wait := bucket.take()):
             self._log(scope, key, 429)
             return await _refuse(send, 429, f"the API key {key.name!r} is over its rate limit ({bucket.rate:g} "
                                  f"requests/s, burst {bucket.burst}): retry after {retry_after(wait)} s",
@@ -172,5 +171,6 @@ class ApiKeyMiddleware:
     @staticmethod
     def _log(scope: dict, key: ApiKey, status: int) -> None:
         client = (scope.get("client") or ("-",))[0]
-        access_log.info("%s %s -> %d, key %r, from %s", scope.get("method", ""), scope["path"], status, key.name,
+        path = scope["path"] if scope["path"].isprintable() else scope["path"].encode("unicode_escape").decode()
+        access_log.info("%s %s -> %d, key %r, from %s", scope.get("method", ""), path, status, key.name,
                         client)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 
 from ..models.errors import ZestError
 from .keyfile import ApiKey, Scope
@@ -42,11 +42,11 @@ def route_key(method: str, path: str) -> str:
     return f"{method.upper()} {path}"
 
 
-def app_routes(routes: list[BaseRoute]) -> Iterator[Route]:
+def app_routes(routes: list[BaseRoute]) -> Iterator[Route | Mount]:
     """Every HTTP route, in matching order, through FastAPI's included routers (BentoML puts the service's
-    routes in one)."""
+    routes in one). A `Mount` (e.g. static files) is one entry, `GET <path>/{path}`, for all under it."""
     for route in routes:
-        if isinstance(route, Route):
+        if isinstance(route, Route | Mount):
             yield route
         elif hasattr(route, "original_router"):  # fastapi >= 0.13x keeps an included router as one entry
             prefix = getattr(getattr(route, "include_context", None), "prefix", "")
@@ -55,8 +55,9 @@ def app_routes(routes: list[BaseRoute]) -> Iterator[Route]:
             yield from app_routes(route.original_router.routes)
 
 
-def route_keys(route: Route) -> list[str]:
-    return [route_key(m, route.path_format) for m in sorted(route.methods or ()) if m != "HEAD"]
+def route_keys(route: Route | Mount) -> list[str]:
+    methods = route.methods or () if isinstance(route, Route) else ("GET",)
+    return [route_key(m, route.path_format) for m in sorted(methods) if m != "HEAD"]
 
 
 def check_table(routes: list[BaseRoute], table: Mapping[str, Access]) -> None:
@@ -65,9 +66,9 @@ def check_table(routes: list[BaseRoute], table: Mapping[str, Access]) -> None:
     missing = [k for k in keys if k not in table]
     stale = [k for k in table if k not in keys]
     if missing or stale:
-        raise ValueError("ROUTE_SCOPES (service/app.py) must name every route exactly: "
-                         + "; ".join(filter(None, [missing and f"no scope for {', '.join(missing)}",
-                                                   stale and f"no route for {', '.join(stale)}"])))
+        problems = ([f"no scope for {', '.join(missing)}"] if missing else []) + (
+            [f"no route for {', '.join(stale)}"] if stale else [])
+        raise ValueError("ROUTE_SCOPES (service/app.py) must name every route exactly: " + "; ".join(problems))
     for key, access in table.items():
         if access.collection not in (None, "body", "list") and "{" + access.collection + "}" not in key:
             raise ValueError(f"ROUTE_SCOPES: {key} has no path parameter {access.collection!r}")
@@ -80,7 +81,7 @@ class RouteScopes:
     def __init__(self, routes: Callable[[], list[BaseRoute]], table: Mapping[str, Access]) -> None:
         self.routes = routes
         self.table = table
-        self._matchers: list[tuple[Route, dict[str, Access]]] | None = None
+        self._matchers: list[tuple[Route | Mount, dict[str, Access]]] | None = None
 
     def find(self, scope: dict) -> tuple[str, Access, dict[str, Any]] | None:
         """(route key, access, path parameters) of the route this request goes to; None if no route takes its
@@ -92,6 +93,8 @@ class RouteScopes:
         method = "GET" if method == "HEAD" else method
         for route, by_method in self._matchers:
             match, child = route.matches(scope)
+            if isinstance(route, Mount) and match is Match.FULL and method not in by_method:
+                return None  # a mount takes every method of its paths: only GET is declared
             if match is Match.FULL and method in by_method:
                 return route_key(method, route.path_format), by_method[method], child.get("path_params", {})
         return None

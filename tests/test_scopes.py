@@ -122,6 +122,27 @@ def test_a_route_without_a_scope_stops_the_service():
     assert "no route for GET /gone" in str(info.value)
 
 
+def test_a_mounted_app_has_one_entry_for_everything_under_it(keys):
+    """e.g. a static page mounted at /ui: public in the table, so a browser loads it without a key."""
+    from zest.service.scopes import PUBLIC, READ
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.mount("/ui", reached_app)
+
+    @app.get("/x")
+    def x():
+        return {}
+
+    with pytest.raises(ValueError, match=r"no scope for GET /ui/\{path\}"):
+        check_table(app.routes, {"GET /x": READ})
+    table = {"GET /x": READ, "GET /ui/{path}": PUBLIC}
+    check_table(app.routes, table)
+    client = TestClient(ApiKeyMiddleware(reached_app, keys, lambda: app.routes, table))
+    assert client.get("/ui/index.html").status_code == 200 and client.get("/ui/js/app.js").status_code == 200
+    assert client.get("/x").status_code == 401 and client.post("/ui/index.html").status_code == 401
+    assert client.get("/x", headers={"Authorization": f"Bearer {SECRETS['reader']}"}).status_code == 200
+
+
 @pytest.mark.parametrize("route_key", sorted(TABLE))
 @pytest.mark.parametrize("key_name", sorted(SCOPE_OF))
 def test_each_scope_is_allowed_or_refused_on_every_route(client, key_name, route_key):
