@@ -167,3 +167,61 @@ def test_a_loopback_image_server_is_fetched_only_when_opted_in(image_host, monke
     assert fetch(f"http://127.0.0.1:{port}/img.png", allowlist=("127.0.0.1",), allow_private=("127.0.0.1",)) == png
     with pytest.raises(InvalidInput, match="127.0.0.1, a loopback address"):  # a literal is checked the same way
         fetch(f"http://127.0.0.1:{port}/img.png", allowlist=("127.0.0.1",), allow_private=())
+
+
+def self_signed(tmp_path, name: str):
+    """A certificate for `name` signed by itself (no CA trusts it) and its key, as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_https_sends_the_name_in_sni_and_verifies_the_certificate(tmp_path):
+    """The connection goes to the checked address, but TLS speaks to the name: the server sees SNI
+    images.internal, and a certificate no CA signed is refused (verification stays on)."""
+    import ssl
+
+    cert, key = self_signed(tmp_path, "images.internal")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    seen: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: seen.append(name)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve_one():
+        conn, _ = listener.accept()
+        try:
+            with context.wrap_socket(conn, server_side=True):
+                pass
+        except (ssl.SSLError, OSError):
+            pass  # the client hangs up: it does not trust this certificate
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    url = f"https://images.internal:{listener.getsockname()[1]}/img.png"
+    try:
+        with pytest.raises(InvalidInput, match="could not fetch image URL"):
+            fetch(url, allowlist=("images.internal",), allow_private=("images.internal",),
+                  resolver=StubResolver({"images.internal": ["127.0.0.1"]}))
+        thread.join(10)
+    finally:
+        listener.close()
+    assert seen == ["images.internal"]
