@@ -14,8 +14,8 @@ What all three read once per process (settings, API keys, the model services' op
 How the services call each other, retry and report health: service/transport.py. Exceptions to responses,
 and user errors across the service boundary: service/errors.py. Size limits: models/limits.py. Time limits on
 clients: service/http_limits.py. SIGTERM, and a model that cannot load: service/lifecycle.py. API keys:
-service/auth.py. The OpenAPI document (/docs.json, Swagger at /): service/openapi.py. The OpenAI-compatible /v1
-endpoints: service/openai_api.py. Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
+service/auth.py (each route's scope: ROUTE_SCOPES below, service/scopes.py). The OpenAPI document (/docs.json,
+Swagger at /): service/openapi.py. The OpenAI-compatible /v1 endpoints: service/openai_api.py. Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from .http_input import (
 )
 from .http_limits import BodyTimeoutMiddleware, install_header_timeout, release_request_timers
 from .image import bento_image
+from .keyfile import Scope
 from .lifecycle import install_drain
 from .pipeline import ClipPipeline, EncoderInfo
 from .recommender import NO_MODEL, has_model
@@ -75,7 +76,7 @@ from .schemas import (
     TemplateSetInfo,
     TemplatesResponse,
 )
-from .scopes import ADMIN, PUBLIC, READ, WRITE, Access
+from .scopes import PUBLIC, READ, WRITE, Access
 from .transport import Dependencies, Dependency
 
 release_request_timers()  # every service's worker: BentoML's request timeout kept each request for 300 s
@@ -360,14 +361,14 @@ ROUTE_SCOPES: dict[str, Access] = {
     "GET /items/{item_id}": READ,
     "DELETE /items/{item_id}": WRITE,
     "POST /recommend": READ,
-    "POST /collections": Access(ADMIN.scope, "body"),
-    "GET /collections": Access(READ.scope, "list"),
-    "GET /collections/{name}": Access(READ.scope, "name"),
-    "DELETE /collections/{name}": Access(ADMIN.scope, "name"),
-    "POST /collections/{name}/items": Access(WRITE.scope, "name"),
-    "POST /collections/{name}/search": Access(READ.scope, "name"),
-    "GET /collections/{name}/items/{item_id}": Access(READ.scope, "name"),
-    "DELETE /collections/{name}/items/{item_id}": Access(WRITE.scope, "name"),
+    "POST /collections": Access(Scope.admin, "body"),
+    "GET /collections": Access(Scope.read, "list"),
+    "GET /collections/{name}": Access(Scope.read, "name"),
+    "DELETE /collections/{name}": Access(Scope.admin, "name"),
+    "POST /collections/{name}/items": Access(Scope.write, "name"),
+    "POST /collections/{name}/search": Access(Scope.read, "name"),
+    "GET /collections/{name}/items/{item_id}": Access(Scope.read, "name"),
+    "DELETE /collections/{name}/items/{item_id}": Access(Scope.write, "name"),
     "POST /v1/embeddings": READ,
     "GET /v1/models": READ,
     "GET /v1/models/{model}": READ,
