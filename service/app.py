@@ -15,7 +15,8 @@ How the services call each other, retry and report health: service/transport.py.
 and user errors across the service boundary: service/errors.py. Size limits: models/limits.py. Time limits on
 clients: service/http_limits.py. SIGTERM, and a model that cannot load: service/lifecycle.py. API keys:
 service/auth.py (each route's scope: ROUTE_SCOPES below, service/scopes.py). The OpenAPI document (/docs.json,
-Swagger at /): service/openapi.py. The OpenAI-compatible /v1 endpoints: service/openai_api.py. Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
+Swagger at /): service/openapi.py. The OpenAI-compatible /v1 endpoints: service/openai_api.py.
+Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
 from __future__ import annotations
