@@ -215,13 +215,14 @@ class MilvusStore(VectorStore):
                                  output_fields=["payload"], search_params=params)
         return [[Hit(h["id"], float(h["distance"]), h["entity"]["payload"]) for h in hits] for hits in res]
 
-    def scan(self, name: str, batch: int = 1000) -> Iterator[list[Record]]:
+    def scan(self, name: str, batch: int = 1000, with_vectors: bool = False) -> Iterator[list[Record]]:
         self._cached(name)
-        it = self.client.query_iterator(self._physical(name), batch_size=batch, filter="",
-                                        output_fields=["payload"])
+        fields = ["payload", "vector"] if with_vectors else ["payload"]
+        it = self.client.query_iterator(self._physical(name), batch_size=batch, filter="", output_fields=fields)
         try:
             while rows := it.next():
-                yield [Record(r["id"], r["payload"]) for r in rows]
+                yield [Record(r["id"], r["payload"], np.asarray(r["vector"], np.float32) if with_vectors else None)
+                       for r in rows]
         finally:
             it.close()
 
