@@ -31,7 +31,7 @@ def _literal(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return json.dumps(v)  # a double-quoted string with escapes
+        return json.dumps(v, ensure_ascii=False)  # double-quoted, escaped; Milvus's parser refuses \uXXXX
     return repr(v)
 
 
@@ -42,7 +42,7 @@ def filter_expression(flt: dict, exclude: Sequence[str] = ()) -> str:
         field = "payload" + "".join(f'["{p}"]' for p in path)
         parts.append("(" + " or ".join(f"{field} == {_literal(v)}" for v in values) + ")")
     if exclude:
-        parts.append(f"id not in [{', '.join(json.dumps(i) for i in exclude)}]")
+        parts.append(f"id not in [{', '.join(json.dumps(i, ensure_ascii=False) for i in exclude)}]")
     return " and ".join(parts)
 
 
@@ -188,7 +188,8 @@ class MilvusStore(VectorStore):
         found: set[str] = set()
         for a in range(0, len(ids), _BATCH):
             part = ids[a:a + _BATCH]
-            rows = self.client.query(self._physical(name), filter=f"id in {json.dumps(part)}", output_fields=["id"])
+            expr = f"id in {json.dumps(part, ensure_ascii=False)}"
+            rows = self.client.query(self._physical(name), filter=expr, output_fields=["id"])
             found |= {r["id"] for r in rows}
         return [i for i in ids if i not in found]
 
