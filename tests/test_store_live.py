@@ -242,3 +242,55 @@ def test_write_refused_by_file_size_limit(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "3 (2, ['a', 'b'], ['c']) ['a', 'b', 'y']"
+
+
+def test_backup_of_a_live_server_during_8_writers(tiny_checkpoint, rec_model_dir, tmp_path):
+    """`zest store backup` on the data directory of a server that 8 clients are writing to: the backup holds
+    every item acknowledged before it began, each item whole, and restores into a new data directory."""
+    srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home")
+    acked: list[tuple[float, str]] = []
+    lock, stop, failures = threading.Lock(), threading.Event(), []
+    try:
+        assert requests.post(f"{srv.url}/collections", json={"name": "live"}, timeout=60).status_code == 200
+
+        def writer(w: int) -> None:
+            n = 0
+            while not stop.is_set() and n < 400:
+                ids = [f"w{w}-{n}", f"w{w}-{n + 1}"]
+                r = requests.post(f"{srv.url}/collections/live/items", timeout=60, json={"items": [
+                    {"id": i, "text": f"note {i}", "metadata": {"writer": w}} for i in ids]})
+                if r.status_code != 200:
+                    failures.append(r.text[:200])
+                    return
+                done = time.monotonic()
+                with lock:
+                    acked.extend((done, i) for i in ids)
+                n += 2
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        began = time.monotonic()
+        assert zest_main(["store", "backup", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "home" / "data")]) == 0
+        time.sleep(2)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert not failures, failures[:3]
+    finally:
+        stop.set()
+        srv.stop()
+    before = {i for t, i in acked if t < began}
+    assert len(before) >= 16 and len(acked) > len(before), (len(before), len(acked))
+    restored = tmp_path / "restored"
+    assert zest_main(["store", "restore", str(tmp_path / "bk"), "--data-dir", str(restored)]) == 0
+    snap = EmbeddedSnapshot(restored / "store-collections.sqlite3")
+    try:
+        records = {r.id: r for b in snap.scan("c_live", with_vectors=True) for r in b}
+    finally:
+        snap.close()
+    assert before <= set(records)
+    for i, r in records.items():
+        assert r.payload == {"kind": "text", "text": f"note {i}", "metadata": {"writer": int(i[1:].split("-")[0])}}
+        assert abs(float(np.linalg.norm(r.vector)) - 1) < 1e-5
