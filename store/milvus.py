@@ -14,17 +14,37 @@ unit vectors). Filters become Milvus boolean expressions on the JSON field
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..models.errors import Conflict, Unavailable
+from ..models.errors import Conflict, InsufficientStorage, Unavailable
 from .base import CollectionInfo, Hit, Record, VectorStore, check_filter, check_ids, check_name
 
 _REGISTRY_DIM = 2
 _BATCH = 1000
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _writes(uri: str):
+    """Milvus's refusal of a write for lack of disk (its disk protection: "quota exceeded[reason=disk quota
+    exceeded ...]", "deny to write") as `InsufficientStorage` (507); other errors as they are."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        yield
+    except MilvusException as exc:
+        text = str(getattr(exc, "message", "") or exc).lower()
+        if "disk quota" not in text and "deny to write" not in text:
+            raise
+        log.error("Milvus at %s refused a write: %s", uri, exc)
+        raise InsufficientStorage(f"the write could not be stored: Milvus refused it ({getattr(exc, 'message', exc)}); "
+                                  "nothing was stored. Give Milvus more disk, then retry") from exc
 
 
 def _literal(v: object) -> str:
@@ -169,7 +189,8 @@ class MilvusStore(VectorStore):
         for p in payloads:
             json.dumps(p)  # not JSON: refused before anything is written
         rows = [{"id": i, "vector": v.tolist(), "payload": p} for i, v, p in zip(ids, m, payloads)]
-        self.client.upsert(self._physical(name), rows)  # one request: applied whole or not at all
+        with _writes(self.uri):
+            self.client.upsert(self._physical(name), rows)  # one request: applied whole or not at all
 
     def get(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> dict[str, Record]:
         self._cached(name)
@@ -198,7 +219,8 @@ class MilvusStore(VectorStore):
         ids = check_ids(ids)
         existing = len(ids) - len(self.missing(name, ids))
         if ids:
-            self.client.delete(self._physical(name), ids=list(ids))
+            with _writes(self.uri):
+                self.client.delete(self._physical(name), ids=list(ids))
         return existing
 
     def count(self, name: str) -> int:

@@ -294,3 +294,35 @@ def test_backup_of_a_live_server_during_8_writers(tiny_checkpoint, rec_model_dir
     for i, r in records.items():
         assert r.payload == {"kind": "text", "text": f"note {i}", "metadata": {"writer": int(i[1:].split("-")[0])}}
         assert abs(float(np.linalg.norm(r.vector)) - 1) < 1e-5
+
+
+def test_milvus_refusing_a_write_for_disk_is_507(tmp_path, monkeypatch):
+    """Milvus's own disk protection ("quota exceeded[reason=disk quota exceeded ...]") is the same 507; its other
+    errors are not."""
+    from pymilvus.exceptions import MilvusException
+
+    from zest.models.errors import InsufficientStorage
+
+    m = MilvusStore(str(tmp_path / "m.db"), index_type="FLAT", shared=False)
+    try:
+        m.create_collection("c", 4)
+        m.upsert("c", ["a"], np.ones((1, 4)), [{}])
+
+        def refuse(*_, **__):
+            raise MilvusException(code=53, message="quota exceeded[reason=disk quota exceeded, please allocate more "
+                                                   "resources]")
+
+        monkeypatch.setattr(m.client, "upsert", refuse)
+        monkeypatch.setattr(m.client, "delete", refuse)
+        with pytest.raises(InsufficientStorage, match="disk quota exceeded"):
+            m.upsert("c", ["b"], np.ones((1, 4)), [{}])
+        with pytest.raises(InsufficientStorage):
+            m.delete("c", ["a"])
+        monkeypatch.setattr(m.client, "upsert", lambda *_, **__: (_ for _ in ()).throw(
+            MilvusException(code=1100, message="invalid parameter")))
+        with pytest.raises(MilvusException):
+            m.upsert("c", ["b"], np.ones((1, 4)), [{}])
+        monkeypatch.undo()
+        assert m.count("c") == 1
+    finally:
+        m.close()
