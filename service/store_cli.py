@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..store import VectorStore, check_spec, describe, dump, open_store
 from ..store import backup as backups
-from ..store import check_spec, describe, dump, open_store
 from .settings import Settings
 
 
@@ -31,7 +31,7 @@ def _selection(args: argparse.Namespace) -> dump.Selection:
 
 
 @contextmanager
-def _bar(total: int, desc: str, quiet: bool):
+def _bar(total: int, desc: str, quiet: bool) -> Iterator[Callable[[int], object]]:
     from tqdm import tqdm
 
     with tqdm(total=total, unit="rec", desc=desc, disable=quiet, file=sys.stderr) as bar:
@@ -47,15 +47,15 @@ def _report(copied: list[dump.Copied], where: str) -> None:
         print(f"{c.role:<12} {c.name:<32} {c.records:>10} records -> {c.count} in {where}")
 
 
-def _copy(sources: list[tuple[str, dump.Source]], target: Callable[[str], object], args: argparse.Namespace,
-          where: str, opened: list) -> int:
-    def open_target(role: str):
+def _copy(sources: list[tuple[str, dump.Source]], target: Callable[[str], VectorStore], args: argparse.Namespace,
+          where: str, opened: list, verb: str = "import") -> int:
+    def open_target(role: str) -> VectorStore:
         store = target(role)
         opened.append(store)
         return store
 
     selection = _selection(args)
-    with _bar(_total(sources, selection), "import", args.quiet) as progress:
+    with _bar(_total(sources, selection), verb, args.quiet) as progress:
         copied = dump.load(sources, open_target, selection, progress=progress)
     _report(copied, where)
     return 0
@@ -105,7 +105,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     opened: list = []
     try:
         return _copy(sources, lambda role: open_store(args.to, role, data_dir=to_data_dir,
-                                                      token=token), args, describe(args.to), opened)
+                                                      token=token), args, describe(args.to), opened, verb="migrate")
     finally:
         dump.close_all([s for _, s in sources] + opened)
 

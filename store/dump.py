@@ -136,7 +136,7 @@ def _fsync(path: Path) -> None:
 
 # -- export ----------------------------------------------------------------------------------------------------
 def export(sources: Iterable[tuple[str, Source]], out: str | Path, selection: Selection = Selection(),
-           source_name: str = "", chunk_rows: int = CHUNK_ROWS, progress: Callable[[int], None] | None = None
+           source_name: str = "", chunk_rows: int = CHUNK_ROWS, progress: Callable[[int], object] | None = None
            ) -> dict:
     """Write the selected collections of `sources` ((role, source) pairs) as a dump in `out` (a new or empty
     directory); returns the manifest."""
@@ -158,7 +158,7 @@ def export(sources: Iterable[tuple[str, Source]], out: str | Path, selection: Se
 
 
 def _export_one(source: Source, role: str, info: CollectionInfo, out: Path, chunk_rows: int,
-                progress: Callable[[int], None] | None) -> dict:
+                progress: Callable[[int], object] | None) -> dict:
     folder = out / info.name
     folder.mkdir()
     chunks: list[dict] = []
@@ -264,7 +264,7 @@ class Copied:
 
 
 def load(sources: Iterable[tuple[str, Source]], target: Callable[[str], VectorStore],
-         selection: Selection = Selection(), batch: int = BATCH, progress: Callable[[int], None] | None = None
+         selection: Selection = Selection(), batch: int = BATCH, progress: Callable[[int], object] | None = None
          ) -> list[Copied]:
     """Copy the selected collections of `sources` into the store `target(role)` gives; see the module doc."""
     plan = selected(sources, selection)
@@ -285,7 +285,7 @@ def _check_compatible(existing: CollectionInfo | None, info: CollectionInfo, rol
 
 
 def _load_one(source: Source, info: CollectionInfo, role: str, store: VectorStore, batch: int,
-              progress: Callable[[int], None] | None) -> Copied:
+              progress: Callable[[int], object] | None) -> Copied:
     if store.collection(info.name) is None:
         store.create_collection(info.name, info.dim, info.metric, info.meta)
     expected, records = store.count(info.name), 0

@@ -127,18 +127,17 @@ class EmbeddedStore(VectorStore):
                 raise storage_error(exc, self.path) from exc
             return self.db
 
-        def __exit__(self, exc_type, exc, tb) -> bool:
+        def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
             if exc_type is None:
                 try:
                     self.db.execute("COMMIT")
-                    return False
+                    return
                 except sqlite3.Error as commit_failed:
                     exc = commit_failed
             if self.db.in_transaction:  # SQLite may or may not have rolled back a failed COMMIT itself
                 self.db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise storage_error(exc, self.path) from exc
-            return False
 
     def _load(self, info: CollectionInfo) -> CollectionIndex:
         idx = CollectionIndex(info)
