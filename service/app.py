@@ -14,8 +14,9 @@ What all three read once per process (settings, API keys, the model services' op
 How the services call each other, retry and report health: service/transport.py. Exceptions to responses,
 and user errors across the service boundary: service/errors.py. Size limits: models/limits.py. Time limits on
 clients: service/http_limits.py. SIGTERM, and a model that cannot load: service/lifecycle.py. API keys:
-service/auth.py. The OpenAPI document (/docs.json, Swagger at /): service/openapi.py. The OpenAI-compatible /v1
-endpoints: service/openai_api.py. Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
+service/auth.py (each route's scope: ROUTE_SCOPES below, service/scopes.py). The OpenAPI document (/docs.json,
+Swagger at /): service/openapi.py. The OpenAI-compatible /v1 endpoints: service/openai_api.py.
+Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from fastapi import FastAPI, Request, Response
 
 from .. import __version__
 from ..models.errors import Unavailable
-from . import errors, openai_api, openapi
+from . import errors, openai_api, openapi, scopes
 from .auth import ApiKeyMiddleware
 from .config import API_KEYS, PUBLIC_SERVICE, SETTINGS, log
 from .encoder_service import ClipEncoderService
@@ -44,6 +45,7 @@ from .http_input import (
 )
 from .http_limits import BodyTimeoutMiddleware, install_header_timeout, release_request_timers
 from .image import bento_image
+from .keyfile import Scope
 from .lifecycle import install_drain
 from .pipeline import ClipPipeline, EncoderInfo
 from .recommender import NO_MODEL, has_model
@@ -75,6 +77,7 @@ from .schemas import (
     TemplateSetInfo,
     TemplatesResponse,
 )
+from .scopes import PUBLIC, READ, WRITE, Access
 from .transport import Dependencies, Dependency
 
 release_request_timers()  # every service's worker: BentoML's request timeout kept each request for 300 s
@@ -277,11 +280,13 @@ class Zest:
     async def create_collection(self, request: Request):
         """Create a collection for this server's CLIP model: {"name": ..., "model": optional}."""
         body = parse_model(CollectionCreateRequest, await read_json(request, self.settings))
+        scopes.check_collection(request.scope, body.name)
         return await self._in_collections(lambda c: c.create(body.name, body.model))
 
     @app.get("/collections", response_model=CollectionsResponse)
-    async def list_collections(self):
-        return await self._in_collections(lambda c: c.list())
+    async def list_collections(self, request: Request):
+        listed = await self._in_collections(lambda c: c.list())
+        return scopes.visible_collections(request.scope, listed)
 
     @app.get("/collections/{name}", response_model=CollectionInfoResponse)
     async def describe_collection(self, name: str):
@@ -343,8 +348,37 @@ class Zest:
         return openai_api.models_response(served, self._started)["data"][0]
 
 
+# The scope an API key needs for each route (service/scopes.py), "METHOD path" as the route declares it.
+# Every route must be here: the service does not start otherwise (and tests/test_scopes.py fails).
+# "name": the path parameter holding the collection; "body"/"list": the route checks or filters collections.
+ROUTE_SCOPES: dict[str, Access] = {
+    "GET /docs.json": PUBLIC,
+    "POST /classify": READ,
+    "GET /heads": READ,
+    "POST /embed/image": READ,
+    "POST /embed/text": READ,
+    "GET /templates": READ,
+    "POST /items": WRITE,
+    "GET /items/{item_id}": READ,
+    "DELETE /items/{item_id}": WRITE,
+    "POST /recommend": READ,
+    "POST /collections": Access(Scope.admin, "body"),
+    "GET /collections": Access(Scope.read, "list"),
+    "GET /collections/{name}": Access(Scope.read, "name"),
+    "DELETE /collections/{name}": Access(Scope.admin, "name"),
+    "POST /collections/{name}/items": Access(Scope.write, "name"),
+    "POST /collections/{name}/search": Access(Scope.read, "name"),
+    "GET /collections/{name}/items/{item_id}": Access(Scope.read, "name"),
+    "DELETE /collections/{name}/items/{item_id}": Access(Scope.write, "name"),
+    "POST /v1/embeddings": READ,
+    "GET /v1/models": READ,
+    "GET /v1/models/{model}": READ,
+}
+scopes.check_table(app.routes, ROUTE_SCOPES)
+
 # Around the whole public service, BentoML's own routes included (first added = outermost): one error shape
 # for every response, then the API-key check (service/auth.py).
 Zest.add_asgi_middleware(errors.ErrorShapeMiddleware)
-Zest.add_asgi_middleware(ApiKeyMiddleware, keys=API_KEYS)
-openapi.install(app, keys_on=bool(API_KEYS))
+Zest.add_asgi_middleware(ApiKeyMiddleware, keys=API_KEYS, app_routes=lambda: app.routes,
+                        table=ROUTE_SCOPES)
+openapi.install(app, keys_on=bool(API_KEYS), scopes=ROUTE_SCOPES)

@@ -23,6 +23,7 @@ service class at import, `make_fastapi_class_views`), and the bento's own `apis/
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -41,6 +42,8 @@ from .schemas import (
     OpenAIEmbeddingsRequest,
     RecommendRequest,
 )
+from .scopes import Access
+from .scopes import document as document_scopes
 
 RETRY_AFTER_HEADER = {"Retry-After": {"description": "seconds after which the request may be sent again",
                                       "schema": {"type": "integer"}}}
@@ -253,12 +256,15 @@ def allowed_methods(spec: dict, path: str) -> list[str]:
     return []
 
 
-def install(app: FastAPI, keys_on: bool) -> None:
-    """Make `app.openapi()` -- what FastAPI serves at its `openapi_url` -- this document (built once)."""
+def install(app: FastAPI, keys_on: bool, scopes: Mapping[str, Access] | None = None) -> None:
+    """Make `app.openapi()` -- what FastAPI serves at its `openapi_url` -- this document (built once), each
+    operation with the API-key scope it needs (service/scopes.py)."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             app.openapi_schema = spec(app, keys_on)
+            if scopes is not None:
+                document_scopes(app.openapi_schema, scopes, keys_on)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

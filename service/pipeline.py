@@ -83,7 +83,7 @@ class ClipPipeline:
             data = item.data
             if item.url is not None:
                 data = fetch_image_bytes(item.url, allowlist=s.url_allowlist, max_bytes=s.max_image_bytes,
-                                         timeout_s=s.url_timeout_s)
+                                         timeout_s=s.url_timeout_s, allow_private=s.url_allow_private)
             images.append(decode_image(data or b"", max_bytes=s.max_image_bytes,
                                        max_pixels=s.max_image_pixels, name=item.name))
         return images
