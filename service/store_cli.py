@@ -47,6 +47,17 @@ def _report(copied: list[dump.Copied], where: str) -> None:
         print(f"{c.role:<12} {c.name:<32} {c.records:>10} records -> {c.count} in {where}")
 
 
+def _target(spec: str, data_dir: str, token: str) -> Callable[[str], VectorStore]:
+    """Opens the target store of a role; an embedded one that a running server has open is refused."""
+    def open_role(role: str) -> VectorStore:
+        path = backups.store_file(data_dir, role)
+        if spec.strip() in ("", "embedded") and path.is_file():
+            backups.check_unused(path)
+        return open_store(spec, role, data_dir=data_dir, token=token)
+
+    return open_role
+
+
 def _copy(sources: list[tuple[str, dump.Source]], target: Callable[[str], VectorStore], args: argparse.Namespace,
           where: str, opened: list, verb: str = "import") -> int:
     def open_target(role: str) -> VectorStore:
@@ -86,8 +97,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         sources = [(role, dump.DumpReader(directory, role)) for role in dump.ROLE_PREFIXES]
     opened: list = []
     try:
-        return _copy(sources, lambda role: open_store(spec, role, data_dir=data_dir, token=token), args,
-                     describe(spec), opened)
+        return _copy(sources, _target(spec, data_dir, token), args, describe(spec), opened)
     finally:
         dump.close_all([s for _, s in sources] + opened)
 
@@ -104,8 +114,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     sources = dump.store_sources(spec, data_dir, token)
     opened: list = []
     try:
-        return _copy(sources, lambda role: open_store(args.to, role, data_dir=to_data_dir,
-                                                      token=token), args, describe(args.to), opened, verb="migrate")
+        return _copy(sources, _target(args.to, to_data_dir, token), args, describe(args.to), opened,
+                     verb="migrate")
     finally:
         dump.close_all([s for _, s in sources] + opened)
 

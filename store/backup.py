@@ -101,7 +101,7 @@ def backup_sources(directory: str | Path) -> list[tuple[str, Source]]:
     return [(role, EmbeddedSnapshot(Path(directory).expanduser() / e["file"])) for role, e in manifest["files"].items()]
 
 
-def _check_unused(path: Path) -> None:
+def check_unused(path: Path) -> None:
     """Refuse a store file another connection has open: in WAL mode every connection holds a shared lock on
     the file, so leaving WAL (which needs it alone) fails while a server has it open."""
     db = sqlite3.connect(path, timeout=0.5, isolation_level=None)
@@ -109,8 +109,8 @@ def _check_unused(path: Path) -> None:
         db.execute("PRAGMA journal_mode=DELETE")
         db.execute("PRAGMA journal_mode=WAL")
     except sqlite3.OperationalError:
-        raise Conflict(f"{path} is in use (a zest server is running on this data directory): stop it, then "
-                       "restore") from None
+        raise Conflict(f"{path} is in use (a zest server is running on this data directory): stop it first; "
+                       "the server reads its store into memory when it starts") from None
     finally:
         db.close()
 
@@ -124,7 +124,7 @@ def restore(backup_dir: str | Path, data_dir: str | Path, force: bool = False) -
         raise Conflict(f"{', '.join(map(str, existing))} exist: restoring replaces them (and every write since "
                        "the backup); pass --force, or restore into a new data directory")
     for path in existing:
-        _check_unused(path)
+        check_unused(path)
     Path(data_dir).expanduser().mkdir(parents=True, exist_ok=True)
     for role, entry in manifest["files"].items():
         src = sqlite3.connect(f"file:{Path(backup_dir).expanduser() / entry['file']}?mode=ro", uri=True)

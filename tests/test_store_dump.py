@@ -230,6 +230,7 @@ def test_restore_refuses_a_store_in_use_and_existing_files(tmp_path):
         backups.restore(tmp_path / "bk", data)
     with pytest.raises(Conflict, match="in use"):
         backups.restore(tmp_path / "bk", data, force=True)
+    assert zest_main(["store", "import", str(tmp_path / "bk"), "--data-dir", str(data), "--quiet"]) == 2  # in use
     store.close()
     backups.restore(tmp_path / "bk", data, force=True)
     back = EmbeddedStore(data / "store-catalog.sqlite3")
