@@ -107,6 +107,8 @@ def store_sources(spec: str, data_dir: str | Path, token: str = "") -> list[tupl
     nothing); any other backend through its `VectorStore`."""
     if spec.strip() in ("", "embedded"):
         files = [(role, Path(data_dir).expanduser() / f"store-{role}.sqlite3") for role in ROLES]
+        if not any(path.is_file() for _, path in files):
+            raise NotFound(f"no embedded store under {Path(data_dir).expanduser()} (no store-*.sqlite3)")
         return [(role, EmbeddedSnapshot(path)) for role, path in files if path.is_file()]
     return [(role, open_store(spec, role, data_dir=data_dir, token=token)) for role in ROLES]
 
@@ -157,36 +159,52 @@ def export(sources: Iterable[tuple[str, Source]], out: str | Path, selection: Se
     return manifest
 
 
+class _Chunk:
+    """One chunk being written: records streamed to its JSONL file (hashed as written), vectors gathered (at most
+    `chunk_rows` x dim floats) and saved when it closes."""
+
+    def __init__(self, out: Path, folder: Path, k: int):
+        self.out = out
+        self.records, self.vectors = folder / f"records-{k:06d}.jsonl", folder / f"vectors-{k:06d}.npy"
+        self.file = open(self.records, "wb")  # noqa: SIM115 - closed in close()
+        self.hash = hashlib.sha256()
+        self.rows: list[np.ndarray] = []
+
+    def add(self, rec: Record) -> None:
+        line = json.dumps({"id": rec.id, "payload": rec.payload}, ensure_ascii=False).encode() + b"\n"
+        self.file.write(line)
+        self.hash.update(line)
+        self.rows.append(np.asarray(rec.vector, np.float32))
+
+    def close(self) -> dict:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        np.save(self.vectors, np.stack(self.rows).astype("<f4", copy=False), allow_pickle=False)
+        _fsync(self.vectors)
+        return {"records": self.records.relative_to(self.out).as_posix(),
+                "vectors": self.vectors.relative_to(self.out).as_posix(), "count": len(self.rows),
+                "sha256": {"records": self.hash.hexdigest(), "vectors": _sha256(self.vectors)}}
+
+
 def _export_one(source: Source, role: str, info: CollectionInfo, out: Path, chunk_rows: int,
                 progress: Callable[[int], object] | None) -> dict:
     folder = out / info.name
     folder.mkdir()
     chunks: list[dict] = []
-    lines: list[bytes] = []
-    vectors: list[np.ndarray] = []
-
-    def flush() -> None:
-        k = len(chunks)
-        records, vecs = folder / f"records-{k:06d}.jsonl", folder / f"vectors-{k:06d}.npy"
-        records.write_bytes(b"".join(lines))
-        np.save(vecs, np.concatenate(vectors).astype("<f4", copy=False), allow_pickle=False)
-        for p in (records, vecs):
-            _fsync(p)
-        chunks.append({"records": records.relative_to(out).as_posix(), "vectors": vecs.relative_to(out).as_posix(),
-                       "count": len(lines), "sha256": {"records": _sha256(records), "vectors": _sha256(vecs)}})
-        lines.clear()
-        vectors.clear()
-
+    chunk: _Chunk | None = None
     for batch in source.scan(info.name, min(BATCH, chunk_rows), with_vectors=True):
         for rec in batch:
-            lines.append(json.dumps({"id": rec.id, "payload": rec.payload}, ensure_ascii=False).encode() + b"\n")
-        vectors.append(np.stack([np.asarray(r.vector, np.float32) for r in batch]))
+            if chunk is None:
+                chunk = _Chunk(out, folder, len(chunks))
+            chunk.add(rec)
+            if len(chunk.rows) == chunk_rows:
+                chunks.append(chunk.close())
+                chunk = None
         if progress is not None:
             progress(len(batch))
-        if len(lines) >= chunk_rows:
-            flush()
-    if lines:
-        flush()
+    if chunk is not None:
+        chunks.append(chunk.close())
     return {"role": role, "name": info.name[len(ROLE_PREFIXES[role]):] if role == "collections" else info.name,
             "store_name": info.name, "dim": info.dim, "metric": info.metric, "meta": info.meta,
             "model": model_of(info, role), "count": sum(c["count"] for c in chunks), "created_at": info.created_at,

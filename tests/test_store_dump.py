@@ -80,7 +80,7 @@ def test_export_import_round_trip(source, target, tmp_path):
     want = fill(src_spec, src_dir)
     out = tmp_path / "dump"
     assert zest_main(["store", "export", str(out), "--store", src_spec, "--data-dir", src_dir, "--quiet",
-                      "--chunk-rows", "100"]) == 0
+                      "--chunk-rows", "120"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["format"], manifest["version"]) == ("zest-store-dump", 1)
     entries = {e["store_name"]: e for e in manifest["collections"]}
@@ -88,11 +88,11 @@ def test_export_import_round_trip(source, target, tmp_path):
     photos = entries["c_photos"]
     assert (photos["role"], photos["name"], photos["model"], photos["dim"], photos["count"]) == (
         "collections", "photos", "clip-a", 8, 250)
-    assert [c["count"] for c in photos["chunks"]] == [100, 100, 50]  # streamed in chunks
+    assert [c["count"] for c in photos["chunks"]] == [120, 120, 10]  # streamed in chunks of at most 120
     assert entries["rec_catalog_8"]["model"] == "fp1"
     first = json.loads((out / photos["chunks"][0]["records"]).read_text().splitlines()[0])
     assert first["payload"]["thumbnail"]["jpeg"] == THUMB  # the payload is carried whole
-    assert np.load(out / photos["chunks"][0]["vectors"]).shape == (100, 8)
+    assert np.load(out / photos["chunks"][0]["vectors"]).shape == (120, 8)
 
     dst_spec, dst_dir = spec_for(target, tmp_path, "dst")
     assert zest_main(["store", "import", str(out), "--store", dst_spec, "--data-dir", dst_dir, "--quiet"]) == 0
@@ -111,6 +111,7 @@ def test_one_collection_or_the_catalogue(tmp_path):
     assert zest_main(["store", "export", str(tmp_path / "cat"), "--data-dir", data, "--catalog", "--quiet"]) == 0
     assert [e["store_name"] for e in dump.read_manifest(tmp_path / "cat")["collections"]] == ["rec_catalog_8"]
     assert zest_main(["store", "export", str(tmp_path / "none"), "--data-dir", data, "--collection", "nope"]) == 2
+    assert zest_main(["store", "export", str(tmp_path / "none"), "--data-dir", str(tmp_path / "typo")]) == 2
     # import only the catalogue from a full dump
     assert zest_main(["store", "export", str(tmp_path / "all"), "--data-dir", data, "--quiet"]) == 0
     dst = str(tmp_path / "dst")
