@@ -37,6 +37,13 @@ class Unavailable(ZestError):
     status_code = 503
 
 
+class InsufficientStorage(ZestError):
+    """A write the store could not persist (its disk is full, read-only or failing): 507. Nothing of the write
+    was stored; reads go on, and writes succeed again once there is space."""
+
+    status_code = 507
+
+
 class Conflict(InvalidInput):
     """The request contradicts what exists (a collection that exists already, or was made by another model;
     an adapted head made for another model)."""

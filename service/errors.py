@@ -35,7 +35,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..models.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unavailable, ZestError
+from ..models.errors import (
+    Conflict,
+    InsufficientStorage,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    ZestError,
+)
 
 log = logging.getLogger("zest")
 RETRY_AFTER_S = 5  # a 503's Retry-After: a respawned model worker is back within seconds (zest-tiny: ~5 s)
@@ -65,6 +73,10 @@ class UnsupportedMediaType(InvalidInput):
 USER_ERRORS: dict[int, type[InvalidInput]] = {
     cls.status_code: cls for cls in (InvalidInput, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType)}
 UNCARRIED = (401, 403)  # 4xx statuses BentoML answers without the exception's message
+# A 5xx reaches the caller without its message (BentoML replaces it); a 507 has one meaning in zest, so the
+# caller says it again (the callee's log has the details).
+STORAGE_FULL = ("the write could not be stored: the disk of the data directory is full or read-only; nothing was "
+                "stored. Free space in (or make writable) the data directory, then retry")
 
 
 class CalleeUserError(BentoMLException):
@@ -83,7 +95,7 @@ def user_errors_to_caller() -> Iterator[None]:
         yield
     except ZestError as exc:
         status = getattr(exc, "status_code", 500)
-        if not 400 <= status < 500 or status in UNCARRIED:
+        if (not 400 <= status < 500 or status in UNCARRIED) and not isinstance(exc, InsufficientStorage):
             raise
         raise CalleeUserError(exc) from exc
 
@@ -94,6 +106,8 @@ def from_callee(exc: BaseException) -> ZestError | None:
     if not isinstance(exc, BentoMLException):
         return None
     status = int(exc.error_code)
+    if status == InsufficientStorage.status_code:
+        return InsufficientStorage(STORAGE_FULL)
     if not 400 <= status < 500 or status in UNCARRIED:
         return None
     try:
@@ -133,7 +147,7 @@ async def _zest_error(request: Request, exc: ZestError) -> JSONResponse:
     status = getattr(exc, "status_code", 500)
     if isinstance(exc, RequestTimeout):
         return _error(str(exc), status, connection="close")  # the rest of a slow body is not read
-    if status >= 500 and not isinstance(exc, Unavailable):
+    if status >= 500 and not isinstance(exc, (Unavailable, InsufficientStorage)):
         log.error("request failed", exc_info=exc)
         return _error("internal error; see the server log", status)
     return _error(str(exc), status)

@@ -55,6 +55,8 @@ ERROR_DESCRIPTIONS = {
     413: "Over a size limit (bytes, images, texts, items, k): the message names the limit",
     415: "Unsupported content type: send application/json (or multipart/form-data where listed)",
     503: "A model service is down, restarting or still loading: retry after Retry-After seconds",
+    507: "The write could not be stored (the data directory's disk is full or read-only): nothing was stored; "
+         "reads still work, and the write may be sent again once there is space",
     "default": "Any other error (405 wrong method, 408 request sent too slowly, 500, 504): the same shape",
 }
 
@@ -131,23 +133,24 @@ def request_bodies() -> dict[tuple[str, str], dict]:
 
 BODY_ERRORS = {400, 413, 415}
 MODEL = {503}  # needs a model service
+STORED = {507}  # writes to the store: refused whole when the disk cannot take them
 ERRORS: dict[tuple[str, str], set] = {
     ("POST", "/classify"): BODY_ERRORS | {404} | MODEL,
     ("POST", "/embed/image"): BODY_ERRORS | MODEL,
     ("POST", "/embed/text"): BODY_ERRORS | MODEL,
     ("GET", "/templates"): set(),
-    ("POST", "/items"): BODY_ERRORS | MODEL,
+    ("POST", "/items"): BODY_ERRORS | MODEL | STORED,
     ("GET", "/items/{item_id}"): {404} | MODEL,
-    ("DELETE", "/items/{item_id}"): {404} | MODEL,
+    ("DELETE", "/items/{item_id}"): {404} | MODEL | STORED,
     ("POST", "/recommend"): BODY_ERRORS | {404} | MODEL,
-    ("POST", "/collections"): BODY_ERRORS | {409} | MODEL,
+    ("POST", "/collections"): BODY_ERRORS | {409} | MODEL | STORED,
     ("GET", "/collections"): MODEL,
     ("GET", "/collections/{name}"): {400, 404} | MODEL,
-    ("DELETE", "/collections/{name}"): {400, 404} | MODEL,
-    ("POST", "/collections/{name}/items"): BODY_ERRORS | {404, 409} | MODEL,
+    ("DELETE", "/collections/{name}"): {400, 404} | MODEL | STORED,
+    ("POST", "/collections/{name}/items"): BODY_ERRORS | {404, 409} | MODEL | STORED,
     ("POST", "/collections/{name}/search"): BODY_ERRORS | {404, 409} | MODEL,
     ("GET", "/collections/{name}/items/{item_id}"): {400, 404} | MODEL,
-    ("DELETE", "/collections/{name}/items/{item_id}"): {400, 404} | MODEL,
+    ("DELETE", "/collections/{name}/items/{item_id}"): {400, 404} | MODEL | STORED,
     ("GET", "/collections/{name}/items/{item_id}/thumbnail"): {400, 404} | MODEL,
     ("GET", "/info"): set(),
     ("GET", "/ui"): set(),

@@ -164,8 +164,8 @@ class VectorStore(ABC):
         """Top-k hits per query row, best first; `exclude` ids never appear."""
 
     @abstractmethod
-    def scan(self, name: str, batch: int = 1000) -> Iterator[list[Record]]:
-        """Every record (payloads, no vectors), in batches."""
+    def scan(self, name: str, batch: int = 1000, with_vectors: bool = False) -> Iterator[list[Record]]:
+        """Every record (payloads; vectors too if `with_vectors`), in batches."""
 
     def missing(self, name: str, ids: Sequence[str]) -> list[str]:
         found = self.get(name, ids)
