@@ -230,3 +230,30 @@ def test_more_like_this_searches_by_an_items_stored_vector(indexed, scenes):
         indexed.search("shapes", like="ghost")
     with pytest.raises(InvalidInput, match="exactly one"):
         indexed.search("shapes", like="scene-5", text="a red star")
+
+
+@pytest.mark.parametrize("target", ["embedded", "milvus-lite"])
+def test_thumbnails_travel_in_a_store_dump(target, tmp_path, encoder, memo_encoder, scenes):
+    """`zest store export` / `import` carry the thumbnail inside the item's payload, to either backend."""
+    from zest.service.cli import main as zest_main
+    from zest.store import open_store
+
+    settings = Settings(max_images=16)
+    src = Collections(open_store("embedded", "collections", data_dir=str(tmp_path / "src")),
+                      ClipPipeline(settings, EncoderInfo.of(encoder), *memo_encoder), settings)
+    src.create("pics", thumbnails=True)
+    src.add("pics", [NewItem(id=f"s{n}", image=RawImage(f"{n}.png", png(scenes[n].image))) for n in range(3)])
+    want = {f"s{n}": src.thumbnail("pics", f"s{n}") for n in range(3)}
+    src.store.close()
+    assert zest_main(["store", "export", str(tmp_path / "dump"), "--store", "embedded",
+                      "--data-dir", str(tmp_path / "src"), "--quiet"]) == 0
+    spec = "embedded" if target == "embedded" else f"milvus-lite:{tmp_path / 'dst.db'}"
+    assert zest_main(["store", "import", str(tmp_path / "dump"), "--store", spec,
+                      "--data-dir", str(tmp_path / "dst"), "--quiet"]) == 0
+    dst = Collections(open_store(spec, "collections", data_dir=str(tmp_path / "dst")),
+                      ClipPipeline(settings, EncoderInfo.of(encoder), *memo_encoder), settings)
+    try:
+        assert dst.describe("pics")["thumbnails"] is True
+        assert {i: dst.thumbnail("pics", i) for i in want} == want
+    finally:
+        dst.store.close()
