@@ -217,4 +217,5 @@ async def read_collection_search(request: Request, settings: Settings) -> dict[s
         return {"image": raw[0], "k": json_field(fields, "k", 10), "filter": json_field(fields, "filter")}
     body = parse_model(CollectionSearchRequest, await read_json(request, settings, multipart_too=True))
     image = json_images([body.image])[0] if body.image is not None else None
-    return {"text": body.text, "image": image, "vector": body.vector, "k": body.k, "filter": body.filter}
+    return {"text": body.text, "image": image, "vector": body.vector, "k": body.k, "filter": body.filter,
+            "like": body.like}

@@ -151,6 +151,10 @@ ERRORS: dict[tuple[str, str], set] = {
     ("POST", "/collections/{name}/search"): BODY_ERRORS | {404, 409} | MODEL,
     ("GET", "/collections/{name}/items/{item_id}"): {400, 404} | MODEL,
     ("DELETE", "/collections/{name}/items/{item_id}"): {400, 404} | MODEL | STORED,
+    ("GET", "/collections/{name}/items/{item_id}/thumbnail"): {400, 404} | MODEL,
+    ("GET", "/info"): set(),
+    ("GET", "/ui"): set(),
+    ("GET", "/ui/{file}"): {404},
     ("POST", "/v1/embeddings"): BODY_ERRORS | {404} | MODEL,
     ("GET", "/v1/models"): MODEL,
     ("GET", "/v1/models/{model}"): {404} | MODEL,
@@ -178,7 +182,7 @@ def document(spec: dict, keys_on: bool) -> None:
                     parameter["schema"].update(PATH_PARAMETERS[parameter["name"]])
             responses = {code: r for code, r in operation.get("responses", {}).items()
                          if code != "422" and not code.startswith(("4", "5"))}
-            statuses = ERRORS.get(key, UNLISTED) | ({401} if keys_on else set())
+            statuses = ERRORS.get(key, UNLISTED) | ({401} if keys_on and operation.get("security") != [] else set())
             for status in sorted(statuses):
                 responses[str(status)] = _error_ref(status)
             responses["default"] = _error_ref("default")

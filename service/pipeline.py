@@ -50,11 +50,13 @@ class EncoderInfo:
     logit_scale: float
     context_length: int
     preprocess_cfg: dict
+    runtime: str = ""  # what the encoder runs on, for GET /info
+    device: str = ""
 
     @classmethod
     def of(cls, encoder) -> "EncoderInfo":
         return cls(encoder.model_id, encoder.dim, encoder.logit_scale, encoder.context_length,
-                   dict(encoder.preprocess_cfg))
+                   dict(encoder.preprocess_cfg), str(encoder.runtime), str(encoder.device))
 
 
 class ClipPipeline:

@@ -89,6 +89,20 @@ class HeadsResponse(BaseModel):
     heads: list[HeadInfo]
 
 
+class InfoResponse(BaseModel):
+    """GET /info: what this server runs, for a person (the playground's Status tab) or a script."""
+
+    version: str
+    model: str | None = Field(..., description="the CLIP model; null while the encoder service is not up")
+    dim: int | None = Field(..., description="its embedding dimension")
+    runtime: str | None = Field(..., description="what runs it: torch, onnx, onnx-int8 or int8")
+    device: str | None = Field(..., description="where it runs: cpu, cuda, ...")
+    heads: list[str] = Field(..., description="adapted heads loaded (GET /heads has their details)")
+    template_sets: list[str] = Field(..., description="shipped prompt template sets (GET /templates)")
+    services: dict[str, bool] = Field(..., description="model service name -> answers its readiness probe now")
+    recommender: bool = Field(..., description="a recommender model is configured (/items, /recommend)")
+
+
 class EmbedResponse(BaseModel):
     model: str
     dim: int
@@ -132,6 +146,8 @@ class CollectionCreateRequest(BaseModel):
     name: str = Field(..., description="1-63 letters, digits or '_', starting with a letter",
                       json_schema_extra=COLLECTION_NAME)
     model: str | None = Field(None, description="optional: refused (409) unless it is the model this server runs")
+    thumbnails: bool = Field(False, description="keep a small JPEG (<= 256 px, <= 16 kB) of each image item, served "
+                                                "by GET /collections/{name}/items/{id}/thumbnail")
 
 
 class CollectionItemIn(BaseModel):
@@ -150,12 +166,15 @@ class CollectionItemsRequest(BaseModel):
 
 
 class CollectionSearchRequest(BaseModel):
-    """Search by exactly one of `text`, `image` or `vector` (a CLIP embedding of the collection's model)."""
+    """Search by exactly one of `text`, `image`, `vector` (a CLIP embedding of the collection's model) or `like`
+    (an item id)."""
 
     model_config = ConfigDict(extra="forbid")
     text: str | None = None
     image: Union[str, ImageRef, None] = None
     vector: list[float] | None = None
+    like: str | None = Field(None, description="an item id of this collection: the items nearest to it (\"more like "
+                                               "this\"), itself left out")
     k: int = Field(10, description="results returned", json_schema_extra=POSITIVE)
     filter: dict | None = Field(None, description='metadata equality: {"field": value or [values]}')
 
@@ -166,6 +185,7 @@ class CollectionInfoResponse(BaseModel):
     dim: int
     count: int
     created_at: float
+    thumbnails: bool = Field(False, description="image items keep a thumbnail (set at creation)")
 
 
 class CollectionsResponse(BaseModel):
@@ -179,6 +199,7 @@ class CollectionHit(BaseModel):
     text: str | None = None
     name: str | None = None
     metadata: dict = Field(default_factory=dict)
+    thumbnail: bool = Field(False, description="GET /collections/{name}/items/{id}/thumbnail serves its JPEG")
 
 
 class CollectionSearchResponse(BaseModel):

@@ -84,8 +84,11 @@ def test_every_served_operation_enforces_its_scope(server):
     spec = requests.get(f"{server.url}/docs.json", timeout=30).json()
     operations = [(m.upper(), p, op["x-zest-scope"]) for p, item in spec["paths"].items() for m, op in item.items()
                   if "x-zest-scope" in op]
-    assert len(operations) >= 19 and {s for *_, s in operations} == {"read", "write", "admin"}
-    for method, template, needed in operations:
+    assert len(operations) >= 19 and {s for *_, s in operations} == {"read", "write", "admin", "public"}
+    for method, template, _ in [op for op in operations if op[2] == "public"]:  # the playground's page and files
+        r = req(server, method, concrete(template, "alpha").replace("{file}", "app.js"), None)
+        assert r.status_code == 200, (method, template, r.status_code)
+    for method, template, needed in [op for op in operations if op[2] != "public"]:
         for key, (scope, collections) in KEYS.items():
             for collection in ("alpha", "ghost"):
                 body = {"json": {}} if method == "POST" else {}

@@ -112,6 +112,8 @@ def test_bentoml_build_from_clean_checkout(tmp_path, bentofile, device):
     assert info["service"] == "zest.service.app:Zest"
     assert (bento / "src" / "prompts" / "sets" / "imagenet.yaml").is_file()
     assert (bento / "src" / "service" / "app.py").is_file()
+    for name in ("index.html", "app.js", "style.css"):  # the playground at /ui
+        assert (bento / "src" / "service" / "ui" / name).is_file(), name
     assert (bento / "src" / "zest" / "__init__.py").is_file()
     assert (bento / "src" / "models" / "rec" / "checkpoint" / "model.safetensors").is_file()
     assert not (bento / "src" / "tests").exists()

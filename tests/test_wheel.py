@@ -45,7 +45,8 @@ def test_wheel_holds_one_import_root_and_every_data_file(wheel):
     for needed in ("zest/models/rec/checkpoint/model.safetensors", "zest/models/rec/checkpoint/config.json",
                    "zest/models/embedded/checkpoint/zest_tiny.safetensors",
                    "zest/models/embedded/checkpoint/zest_tiny_config.json",
-                   "zest/prompts/sets/imagenet.yaml", "zest/service/app.py", "zest/training/rec/cli.py"):
+                   "zest/prompts/sets/imagenet.yaml", "zest/service/app.py", "zest/training/rec/cli.py",
+                   "zest/service/ui/index.html", "zest/service/ui/app.js", "zest/service/ui/style.css"):
         assert needed in names, needed
 
 
@@ -116,3 +117,12 @@ def test_zest_serve_from_the_installed_wheel(venv, tmp_path):
         assert all(str(ROOT) not in " ".join(p.cmdline()) for p in workers)
     finally:
         server.stop()
+
+
+def test_installed_package_serves_the_playground_files(venv, tmp_path):
+    code = ("from zest.service.playground import FILES, read; "
+            "print(sorted((n, len(read(n)) > 500) for n in FILES))")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "PYTHONPATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[('app.js', True), ('index.html', True), ('style.css', True)]"
