@@ -31,6 +31,7 @@ from .. import __version__
 from ..models.errors import Unavailable
 from . import errors, openai_api, openapi
 from .auth import ApiKeyMiddleware
+from .compat import install_header_timeout, release_request_timers
 from .config import API_KEYS, PUBLIC_SERVICE, SETTINGS, log
 from .encoder_service import ClipEncoderService
 from .heads import declare_heads, load_served_heads
@@ -42,7 +43,7 @@ from .http_input import (
     read_images_and_fields,
     read_json,
 )
-from .http_limits import BodyTimeoutMiddleware, install_header_timeout, release_request_timers
+from .http_limits import BodyTimeoutMiddleware
 from .image import bento_image
 from .lifecycle import install_drain
 from .pipeline import ClipPipeline, EncoderInfo

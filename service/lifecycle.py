@@ -43,19 +43,13 @@ from typing import NoReturn
 
 import psutil
 
+from .compat import signal_drain, worker_service_name
+
 log = logging.getLogger("zest")
 
 MODEL_EXTRA_S = 5.0  # a model service waits for the public one, then gets this long for itself
-_WORKER_MODULE = "_bentoml_impl.worker.service"
 FATAL_FILE_ENV = "ZEST_FATAL_FILE"  # set by `zest serve`: where a worker that cannot start writes why
 START_FAILED_EXIT = 3
-
-
-def _service_name(cmdline: list[str]) -> str | None:
-    if _WORKER_MODULE not in cmdline or "--service-name" not in cmdline:
-        return None
-    i = cmdline.index("--service-name")
-    return cmdline[i + 1] if i + 1 < len(cmdline) else None
 
 
 def sibling_workers(service_name: str) -> list[psutil.Process]:
@@ -67,7 +61,7 @@ def sibling_workers(service_name: str) -> list[psutil.Process]:
     found = []
     for proc in siblings:
         try:
-            if proc.status() != psutil.STATUS_ZOMBIE and _service_name(proc.cmdline()) == service_name:
+            if proc.status() != psutil.STATUS_ZOMBIE and worker_service_name(proc.cmdline()) == service_name:
                 found.append(proc)
         except psutil.Error:
             continue
@@ -109,10 +103,10 @@ def install_drain(who: str, shutdown_timeout_s: float, *, public_service: str | 
     """Wrap this worker's SIGTERM/SIGINT handling (see the module doc). `who`: this service's name.
     `public_service`: for a model service, the service to outlive. `on_term`: a coroutine function run in
     the event loop at the first signal. Returns False (and does nothing) outside a uvicorn worker."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or not signal_drain():
         return False
     try:  # only in this service's own worker: `bentoml serve --development` runs all services in one
-        if _service_name(psutil.Process().cmdline()) != who:
+        if worker_service_name(psutil.Process().cmdline()) != who:
             return False
     except psutil.Error:
         return False
@@ -153,7 +147,7 @@ def in_container() -> bool:
 
 def _in_own_worker(who: str) -> bool:
     try:
-        return _service_name(psutil.Process().cmdline()) == who
+        return worker_service_name(psutil.Process().cmdline()) == who
     except psutil.Error:
         return False
 
