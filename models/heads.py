@@ -23,9 +23,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -171,7 +172,7 @@ class Head(HeadParams):
         meta = {k: v for k, v in self.meta.items() if k not in ("train_images",)}
         return {"name": self.name, "source": self.source, "model_id": self.model_id, "classes": list(self.classes),
                 "method": self.method, "metrics": meta.get("metrics", {}), "created": meta.get("created"),
-                "cache_size": 0 if self.cache_keys is None else int(len(self.cache_keys))}
+                "cache_size": 0 if self.cache_keys is None else len(self.cache_keys)}
 
 
 def save_head(head: Head, directory: str | Path) -> Path:

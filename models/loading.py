@@ -25,8 +25,15 @@ WEIGHTS_FILE = "open_clip_model.safetensors"
 HF_WEIGHTS_FILE = "open_clip_pytorch_model.bin"  # open_clip's older name on the hub; WEIGHTS_FILE is preferred
 PREPROCESS_KEYS = ("mode", "mean", "std", "interpolation", "resize_mode", "fill_color")  # size: the model's own
 
-__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "OFFLINE_HINT", "load_open_clip", "load_bento_model", "save_checkpoint",
-           "export_checkpoint"]
+__all__ = [
+    "CONFIG_FILE",
+    "OFFLINE_HINT",
+    "WEIGHTS_FILE",
+    "export_checkpoint",
+    "load_bento_model",
+    "load_open_clip",
+    "save_checkpoint",
+]
 
 
 def _is_offline_error(exc: BaseException) -> bool:

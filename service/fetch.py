@@ -29,15 +29,15 @@ def fetch_image_bytes(url: str, *, allowlist: tuple[str, ...], max_bytes: int, t
     if not host_allowed(parts.hostname, allowlist):
         raise InvalidInput(f"image URL host {parts.hostname!r} is not in ZEST_URL_ALLOWLIST")
     try:
-        with httpx.Client(follow_redirects=False, trust_env=False, timeout=timeout_s) as client:
-            with client.stream("GET", url) as resp:
-                if resp.status_code != 200:
-                    raise InvalidInput(f"image URL {url!r} answered HTTP {resp.status_code}")
-                chunks, size = [], 0
-                for chunk in resp.iter_bytes():
-                    size += len(chunk)
-                    check_at_most(size, max_bytes, f"image at {url!r}", "bytes")
-                    chunks.append(chunk)
+        with httpx.Client(follow_redirects=False, trust_env=False, timeout=timeout_s) as client, \
+                client.stream("GET", url) as resp:
+            if resp.status_code != 200:
+                raise InvalidInput(f"image URL {url!r} answered HTTP {resp.status_code}")
+            chunks, size = [], 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                check_at_most(size, max_bytes, f"image at {url!r}", "bytes")
+                chunks.append(chunk)
     except httpx.HTTPError as exc:
         raise InvalidInput(f"could not fetch image URL {url!r}: {type(exc).__name__}") from exc
     return b"".join(chunks)

@@ -33,6 +33,7 @@ server with exit code 1 at its next worker check (every 10 s).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -70,10 +71,8 @@ def sibling_workers(service_name: str) -> list[psutil.Process]:
 
 def _flush_logs() -> None:
     for handler in logging.getLogger().handlers + log.handlers:
-        try:
+        with contextlib.suppress(Exception):  # best effort before _exit
             handler.flush()
-        except Exception:  # noqa: BLE001 - best effort before _exit
-            pass
 
 
 def _exit_after(seconds: float, who: str) -> None:

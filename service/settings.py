@@ -97,7 +97,7 @@ class Settings:
     api_keys: str = field(default="", repr=False)  # secrets: never in a repr or a log line
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         """Read every field from ZEST_<FIELD> (upper case); bad values raise ValueError naming the variable."""
         values: dict[str, object] = {}
         for f in dataclasses.fields(cls):

@@ -14,8 +14,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class TextEncoder:
                 from sentence_transformers import SentenceTransformer
 
                 self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
-            except Exception as exc:  # noqa: BLE001 - one clear error for the deployment
+            except Exception as exc:
                 raise ModelLoadError(f"cannot load the item text encoder from {str(path)!r}: {exc}") from exc
         return self._model
 

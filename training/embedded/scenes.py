@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -211,7 +211,7 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
     import colorsys
 
     r, g, b = colorsys.hsv_to_rgb((h % 360) / 360.0, s, v)
-    return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
+    return round(r * 255), round(g * 255), round(b * 255)
 
 
 def sample_colour(name: str, rng: np.random.Generator) -> tuple[int, int, int]:

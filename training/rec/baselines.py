@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class TextPopularity:
         self.w: np.ndarray | None = None
         self.b = 0.0
 
-    def fit(self, emb: np.ndarray, counts: np.ndarray) -> "TextPopularity":
+    def fit(self, emb: np.ndarray, counts: np.ndarray) -> TextPopularity:
         y = np.log1p(np.asarray(counts, dtype=np.float64))
         X = np.asarray(emb, dtype=np.float64)
         mu, ymu = X.mean(axis=0), y.mean()
@@ -78,8 +78,8 @@ class LightFMBaseline:
                  user_alpha: float = 1e-6, use_identity: bool = True, seed: int = 0, threads: int = 1) -> None:
         from lightfm import LightFM  # noqa: F401  (fail early if missing)
 
-        self.params = dict(no_components=no_components, learning_rate=learning_rate, item_alpha=item_alpha,
-                           user_alpha=user_alpha, use_identity=use_identity)
+        self.params = {"no_components": no_components, "learning_rate": learning_rate, "item_alpha": item_alpha,
+                           "user_alpha": user_alpha, "use_identity": use_identity}
         self.use_identity = use_identity
         self.seed = seed
         self.threads = threads

@@ -25,10 +25,10 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class Interactions:
     def n_users(self) -> int:
         return len(self.user_ids)
 
-    def subset(self, mask: np.ndarray) -> "Interactions":
+    def subset(self, mask: np.ndarray) -> Interactions:
         return Interactions(self.user[mask], self.item[mask], self.time[mask], self.user_ids)
 
     def sequences(self) -> dict[int, np.ndarray]:
@@ -147,7 +147,7 @@ def _parse_time(value: str, path, line: int) -> float:
         t = float(v)
     except ValueError:
         try:
-            t = datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+            t = datetime.fromisoformat(v).timestamp()
         except ValueError:
             raise InvalidInput(
                 f"{str(path)!r} line {line}: timestamp {v!r} is neither a number nor an ISO-8601 date"

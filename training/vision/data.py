@@ -16,9 +16,9 @@ hold out the same images.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import yaml
@@ -128,7 +128,7 @@ def holdout_split(labels: Sequence[int], fraction: float, seed: int = 0) -> tupl
     train, held = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        k = min(max(1, int(round(fraction * len(idx)))), len(idx) - 1)
+        k = min(max(1, round(fraction * len(idx))), len(idx) - 1)
         held += idx[:k].tolist()
         train += idx[k:].tolist()
     return np.array(sorted(train), dtype=np.int64), np.array(sorted(held), dtype=np.int64)

@@ -16,9 +16,9 @@ import hashlib
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -72,7 +72,7 @@ def read_folder(folder: ImageFolder, known: set[str] = frozenset(), skipped: lis
         except InvalidInput as exc:
             skipped.append(Skipped(rel, str(exc).removeprefix(f"{rel}: ")))
             continue
-        except Exception as exc:  # a decoder bug on one odd file must not end the run
+        except Exception as exc:  # noqa: BLE001 - a decoder bug on one odd file must not end the run
             skipped.append(Skipped(rel, f"failed to decode ({type(exc).__name__}: {exc})"))
             continue
         yield ReadImage(i, digest, data, image)
@@ -101,7 +101,7 @@ class FeatureCache:
             try:
                 with np.load(self.path) as z:
                     self._rows = dict(zip(z["digests"].tolist(), z["features"]))
-            except Exception:  # a damaged cache is a cache miss, not an error
+            except Exception:  # noqa: BLE001 - a damaged cache is a cache miss, not an error
                 self._rows = {}
 
     def __contains__(self, digest: str) -> bool:
