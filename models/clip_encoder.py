@@ -17,7 +17,7 @@ from .errors import ModelLoadError
 from .factory import load_clip
 from .images import to_rgb
 from .loaded import LoadedClip
-from .runtimes import Towers, check_fidelity, get_runtime
+from .runtimes import FidelityReport, Towers, check_fidelity, get_runtime
 from .text_tower import content_lengths, pad_token_id
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class ClipEncoder:
         self.precision = precision
         self.batch_size = batch_size
         self.runtime = "torch"  # what runs the model (models/runtimes.py); with_runtime() changes it
-        self.fidelity = None  # the FidelityReport that admitted a non-torch runtime
+        self.fidelity: FidelityReport | None = None  # the FidelityReport that admitted a non-torch runtime
         self._autocast_dtype = autocast_dtype(device, precision)
         self._pad_id = pad_token_id(self.tokenizer)
         self._use(Towers.of(self.model))

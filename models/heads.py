@@ -182,7 +182,7 @@ def save_head(head: Head, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {"weight": head.weight, "bias": head.bias}
-    if head.cache_keys is not None:
+    if head.cache_keys is not None and head.cache_labels is not None:
         tensors |= {"cache_keys": head.cache_keys, "cache_labels": head.cache_labels}
     save_file(tensors, str(directory / WEIGHTS_FILE))
     meta = {**head.meta, "format": HEAD_FORMAT, "name": head.name, "classes": list(head.classes),

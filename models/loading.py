@@ -117,7 +117,7 @@ def _plan(spec: ModelSpec) -> _Plan:
     model_cfg = open_clip.get_model_config(arch)
     if spec.pretrained == RANDOM_WEIGHTS:
         return _Plan(arch, load_weights=False, model_cfg=model_cfg)
-    if os.path.isfile(spec.pretrained):
+    if spec.pretrained is not None and os.path.isfile(spec.pretrained):
         return _Plan(arch, spec.pretrained, model_cfg=model_cfg)
     if spec.pretrained not in open_clip.list_pretrained_tags_by_model(arch):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class BatchStats:
 class GreedyBatcher(Generic[R]):
     """One worker thread runs ``fn``; ``submit``/``__call__``/``run`` may be called from any thread or loop."""
 
-    def __init__(self, fn: Callable[[object], R], max_batch: int, name: str = "batcher",
+    def __init__(self, fn: Callable[[Any], R], max_batch: int, name: str = "batcher",
                  on_batch: Callable[[int, int], None] | None = None):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -97,7 +97,8 @@ class GreedyBatcher(Generic[R]):
         with self._cond:
             while not self._queue and not self._closed:
                 self._cond.wait()
-            batch, items = [], 0
+            batch: list[tuple[Sequence, Future]] = []
+            items = 0
             while self._queue and (not batch or items + len(self._queue[0][0]) <= self.max_batch):
                 request, future = self._queue.popleft()
                 batch.append((request, future))

@@ -193,7 +193,11 @@ def release_request_timers() -> bool:
             await send(message)
 
         fut = asyncio.ensure_future(self.app(scope, receive, _send))
-        fut.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+        def release(_: asyncio.Future) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        fut.add_done_callback(release)
         try:
             try:
                 await waiter

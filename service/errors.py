@@ -199,12 +199,13 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 def register(app: FastAPI) -> None:
     """Install zest's exception handlers on `app` (once, at import of service/app.py)."""
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(ZestError, _zest_error)
+    # Starlette types every handler as taking `Exception`; each of these takes the class it is registered for
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ZestError, _zest_error)  # type: ignore[arg-type]
     app.add_exception_handler(aiohttp.ClientConnectionError, _connection_error)
     app.add_exception_handler(asyncio.TimeoutError, _timed_out)
-    app.add_exception_handler(BentoMLException, _bentoml_error)
+    app.add_exception_handler(BentoMLException, _bentoml_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -40,7 +40,8 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import NoReturn
+from types import FrameType
+from typing import Any, NoReturn
 
 import psutil
 
@@ -109,13 +110,13 @@ def install_drain(who: str, shutdown_timeout_s: float, *, public_service: str | 
             return False
     except psutil.Error:
         return False
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     if not callable(previous[signal.SIGTERM]):
         return False
     loop = asyncio.get_running_loop()
     signalled = threading.Event()
 
-    def handler(sig: int, frame: object) -> None:
+    def handler(sig: int, frame: FrameType | None) -> None:
         forward = previous[sig]
         if signalled.is_set() or not callable(forward):
             if callable(forward):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.errors import Conflict
+from ..models.errors import Conflict, NotFound
 from ..models.topk import top_k_indices
 from .base import CollectionInfo, Hit, Record, VectorStore, check_filter, check_ids, check_name
 from .memory import CollectionIndex, IvfIndex, Snapshot
@@ -165,6 +165,7 @@ class EmbeddedStore(VectorStore):
         idx = self._indexes.get(name)
         if idx is None:
             self._require(check_name(name))
+            raise NotFound(f"unknown collection {name!r}")  # stored, but not loaded by this process
         return idx
 
     # -- writes ---------------------------------------------------------------------------
@@ -291,6 +292,7 @@ class EmbeddedStore(VectorStore):
     def _approximate(self, idx: CollectionIndex, st: Snapshot, q: np.ndarray, k: int, ex_rows: list[int]
                      ) -> list[list[tuple[int, float]]]:
         ann = idx.ann
+        assert ann is not None  # callers take this path only once the IVF is built
         scores, rows = ann.search(q, k, st.alive, ex_rows, self.nprobe)
         out = []
         for j in range(q.shape[0]):
@@ -307,7 +309,8 @@ class EmbeddedStore(VectorStore):
         return out
 
     def _filtered_rows(self, name: str, flt: dict, idx: CollectionIndex, n: int) -> np.ndarray:
-        clauses, params = [], [name]
+        clauses: list[str] = []
+        params: list[object] = [name]
         for parts, values in flt.items():
             path = "$." + ".".join(parts)
             clauses.append(f"json_extract(payload, ?) IN ({','.join('?' * len(values))})")
@@ -339,7 +342,7 @@ class EmbeddedStore(VectorStore):
 
     def _maybe_compact(self, idx: CollectionIndex) -> None:
         n = idx.state.n
-        if idx.dead > max(1024, self.compact_fraction * n) and not getattr(idx, "compacting", False):
+        if idx.dead > max(1024, self.compact_fraction * n) and not idx.compacting:
             idx.compacting = True
             self._spawn(self._compact, idx)
 

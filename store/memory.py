@@ -69,6 +69,7 @@ class CollectionIndex:
         self.generation = 0  # bumped by compaction (row numbers change)
         self.ann: IvfIndex | None = None
         self.ann_building = False
+        self.compacting = False  # store/embedded.py: a compaction is running in the background
 
     @property
     def live(self) -> int:

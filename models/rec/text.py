@@ -16,8 +16,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 from ..errors import InvalidInput, ModelLoadError
 from ..minilm import minilm_dir
@@ -52,7 +56,7 @@ class TextEncoder:
         self.device = device
         self.batch_size = batch_size
         self.show_progress = show_progress
-        self._model = None
+        self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
         # Least recently used first. Training keeps every text (max_cached=None, optionally on disk); a
         # server bounds it, since every /recommend history text and item description would stay forever.
