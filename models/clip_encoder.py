@@ -7,6 +7,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ class ClipEncoder:
     def __init__(self, loaded: LoadedClip, device: torch.device, precision: str = "auto", batch_size: int = 32):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        self.model = loaded.model.to(device).eval()
+        self.model: Any = loaded.model.to(device).eval()  # an open_clip model (untyped)
         self.preprocess_transform = loaded.preprocess
         self.tokenizer = loaded.tokenizer
         self.model_id = loaded.model_id

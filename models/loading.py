@@ -40,7 +40,7 @@ def _is_offline_error(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}".lower()
     needles = ("offline", "connect", "resolve", "network", "timed out", "localentrynotfound", "max retries",
                "couldn't find", "cannot find the requested files", "name or service not known", "download")
-    chain = exc
+    chain: BaseException | None = exc
     while chain is not None:
         text += f" {type(chain).__name__}: {chain}".lower()
         chain = chain.__cause__ or chain.__context__

@@ -54,6 +54,8 @@ class ZesRecConfig:
 
 
 class ZesRecNet(nn.Module):
+    _causal: torch.Tensor  # a registered buffer: the causal attention mask
+
     def __init__(self, cfg: ZesRecConfig) -> None:
         super().__init__()
         self.cfg = cfg
