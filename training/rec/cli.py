@@ -101,6 +101,7 @@ def train_zesrec(catalog: ItemTexts, interactions: Interactions, seed: int = 0, 
             val_task = None
 
     def val_fn(net) -> float:
+        assert val_task is not None  # passed to the trainer only when there is a validation task
         hv, _ = item_vectors(net, emb)
         cv, cb = item_vectors(net, emb[val_task.candidates])
         s = user_vectors(net, hv, val_task.histories) @ cv.T + cb[None, :]

@@ -21,7 +21,7 @@ def fmt(m: dict[str, float]) -> str:
 
 def summarize(per_seed: list[dict]) -> dict:
     methods = list(per_seed[0]["methods"])
-    out = {}
+    out: dict[str, dict] = {}
     for name in methods:
         out[name] = {}
         for k in METRICS:

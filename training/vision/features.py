@@ -17,6 +17,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from .data import ImageFolder
 
 # Local files are the user's own: limits well above the service's, still guarded against bombs.
 MAX_FILE_BYTES = 256 * 1024 * 1024
-MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)  # PIL's default when the user has unset it
 
 
 def default_cache_dir() -> Path:
@@ -51,7 +52,7 @@ class Skipped:
     reason: str
 
 
-def read_folder(folder: ImageFolder, known: set[str] = frozenset(), skipped: list[Skipped] | None = None
+def read_folder(folder: ImageFolder, known: AbstractSet[str] = frozenset(), skipped: list[Skipped] | None = None
                 ) -> Iterator[ReadImage]:
     """Yield the folder's readable images in order; unreadable ones are appended to `skipped`.
     Files whose digest is in `known` are not decoded (image=None)."""
@@ -178,6 +179,7 @@ def folder_features(folder: ImageFolder, encoder, cache: FeatureCache | None = N
         for item in read_folder(folder, known, skipped):
             digests[item.index] = item.digest
             if item.image is None:
+                assert cache is not None  # an image comes back unread only when its features are cached
                 rows[item.index] = cache.get(item.digest)
                 bar.update(1)
                 continue

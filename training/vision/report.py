@@ -65,13 +65,13 @@ def draw_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], p
 def read_confusion(path: str | Path) -> dict:
     """The matrix stored in a PNG written by `draw_confusion`."""
     with Image.open(path) as img:
-        return json.loads(img.text[PNG_KEY])
+        return json.loads(img.info[PNG_KEY])  # PNG text chunks are in info too
 
 
 def _thumbnail(data: bytes, size: int = 160) -> str:
     from ...models.images import decode_image
 
-    img = decode_image(data, max_bytes=len(data) + 1, max_pixels=2 * Image.MAX_IMAGE_PIXELS)
+    img = decode_image(data, max_bytes=len(data) + 1, max_pixels=2 * (Image.MAX_IMAGE_PIXELS or 89_478_485))
     img.thumbnail((size, size))
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=85)
