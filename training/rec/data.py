@@ -240,6 +240,7 @@ def load_interactions_csv(
             f"interactions file {str(path)!r} lacks column(s) {', '.join(missing)} "
             f"(need user, item, timestamp; columns: {', '.join(header)})"
         )
+    assert u_idx is not None and i_idx is not None and t_idx is not None  # checked just above
     r_idx = _pick(header, RATING_COLUMNS, None, "rating", path)
     if min_rating is not None and r_idx is None:
         raise InvalidInput(f"min_rating given but interactions file {str(path)!r} has no rating column")
@@ -258,7 +259,7 @@ def load_interactions_csv(
         if pos is None:
             raise NotFound(f"interactions file {str(path)!r} line {n}: item id {item!r} is not in the items file")
         t = _parse_time(row[t_idx], path, n)
-        if min_rating is not None:
+        if min_rating is not None and r_idx is not None:  # r_idx is None only without min_rating (checked above)
             try:
                 rating = float(row[r_idx])
             except ValueError:
