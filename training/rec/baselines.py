@@ -95,8 +95,8 @@ class LightFMBaseline:
         in_cat = np.zeros(n, bool)
         in_cat[catalogue] = True
         df: dict[str, int] = {}
-        for i in np.flatnonzero(in_cat):
-            for t in set(item_tokens[i]):
+        for k in np.flatnonzero(in_cat).tolist():
+            for t in set(item_tokens[k]):
                 df[t] = df.get(t, 0) + 1
         vocab = sorted(t for t, c in df.items() if c >= min_df)
         n_id = n if self.use_identity else 0
@@ -130,6 +130,7 @@ class LightFMBaseline:
         return model
 
     def scores(self, users: np.ndarray, cand_items: np.ndarray, features) -> np.ndarray:
+        assert self.model is not None, "fit() first"
         ub, ue = self.model.get_user_representations()
         ib, ie = self.model.get_item_representations(features[cand_items])
         return ue[users] @ ie.T + ib[None, :] + ub[users][:, None]
