@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 from typing import Any
@@ -238,6 +239,7 @@ def remote_address(proxy: Any) -> str | None:
 WORKER_MODULE = "_bentoml_impl.worker.service"
 
 
+@functools.cache
 def _worker_module_exists() -> bool:
     from importlib.util import find_spec
 
