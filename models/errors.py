@@ -8,6 +8,8 @@
 class ZestError(Exception):
     """Base class of every error zest raises on purpose."""
 
+    status_code: int = 500
+
 
 class InvalidInput(ZestError, ValueError):
     """A request or argument that zest refuses; the message names the problem."""

@@ -33,6 +33,7 @@ from .. import __version__
 from ..models.errors import Unavailable
 from . import errors, openai_api, openapi, playground, scopes
 from .auth import ApiKeyMiddleware
+from .compat import install_header_timeout, release_request_timers
 from .config import API_KEYS, PUBLIC_SERVICE, SETTINGS, log
 from .encoder_service import ClipEncoderService
 from .heads import declare_heads, load_served_heads
@@ -44,7 +45,7 @@ from .http_input import (
     read_images_and_fields,
     read_json,
 )
-from .http_limits import BodyTimeoutMiddleware, install_header_timeout, release_request_timers
+from .http_limits import BodyTimeoutMiddleware
 from .image import bento_image
 from .keyfile import Scope
 from .lifecycle import install_drain

@@ -13,8 +13,8 @@ embedded before the one store write: a failed request stores nothing. A collecti
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 

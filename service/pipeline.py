@@ -6,9 +6,9 @@ which are the (request-merging) encoder service in production and a `ClipEncoder
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -54,7 +54,7 @@ class EncoderInfo:
     device: str = ""
 
     @classmethod
-    def of(cls, encoder) -> "EncoderInfo":
+    def of(cls, encoder) -> EncoderInfo:
         return cls(encoder.model_id, encoder.dim, encoder.logit_scale, encoder.context_length,
                    dict(encoder.preprocess_cfg), str(encoder.runtime), str(encoder.device))
 

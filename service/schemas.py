@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,10 +28,10 @@ class ClassifyRequest(BaseModel):
     """JSON form of POST /classify (multipart uses the same field names, with image files)."""
 
     model_config = ConfigDict(extra="forbid")
-    images: list[Union[str, ImageRef]] = Field(..., description="base64 strings or image objects",
+    images: list[str | ImageRef] = Field(..., description="base64 strings or image objects",
                                                json_schema_extra=NON_EMPTY)
     labels: list[str] | None = Field(None, description="class names (required unless `head` is given)")
-    templates: Union[str, list[str], None] = Field(
+    templates: str | list[str] | None = Field(
         None, description="a shipped template set name, or a list of templates with one {} each")
     top_k: int = Field(5, description="labels returned per image", json_schema_extra=POSITIVE)
     head: str | None = Field(None, description="classify with this adapted head (GET /heads) instead of zero-shot: "
@@ -40,7 +40,7 @@ class ClassifyRequest(BaseModel):
 
 class EmbedImageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    images: list[Union[str, ImageRef]] = Field(..., description="base64 strings or image objects",
+    images: list[str | ImageRef] = Field(..., description="base64 strings or image objects",
                                                json_schema_extra=NON_EMPTY)
 
 
@@ -156,7 +156,7 @@ class CollectionItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(..., json_schema_extra=ITEM_ID)
     text: str | None = None
-    image: Union[str, ImageRef, None] = None
+    image: str | ImageRef | None = None
     metadata: dict | None = Field(None, description="JSON object stored with the item; searchable with `filter`")
 
 
@@ -171,7 +171,7 @@ class CollectionSearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     text: str | None = None
-    image: Union[str, ImageRef, None] = None
+    image: str | ImageRef | None = None
     vector: list[float] | None = None
     like: str | None = Field(None, description="an item id of this collection: the items nearest to it (\"more like "
                                                "this\"), itself left out")
@@ -265,7 +265,7 @@ class OpenAIEmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(..., description="the served model (GET /v1/models)")
-    input: Union[str, list[str]] = Field(
+    input: str | list[str] = Field(
         ..., description="a string or a list of strings: texts, or with modality=image data URIs "
                          "(data:image/png;base64,...), base64 image bytes, or http(s) URLs of allow-listed hosts. "
                          "Token arrays are refused (send text)")
@@ -280,7 +280,7 @@ class OpenAIEmbeddingsRequest(BaseModel):
 class OpenAIEmbedding(BaseModel):
     object: str = "embedding"
     index: int
-    embedding: Union[list[float], str] = Field(..., description="floats, or base64 with encoding_format=base64")
+    embedding: list[float] | str = Field(..., description="floats, or base64 with encoding_format=base64")
 
 
 class OpenAIUsage(BaseModel):

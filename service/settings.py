@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """Read every field from ZEST_<FIELD> (upper case); bad values raise ValueError naming the variable."""
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # each converted to its field's type below
         for f in dataclasses.fields(cls):
             raw = os.environ.get(f"ZEST_{f.name.upper()}")
             if raw is None or not raw.strip():

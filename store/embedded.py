@@ -28,8 +28,8 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -193,6 +193,7 @@ class EmbeddedStore(VectorStore):
         idx = self._indexes.get(name)
         if idx is None:
             self._require(check_name(name))
+            raise NotFound(f"unknown collection {name!r}")  # stored, but not loaded by this process
         return idx
 
     # -- writes ---------------------------------------------------------------------------
@@ -319,6 +320,7 @@ class EmbeddedStore(VectorStore):
     def _approximate(self, idx: CollectionIndex, st: Snapshot, q: np.ndarray, k: int, ex_rows: list[int]
                      ) -> list[list[tuple[int, float]]]:
         ann = idx.ann
+        assert ann is not None  # callers take this path only once the IVF is built
         scores, rows = ann.search(q, k, st.alive, ex_rows, self.nprobe)
         out = []
         for j in range(q.shape[0]):
@@ -335,7 +337,8 @@ class EmbeddedStore(VectorStore):
         return out
 
     def _filtered_rows(self, name: str, flt: dict, idx: CollectionIndex, n: int) -> np.ndarray:
-        clauses, params = [], [name]
+        clauses: list[str] = []
+        params: list[object] = [name]
         for parts, values in flt.items():
             path = "$." + ".".join(parts)
             clauses.append(f"json_extract(payload, ?) IN ({','.join('?' * len(values))})")
@@ -360,7 +363,7 @@ class EmbeddedStore(VectorStore):
 
     def _maybe_compact(self, idx: CollectionIndex) -> None:
         n = idx.state.n
-        if idx.dead > max(1024, self.compact_fraction * n) and not getattr(idx, "compacting", False):
+        if idx.dead > max(1024, self.compact_fraction * n) and not idx.compacting:
             idx.compacting = True
             self._spawn(self._compact, idx)
 
