@@ -17,7 +17,7 @@ FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; c
 HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
                                       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
-OPEN = {"security": []}  # listed in /docs.json as needing no key
+OPEN: dict[str, object] = {"security": []}  # listed in /docs.json as needing no key
 
 
 UI_DIR = Path(__file__).with_name("ui")
