@@ -7,6 +7,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from .errors import ModelLoadError
 from .factory import load_clip
 from .images import to_rgb
 from .loaded import LoadedClip
-from .runtimes import AUTO, Towers, check_fidelity, get_runtime
+from .runtimes import AUTO, FidelityReport, Towers, check_fidelity, get_runtime
 from .text_tower import content_lengths, pad_token_id
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class ClipEncoder:
     def __init__(self, loaded: LoadedClip, device: torch.device, precision: str = "auto", batch_size: int = 32):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        self.model: torch.nn.Module | None = loaded.model.to(device).eval()
+        self.model: Any = loaded.model.to(device).eval()  # an open_clip model (untyped); None once released
         self.preprocess_transform = loaded.preprocess
         self.tokenizer = loaded.tokenizer
         self.model_id = loaded.model_id
@@ -73,8 +74,8 @@ class ClipEncoder:
         self.batch_size = batch_size
         self.runtime = "torch"  # what runs the model (models/runtimes.py); with_runtime() changes it
         self.requested_runtime = "torch"  # what was asked for (ZEST_RUNTIME): `runtime`, or "auto"
-        self.fidelity = None  # the FidelityReport that admitted a non-torch runtime
-        self.auto_choice = None  # with "auto": what it picked and why (models/auto_runtime.py)
+        self.fidelity: FidelityReport | None = None  # the FidelityReport that admitted a non-torch runtime
+        self.auto_choice: Any = None  # with "auto": its AutoChoice, what it picked and why (models/auto_runtime.py)
         self._kept: tuple[float, int] = (0.0, 0)  # logit scale, context length once the torch model is dropped
         self._autocast_dtype = autocast_dtype(device, precision)
         self._pad_id = pad_token_id(self.tokenizer)

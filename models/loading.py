@@ -25,15 +25,22 @@ WEIGHTS_FILE = "open_clip_model.safetensors"
 HF_WEIGHTS_FILE = "open_clip_pytorch_model.bin"  # open_clip's older name on the hub; WEIGHTS_FILE is preferred
 PREPROCESS_KEYS = ("mode", "mean", "std", "interpolation", "resize_mode", "fill_color")  # size: the model's own
 
-__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "OFFLINE_HINT", "load_open_clip", "load_bento_model", "save_checkpoint",
-           "export_checkpoint"]
+__all__ = [
+    "CONFIG_FILE",
+    "OFFLINE_HINT",
+    "WEIGHTS_FILE",
+    "export_checkpoint",
+    "load_bento_model",
+    "load_open_clip",
+    "save_checkpoint",
+]
 
 
 def _is_offline_error(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}".lower()
     needles = ("offline", "connect", "resolve", "network", "timed out", "localentrynotfound", "max retries",
                "couldn't find", "cannot find the requested files", "name or service not known", "download")
-    chain = exc
+    chain: BaseException | None = exc
     while chain is not None:
         text += f" {type(chain).__name__}: {chain}".lower()
         chain = chain.__cause__ or chain.__context__
@@ -110,7 +117,7 @@ def _plan(spec: ModelSpec) -> _Plan:
     model_cfg = open_clip.get_model_config(arch)
     if spec.pretrained == RANDOM_WEIGHTS:
         return _Plan(arch, load_weights=False, model_cfg=model_cfg)
-    if os.path.isfile(spec.pretrained):
+    if spec.pretrained is not None and os.path.isfile(spec.pretrained):
         return _Plan(arch, spec.pretrained, model_cfg=model_cfg)
     if spec.pretrained not in open_clip.list_pretrained_tags_by_model(arch):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"

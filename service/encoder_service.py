@@ -74,7 +74,8 @@ class ClipEncoderService:
     def info(self) -> dict:
         e = EncoderInfo.of(self.encoder)
         return {"model_id": e.model_id, "dim": e.dim, "logit_scale": e.logit_scale,
-                "context_length": e.context_length, "preprocess_cfg": e.preprocess_cfg}
+                "context_length": e.context_length, "preprocess_cfg": e.preprocess_cfg, "runtime": e.runtime,
+                "device": e.device}
 
     @bentoml.api
     def runtime(self) -> dict:

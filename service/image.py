@@ -9,11 +9,14 @@ CUDA runtime (a GPU container needs only the host's driver).
 
 The image runs no ``apt-get``: every dependency installs from a binary wheel, and the ``python:3.11-slim`` base
 already has ca-certificates and bash. (BentoML's default first layer installs build-essential, git and gnupg2,
-and its build copies the image once, which ran that line twice.)
+and its build copies the image once, which ran that line twice.) BentoML copies no directory symlink into a
+bento, so the image recreates zest's subpackage links (``zest/models -> ../models``, ...) in the bento's src.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -42,6 +45,22 @@ def declared_dependencies() -> list[str]:
     return [r for r in requires if "extra==" not in r.replace(" ", "")]
 
 
+def subpackage_links() -> dict[str, str]:
+    """zest's subpackages: the symbolic links in the package folder, name -> target (``models`` -> ``../models``)."""
+    import zest
+
+    package = Path(zest.__file__).parent
+    return {p.name: os.readlink(p) for p in sorted(package.iterdir()) if p.is_symlink()}
+
+
+def link_command(links: dict[str, str]) -> str:
+    """The shell step that recreates the links in the bento's src/zest (run in the image before the packages are
+    installed and BentoML copies src in: the links then resolve to the copied folders)."""
+    made = " && ".join(f"ln -sfn {shlex.quote(target)} src/zest/{shlex.quote(name)}"
+                       for name, target in links.items())
+    return f"mkdir -p src/zest && {made}"
+
+
 def _runtime_image_class() -> type:
     import bentoml
 
@@ -60,4 +79,9 @@ def bento_image() -> Any:
     """The image `bentoml build` writes into the bento (env/docker/Dockerfile, env/python/requirements.txt).
     Called once per process (the `Zest` service declaration in service/app.py), so pyproject.toml is read once."""
     image = _runtime_image_class()(python_version=PYTHON_VERSION, distro="debian", lock_python_packages=False)
+    links = subpackage_links()  # none in an installed wheel (real folders there); a bento is built from a checkout
+    if links:
+        # before the packages, not after: a bentofile's python options (the CPU index) add requirement lines
+        # after this, which BentoML refuses once a post-install step exists
+        image = image.run(link_command(links))
     return image.python_packages(*declared_dependencies())
