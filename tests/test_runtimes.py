@@ -274,6 +274,7 @@ def test_auto_server_shows_its_choice_in_metrics_and_log(tiny_checkpoint, rec_mo
 
     from benchmarks.harness.memory import tree_memory, zest_role
     from tests.server import start_server
+    from zest.models import auto_runtime
 
     srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "srv", ZEST_RUNTIME="auto")
     try:
@@ -288,7 +289,7 @@ def test_auto_server_shows_its_choice_in_metrics_and_log(tiny_checkpoint, rec_mo
     (info,) = [line for line in metrics.splitlines() if line.startswith("zest_runtime_info{")]
     assert 'requested="auto"' in info and 'device="cpu"' in info and info.endswith(" 1.0")
     chosen = info.split('chosen="')[1].split('"')[0]
-    assert chosen in ("torch", "onnx")
+    assert chosen in auto_runtime.CANDIDATES
     assert f"runtime auto for local-dir:{tiny_checkpoint} on cpu: chose {chosen}" in log_text
     assert any(line.startswith('zest_runtime_probe_seconds{') and 'runtime="onnx"' in line
                for line in metrics.splitlines())
