@@ -12,7 +12,9 @@ from it. One client process drives both, alternating server by server within eve
 
 Sentences are at most 20 tokens: Infinity 0.0.78 reads `config.max_length` (20 by default) as its text
 limit, so longer ones would be cut by one server and not the other. CPU seconds used by the client and by
-each server's process tree are recorded per load.
+each server's process tree are recorded per load. After the load rounds (warm) the memory of every process
+of both servers is recorded, labelled by role (zest: the `bentoml serve` arbiter, the API worker, the encoder,
+the recommender; benchmarks/harness/memory.py), with zest's runtime as its encoder reports it (`/metrics`).
 
 Infinity runs in its own virtualenv, installed in one command so that pip keeps the served torch:
 
@@ -43,8 +45,9 @@ from benchmarks.harness.cli import add_common_args, device_env, quiet_libraries 
 from benchmarks.harness.environment import env_info, set_threads, warn_if_busy  # noqa: E402
 from benchmarks.harness.inputs import jpeg_bytes, make_images  # noqa: E402
 from benchmarks.harness.load import run_clients  # noqa: E402
+from benchmarks.harness.memory import tree_memory, zest_role  # noqa: E402
 from benchmarks.harness.report import check_target, print_table, print_targets, slug, write_results  # noqa: E402
-from benchmarks.harness.servers import rec_model_env, serve  # noqa: E402
+from benchmarks.harness.servers import rec_model_env, serve, served_runtime  # noqa: E402
 from benchmarks.harness.timing import Sample, latency_ms, median  # noqa: E402
 from tests.server import free_port  # noqa: E402
 
@@ -61,8 +64,14 @@ SENTENCES = [  # <= 20 CLIP tokens each (checked at start-up)
 class Peer:
     """One server under test: how to send each kind of request to it, and its process tree for CPU time."""
 
-    def __init__(self, name: str, url: str, pid: int, image: Callable, texts: Callable):
+    def __init__(self, name: str, url: str, pid: int, image: Callable, texts: Callable,
+                 role: Callable[[list[str], bool], str] | None = None):
         self.name, self.url, self.pid, self.image, self.texts = name, url, pid, image, texts
+        self.role = role or (lambda cmdline, is_root: name if is_root else f"{name}:child")
+
+    def memory(self) -> dict[str, Any]:
+        """RSS/PSS of every process of this server, by role."""
+        return tree_memory(self.pid, self.role)
 
     def cpu_seconds(self) -> float:
         import psutil
@@ -91,7 +100,7 @@ def zest_peer(url: str, pid: int, timeout: float) -> Peer:
         if r.status_code != 200 or len(r.json()["embeddings"]) != len(sentences):
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
 
-    return Peer("zest", url, pid, image, texts)
+    return Peer("zest", url, pid, image, texts, role=zest_role)
 
 
 def infinity_peer(url: str, pid: int, model: str, timeout: float) -> Peer:
@@ -260,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                args.start_timeout, args.device))
         peers = [zest_peer(zest.url, zest.proc.pid, args.request_timeout),
                  infinity_peer(inf_url, inf_pid, str(hf_dir), args.request_timeout)]
-        print(f"bench_peer: {args.model}; zest {zest.url}, infinity {inf_url}; {args.rounds} rounds")
+        record["zest_runtime"] = served_runtime(zest.url)
+        print(f"bench_peer: {args.model}; zest {zest.url} (runtime {record['zest_runtime']}), infinity {inf_url}; "
+              f"{args.rounds} rounds")
         # fresh servers first: the lone client before and after a burst
         record["burst"] = {p.name: burst(p, payloads, lone=max(8, args.requests // 4), burst_requests=4 * 32)
                            for p in peers}
@@ -272,10 +283,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r + 1} {key}: " + ", ".join(f"{name} {m['items_per_s']:.1f}/s"
                                                            for name, m in row[key].items()))
             record["rounds"].append(row)
+        record["memory"] = {p.name: p.memory() for p in peers}  # warm: after every load round
     record["env"]["load_avg_at_end"] = list(os.getloadavg())
     report(record, args)
-    runtime = dict(kv.split("=", 1) for kv in args.zest_env).get("ZEST_RUNTIME", "torch")
-    write_results(f"peer-{slug(args.model)}" + (f"-{runtime}" if runtime != "torch" else ""), record, args.quick)
+    runtime = dict(kv.split("=", 1) for kv in args.zest_env).get("ZEST_RUNTIME", "auto")
+    write_results(f"peer-{slug(args.model)}" + (f"-{runtime}" if runtime != "auto" else ""), record, args.quick)
     return 0
 
 
@@ -301,6 +313,19 @@ def report(record: dict, args) -> None:
     z = b["zest"]
     targets.append(check_target("zest lone-client p50 after burst / fresh",
                                 z["after_burst_p50_ms"] / z["fresh_p50_ms"], 1.2, higher_is_better=False))
+    memory = record["memory"]
+    print_table(["server", "process", "pid", "RSS MB", "PSS MB"],
+                [[name, p["role"], p["pid"], f"{p['rss_mb']:.0f}",
+                  f"{p['pss_mb']:.0f}" if p["pss_mb"] is not None else "-"]
+                 for name, m in memory.items() for p in m["processes"]]
+                + [[name, "total", "", f"{m['total_rss_mb']:.0f}",
+                    f"{m['total_pss_mb']:.0f}" if m["total_pss_mb"] is not None else "-"]
+                   for name, m in memory.items()],
+                title="memory, warm (after the load rounds)")
+    zr, ir = memory["zest"]["total_rss_mb"], memory["infinity"]["total_rss_mb"]
+    targets.append(check_target("zest / infinity total RSS, warm", zr / ir if zr and ir else None, 1.3,
+                                higher_is_better=False))
+    print(f"zest runtime: {record.get('zest_runtime')}")
     record["summary"], record["targets"] = summary, targets
     print_targets(targets)
 

@@ -10,6 +10,10 @@ Contenders, each on the same pre-made pixel tensors / token batches:
   <runtime>@bsN  the runtime's image tower, batch N
   text: raw / <runtime>, 1 and 32 short sentences per call (each batch cut to its longest sequence, as zest does)
 
+`ZEST_RUNTIME=auto` is run too, as the server runs it (models/auto_runtime.py: its exact gate and its own
+start-up probe), and its candidates are reported side by side: each one's speed over raw fp32 at every batch
+size, its fidelity, and which one auto picks (`torch` is raw fp32 itself).
+
 With --device cuda the runtimes (CPU paths) give way to the autocast precisions: raw fp32 vs fp16 vs bf16.
 
     python3 benchmarks/bench_runtimes.py                        # ViT-B-32/random: torch vs onnx, onnx-int8, int8
@@ -49,7 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0, help="torch seed for models with random weights")
     add_common_args(ap)
     args = ap.parse_args(argv)
-    args.runtimes = [r for r in args.runtimes.split(",") if r and r != "torch"]
+    from zest.models.auto_runtime import CANDIDATES
+
+    # auto's candidates are always measured (the comparison auto makes)
+    args.runtimes = list(dict.fromkeys([r for r in args.runtimes.split(",") if r and r != "torch"]
+                                       + [c for c in CANDIDATES if c != "torch"]))
     args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,8" if args.quick else "1,8,32")).split(",")]
     args.images = args.images or (8 if args.quick else 32)
     args.repeats = args.repeats or (2 if args.quick else 5)
@@ -87,13 +95,51 @@ def text_run(fn, batches):
     return run
 
 
+def _ratio(record: dict[str, Any], runtime: str, load: str) -> float | None:
+    """Speed of `runtime` (torch: raw fp32) at `load` ("bs8", "text1", ...) over raw fp32."""
+    sep = "@" if load.startswith("bs") else ":"
+    name = "raw" if runtime == "torch" else runtime
+    contender = record["contenders"].get(f"{name}{sep}{load}")
+    return contender["rate_median"] / record["contenders"][f"raw{sep}{load}"]["rate_median"] if contender else None
+
+
+def auto_report(record: dict[str, Any], batch_sizes: list[int], candidates: tuple[str, ...]) -> None:
+    """auto's candidates side by side: speed over raw fp32 at each load, fidelity, and auto's pick."""
+    auto = record["auto"]
+    probe = {c["runtime"]: c for c in auto["candidates"]}
+    loads = [f"bs{b}" for b in batch_sizes] + ["text1", "text32"]
+    rows = []
+    for name in candidates:
+        gate = record["runtimes"].get(name)
+        cosine = 1.0 if name == "torch" else min(gate["min_image_cosine"], gate["min_text_cosine"]) if gate else None
+        seconds = probe.get(name, {}).get("seconds")
+        rows.append([name + (" <- auto" if name == auto["chosen"] else ""),
+                     *[f"{r:.2f}" if (r := _ratio(record, name, load)) else "-" for load in loads],
+                     f"{cosine:.7f}" if cosine is not None else "-",
+                     "yes" if probe.get(name, {}).get("passed") else "no",
+                     f"{seconds * 1e3:.0f}" if seconds else "-"])
+    print_table(["auto candidate", *[f"x raw {load}" for load in loads], "min cosine", "exact",
+                 "probe ms/round"], rows, title=f"ZEST_RUNTIME=auto picks {auto['chosen']} ({auto['reason']})")
+
+
+def auto_target(record: dict[str, Any], bs: int) -> dict[str, Any]:
+    """auto's pick against the fastest exact candidate of this run at image batch `bs` (1.0: it picked it)."""
+    exact = [c["runtime"] for c in record["auto"]["candidates"] if c["passed"]]
+    rates = {name: _ratio(record, name, f"bs{bs}") or 0.0 for name in exact}
+    best = max(rates, key=rates.__getitem__)
+    value = rates[record["auto"]["chosen"]] / rates[best] if rates[best] else None
+    return check_target(f"auto's pick ({record['auto']['chosen']}) / fastest exact ({best}), images batch {bs}",
+                        value, 0.95)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = begin(args)
     import torch
 
+    from zest.models.auto_runtime import CANDIDATES, choose
     from zest.models.clip_encoder import ClipEncoder
-    from zest.models.runtimes import RUNTIMES, check_fidelity
+    from zest.models.runtimes import EXACT_COSINE, RUNTIMES, check_fidelity
     from zest.models.text_tower import content_lengths
 
     record: dict[str, Any] = {"benchmark": "runtimes", "quick": args.quick, "env": env, "model": args.model,
@@ -135,12 +181,18 @@ def main(argv: list[str] | None = None) -> int:
                 candidate._use(converted)
                 report = check_fidelity(name, encoder, candidate)
                 record["runtimes"][name] = {"convert_s": convert_s, "gate_passed": report.passed,
+                                            "exact": report.cosine >= EXACT_COSINE,
                                             **{k: v for k, v in vars(report).items() if k != "runtime"}}
                 towers[name] = {"image": converted.image, "text": converted.text_trimmed or converted.text}
                 print(f"{name}: converted in {convert_s:.1f}s; {report} -> {'admitted' if report.passed else 'REFUSED'}")
             except Exception as exc:  # noqa: BLE001 - a runtime that cannot convert is a result, not a crash
                 record["errors"][name] = error_text(exc)
                 print(f"{name}: FAILED {error_text(exc, 300)}")
+        if args.device == "cpu":  # auto, as the server runs it (its exports are the ones just made)
+            t = time.perf_counter()
+            choice = choose(encoder, Path(cache)).auto_choice
+            record["auto"] = {**choice.to_json(), "start_s": time.perf_counter() - t, "exact_cosine": EXACT_COSINE}
+            print(f"auto: {choice.summary()}")
         contenders = {}
         for name, t in towers.items():
             for bs in args.batch_sizes:
@@ -157,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         ref = record["contenders"][f"raw{'@' if '@' in key else ':'}{what}"]["rate_median"]
         rows.append([name, what, f"{s['rate_median']:.1f}", f"{s['rate_median'] / ref:.2f}"])
     print_table(["runtime", "load", "items/s", "x raw fp32"], rows, title=f"{args.model}, in process")
+    if "auto" in record:
+        auto_report(record, args.batch_sizes, CANDIDATES)
     # the target: the fast path (the best runtime the gate admits) >= 2x raw fp32 on images at batch 8
     bs = 8 if 8 in args.batch_sizes else args.batch_sizes[-1]
     raw = record["contenders"][f"raw@bs{bs}"]["rate_median"]
@@ -166,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     value = record["contenders"][f"{best}@bs{bs}"]["rate_median"] / raw if best else None
     record["targets"] = [check_target(f"fast path ({best or 'none admitted'}) images in process, batch {bs}, "
                                       "x raw fp32", value, 2.0)]
+    if "auto" in record:
+        record["targets"].append(auto_target(record, bs))
     print_targets(record["targets"])
     write_results(f"runtimes-{slug(args.model)}", record, args.quick)
     return 0

@@ -41,7 +41,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                            max_pixels=settings.max_image_pixels, name=p) for p in args.images]
     encoder = ClipEncoder.from_spec(args.model or settings.model, device=args.device or settings.device,
                                     precision=settings.precision, batch_size=settings.batch_size,
-                                    runtime=settings.runtime)
+                                    runtime=settings.runtime, cache_dir=settings.runtime_cache_dir)
     classifier = ZeroShotClassifier.from_encoder(encoder)
     predictions = classifier.predict(encoder.encode_images(images), labels, templates, k=args.top_k)
     rows = [[path, str(rank + 1), label, f"{prob:.4f}"]

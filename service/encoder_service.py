@@ -9,7 +9,6 @@ while it is busy run together as one forward pass when it frees. `Zest` (service
 from __future__ import annotations
 
 import copy
-import os
 import threading
 
 import bentoml
@@ -20,7 +19,7 @@ from ..models.spec import bento_tag
 from .batching import GreedyBatcher
 from .config import CALLEE, PUBLIC_SERVICE, RESOURCES, SETTINGS, log
 from .lifecycle import fail_start, install_drain
-from .metrics import observe_batch
+from .metrics import observe_batch, observe_runtime
 from .pipeline import EncoderInfo
 
 
@@ -42,9 +41,10 @@ class ClipEncoderService:
         try:
             self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
                                                  batch_size=s.batch_size, runtime=s.runtime,
-                                                 cache_dir=os.path.join(os.path.expanduser(s.data_dir), "runtimes"))
+                                                 cache_dir=s.runtime_cache_dir)
         except Exception as exc:  # noqa: BLE001 - stop the server, do not respawn into the same failure
             fail_start("zest-clip-encoder", exc)
+        self.encoder.release_torch_weights()  # an ONNX / int8 runtime holds its own copy of the weights
         # One model, two queues: image and text calls merge separately, and the lock runs one forward pass at a
         # time (a pass already uses every core: torch's intra-op threads).
         model_lock = threading.Lock()
@@ -66,6 +66,9 @@ class ClipEncoderService:
         self.counting_lock = threading.Lock()
         log.info("loaded %s on %s (dim %d, runtime %s, %d torch threads)", self.encoder.model_id, self.encoder.device,
                  self.encoder.dim, self.encoder.runtime, torch.get_num_threads())
+        choice = self.encoder.auto_choice
+        observe_runtime(self.encoder.requested_runtime, self.encoder.runtime, self.encoder.device.type,
+                        [(c.runtime, c.seconds, c.passed) for c in choice.candidates] if choice else [])
 
     @bentoml.api
     def info(self) -> dict:
@@ -73,6 +76,13 @@ class ClipEncoderService:
         return {"model_id": e.model_id, "dim": e.dim, "logit_scale": e.logit_scale,
                 "context_length": e.context_length, "preprocess_cfg": e.preprocess_cfg, "runtime": e.runtime,
                 "device": e.device}
+
+    @bentoml.api
+    def runtime(self) -> dict:
+        """What serves the model: the runtime asked for, the one chosen and (with auto) why."""
+        e, choice = self.encoder, self.encoder.auto_choice
+        return {"requested": e.requested_runtime, "chosen": e.runtime, "device": e.device.type,
+                "torch_threads": torch.get_num_threads(), "auto": choice.to_json() if choice else None}
 
     @bentoml.api
     async def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:

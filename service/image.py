@@ -2,9 +2,14 @@
 ``[project].dependencies``.
 
 BentoML's Python image SDK (``bentoml.images.Image``) installs them with uv into a virtualenv of its own
-Python, so the CPU and the GPU bento share this image: PyTorch's Linux wheels carry their CUDA runtime, and a
-GPU container needs only the host's NVIDIA driver (``docker run --gpus all``). The two bentofiles differ in
-settings (``ZEST_DEVICE``, ``ZEST_GPUS``), never in packages. BentoML copies no directory symlink into a
+Python. Which torch wheels it gets is the bentofile's business, not a second package list: the CPU bentofile
+adds PyTorch's CPU index (``python.extra_index_url``), where ``torch==2.14.1`` resolves to the ``+cpu`` wheel
+with no ``nvidia-*``/``triton`` dependencies; the GPU bentofile keeps PyPI's CUDA wheels, which carry their
+CUDA runtime (a GPU container needs only the host's driver).
+
+The image runs no ``apt-get``: every dependency installs from a binary wheel, and the ``python:3.11-slim`` base
+already has ca-certificates and bash. (BentoML's default first layer installs build-essential, git and gnupg2,
+and its build copies the image once, which ran that line twice.) BentoML copies no directory symlink into a
 bento, so the image recreates zest's subpackage links (``zest/models -> ../models``, ...) in the bento's src.
 """
 
@@ -15,9 +20,12 @@ import shlex
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 PYTHON_VERSION = "3.11"
+BASE_IMAGE = f"python:{PYTHON_VERSION}-slim"
 DISTRIBUTION = "zest"
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"  # bentofile.yaml's python.extra_index_url
 
 
 def declared_dependencies() -> list[str]:
@@ -46,19 +54,34 @@ def subpackage_links() -> dict[str, str]:
 
 
 def link_command(links: dict[str, str]) -> str:
-    """The shell step that recreates the links in the bento's src/zest (run in the image before BentoML copies
-    src in: the links then resolve to the copied folders)."""
+    """The shell step that recreates the links in the bento's src/zest (run in the image before the packages are
+    installed and BentoML copies src in: the links then resolve to the copied folders)."""
     made = " && ".join(f"ln -sfn {shlex.quote(target)} src/zest/{shlex.quote(name)}"
                        for name, target in links.items())
     return f"mkdir -p src/zest && {made}"
 
 
-def bento_image():
-    """The image `bentoml build` writes into the bento (env/docker/Dockerfile, env/python/requirements.txt).
-    Called once per process (the `Zest` service declaration in service/app.py), so pyproject.toml is read once."""
+def _runtime_image_class() -> type:
     import bentoml
 
-    image = bentoml.images.Image(python_version=PYTHON_VERSION, distro="debian",
-                                 lock_python_packages=False).python_packages(*declared_dependencies())
+    class RuntimeImage(bentoml.images.Image):
+        """BentoML's Python image without its default system-package layer (compilers, git): BentoML adds that
+        layer in its post-init, which also runs again when the build copies the image (attrs.evolve)."""
+
+        def __attrs_post_init__(self) -> None:
+            if not self.base_image:
+                self.base_image = BASE_IMAGE
+
+    return RuntimeImage
+
+
+def bento_image() -> Any:
+    """The image `bentoml build` writes into the bento (env/docker/Dockerfile, env/python/requirements.txt).
+    Called once per process (the `Zest` service declaration in service/app.py), so pyproject.toml is read once."""
+    image = _runtime_image_class()(python_version=PYTHON_VERSION, distro="debian", lock_python_packages=False)
     links = subpackage_links()  # none in an installed wheel (real folders there); a bento is built from a checkout
-    return image.run(link_command(links)) if links else image
+    if links:
+        # before the packages, not after: a bentofile's python options (the CPU index) add requirement lines
+        # after this, which BentoML refuses once a post-install step exists
+        image = image.run(link_command(links))
+    return image.python_packages(*declared_dependencies())

@@ -11,6 +11,7 @@ import threading
 _lock = threading.Lock()
 _class_cache = None
 _batches = None
+_runtime = None
 
 
 def _class_cache_metrics():
@@ -53,3 +54,28 @@ def _batch_metrics():
 def observe_batch(kind: str, requests: int, items: int) -> None:
     """Called by the encoder's batcher after each model call (`requests` merged into `items`)."""
     _batch_metrics().labels(kind=kind).observe(items)
+
+
+def _runtime_metrics():
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            from prometheus_client import Gauge
+
+            _runtime = (
+                Gauge("zest_runtime_info", "the runtime that serves the CLIP model (1), next to the one asked for",
+                      ["requested", "chosen", "device"], multiprocess_mode="livemax"),
+                Gauge("zest_runtime_probe_seconds", "auto's start-up probe: seconds per probe round of each exact "
+                      "candidate", ["runtime", "passed"], multiprocess_mode="livemax"),
+            )
+        return _runtime
+
+
+def observe_runtime(requested: str, chosen: str, device: str, candidates: list[tuple[str, float | None, bool]]) -> None:
+    """Called by the encoder after start-up: what ZEST_RUNTIME asked for, what serves, and (with auto) each
+    candidate's probe time in seconds (None: not timed) and whether it passed the exact gate."""
+    info, probe = _runtime_metrics()
+    info.labels(requested=requested, chosen=chosen, device=device).set(1)
+    for runtime, seconds, passed in candidates:
+        if seconds is not None:
+            probe.labels(runtime=runtime, passed=str(passed).lower()).set(seconds)

@@ -5,7 +5,7 @@
 | ZEST_MODEL                | zest-tiny   | model spec (see models/spec.py)                                 |
 | ZEST_DEVICE               | auto        | auto (CUDA if present), cpu, cuda, cuda:N                       |
 | ZEST_PRECISION            | auto        | auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, fp16, bf16 |
-| ZEST_RUNTIME              | torch       | torch, or a CPU fast path (onnx, onnx-int8, int8) admitted only if it passes the start-up fidelity gate (models/runtimes.py; ONNX exports cached under ZEST_DATA_DIR/runtimes) |
+| ZEST_RUNTIME              | auto        | auto (the fastest runtime that keeps fp32's features on this machine, timed once and kept under ZEST_DATA_DIR/runtimes: models/auto_runtime.py; torch on CUDA), torch, or a CPU fast path (onnx, onnx-int8, int8, openvino) admitted only if it passes the start-up fidelity gate (models/runtimes.py; ONNX exports cached under ZEST_DATA_DIR/runtimes) |
 | ZEST_GPUS                 | 0           | GPUs the encoder service asks BentoML for (set 1 with cuda)     |
 | ZEST_BATCH_SIZE           | 32          | images/texts per forward pass                                  |
 | ZEST_TIMEOUT_S            | 300         | request timeout of every service (a first /classify with many labels x templates encodes them all) |
@@ -59,7 +59,7 @@ class Settings:
     model: str = "zest-tiny"
     device: str = "auto"
     precision: str = "auto"
-    runtime: str = "torch"
+    runtime: str = "auto"
     gpus: int = 0
     batch_size: int = 32
     timeout_s: int = 300
@@ -98,6 +98,11 @@ class Settings:
     body_read_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
     api_keys: str = field(default="", repr=False)  # secrets: never in a repr or a log line
+
+    @property
+    def runtime_cache_dir(self) -> str:
+        """Where ONNX exports and `auto`'s decisions are kept (models/onnx_runtime.py, models/auto_runtime.py)."""
+        return os.path.join(os.path.expanduser(self.data_dir), "runtimes")
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -7,6 +7,10 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # the suite never touches a model hub
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# The served default is ZEST_RUNTIME=auto, which exports the model to ONNX and times it at a server's first start:
+# seconds per server, and the suite starts dozens. Servers and encoders here run torch unless a test asks for
+# auto (tests/test_runtimes.py tests the default itself, in process and through a real server).
+os.environ["ZEST_RUNTIME"] = "torch"
 
 import open_clip
 import pytest

@@ -29,7 +29,7 @@ def _pyproject_deps() -> list[str]:
 # Imported only when present: lightfm/scipy behind the optional LightFM baseline of `zest rec eval` (installed
 # by hand: it builds only without build isolation, see the README); httptools, uvicorn's faster HTTP parser,
 # which service/http_limits.py also guards when uvicorn[standard] brings it.
-OPTIONAL_IMPORTS = {"lightfm", "scipy", "httptools"}
+OPTIONAL_IMPORTS = {"lightfm", "scipy", "httptools", "openvino"}  # openvino: the `openvino` extra
 
 
 def _third_party_imports() -> dict[str, set[str]]:
@@ -64,8 +64,13 @@ def test_every_directly_imported_library_is_declared():
 
 @pytest.mark.parametrize("bentofile", ["bentofile.yaml", "bentofile.gpu.yaml"])
 def test_bentofiles_declare_no_second_package_list(bentofile):
+    """A bentofile may say where the wheels come from (the CPU one: PyTorch's CPU index), never which packages."""
+    from zest.service.image import CPU_TORCH_INDEX
+
     config = yaml.safe_load((ROOT / bentofile).read_text())
-    assert "python" not in config and "docker" not in config, "packages come from pyproject via service/image.py"
+    assert "docker" not in config, "the image comes from service/image.py"
+    assert config.get("python", {}) == ({"extra_index_url": [CPU_TORCH_INDEX]} if bentofile == "bentofile.yaml"
+                                        else {}), "packages come from pyproject via service/image.py"
 
 
 def test_bento_image_installs_exactly_the_declared_dependencies():
@@ -105,6 +110,29 @@ def build_and_export(src: Path, env: dict[str, str], home: Path, service: str, t
     return archive
 
 
+def _check_image(requirements: list[str], dockerfile: str, envs: dict[str, str], device: str) -> None:
+    """The image: CPU torch from PyTorch's CPU index (whose torch==2.14.1 is the +cpu wheel, with
+    no nvidia-*/triton), CUDA torch from PyPI for the GPU bento; no compilers or git; no layer twice."""
+    from zest.service.image import CPU_TORCH_INDEX
+
+    index_lines = [r for r in requirements if r.startswith("--")]
+    torch_pins = [r for r in requirements if r.startswith(("torch==", "torchvision=="))]
+    assert len(torch_pins) == 2 and all("+" not in r for r in torch_pins)  # the index decides the build, not a pin
+    if device == "cpu":
+        assert index_lines == [f"--extra-index-url {CPU_TORCH_INDEX}"]
+        # uv's default takes a package only from the first index that has it; best-match: +cpu torch, the rest
+        # from PyPI. It has to be set before the install step.
+        assert envs["UV_INDEX_STRATEGY"] == "unsafe-best-match"
+        assert dockerfile.index("ENV UV_INDEX_STRATEGY=") < dockerfile.index("pip install -r")
+    else:
+        assert index_lines == [] and "UV_INDEX_STRATEGY" not in envs  # PyPI's torch: the CUDA build
+    assert not any(r.lower().startswith(("nvidia-", "triton", "cuda-")) for r in requirements)
+    for word in ("apt-get", "build-essential", "gcc", "git ", "gnupg"):
+        assert word not in dockerfile, f"{word!r} in the runtime image"
+    runs = [line for line in dockerfile.splitlines() if line.startswith("RUN ")]
+    assert len(runs) == len(set(runs)), "a layer runs twice"
+
+
 @pytest.mark.parametrize("bentofile, device", [("bentofile.yaml", "cpu"), ("bentofile.gpu.yaml", "cuda")])
 def test_bentoml_build_from_clean_checkout(tmp_path, bentofile, device):
     src = _clean_copy(tmp_path / "checkout")
@@ -127,11 +155,14 @@ def test_bentoml_build_from_clean_checkout(tmp_path, bentofile, device):
     assert not (bento / "src" / "training").exists()
     requirements = (bento / "env" / "python" / "requirements.txt").read_text().splitlines()
     assert requirements[:len(_pyproject_deps())] == [d.replace("'", '"') for d in _pyproject_deps()]
-    assert "python:3.11" in (bento / "env" / "docker" / "Dockerfile").read_text()
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim " in dockerfile
     envs = {e["name"]: e["value"] for e in info["envs"]}
     assert envs["ZEST_DEVICE"] == device
-    # the image's steps after installing the packages: the subpackage links, then BentoML's `COPY . ./`
-    (command,) = info["image"]["post_commands"]
+    _check_image(requirements, dockerfile, envs, device)
+    # the image's one step of its own, before the packages: the subpackage links (then BentoML's `COPY . ./`)
+    (command,) = info["image"]["commands"]
+    assert info["image"]["post_commands"] == []
     assert command == link_command(subpackage_links())
     container = tmp_path / "container"
     container.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 
 import numpy as np
@@ -119,3 +120,203 @@ def test_onnx_int8_is_gated_and_onnx_refuses_gpu(tiny_encoder, tiny_checkpoint, 
     gpu.device = torch.device("cuda")
     with pytest.raises(ModelLoadError, match="CPU only"):
         RUNTIMES["onnx"].convert(gpu, tmp_path)
+
+
+# -- ZEST_RUNTIME=auto (models/auto_runtime.py) -------------------------------------------------------------------
+
+def test_auto_serves_the_fastest_exact_runtime_and_keeps_the_decision(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                      caplog):
+    from zest.models import auto_runtime, onnx_runtime
+
+    spec = f"local-dir:{tiny_checkpoint}"
+    with caplog.at_level(logging.INFO, logger="zest.models.auto_runtime"):
+        encoder = ClipEncoder.from_spec(spec, device="cpu", runtime="auto", cache_dir=tmp_path)
+    choice = encoder.auto_choice
+    assert encoder.requested_runtime == "auto" and encoder.runtime == choice.chosen
+    everyone = {c.runtime: c for c in choice.candidates}
+    assert set(everyone) == set(auto_runtime.CANDIDATES)
+    timed = {n: c for n, c in everyone.items() if c.error != "not installed"}
+    assert {"torch", "onnx"} <= set(timed) and all(c.passed and c.seconds > 0 for c in timed.values())
+    assert all(c.cosine >= runtimes.EXACT_COSINE for c in timed.values())
+    assert choice.chosen == min(timed, key=lambda n: timed[n].seconds)
+    # one line that says what was picked, and each candidate's time and fidelity
+    (line,) = [r.getMessage() for r in caplog.records if "runtime auto for" in r.getMessage()]
+    assert f"chose {choice.chosen}" in line and all(f"{n} {timed[n].seconds * 1e3:.1f} ms" in line for n in timed)
+    assert "cosine" in line and "probe" in line
+    reference = ClipEncoder.from_spec(spec, device="cpu")
+    texts = ["a cat", "a photo of a red car parked next to a tree"]
+    np.testing.assert_allclose(encoder.encode_texts(texts), reference.encode_texts(texts), atol=1e-5)
+    (decision,) = tmp_path.rglob("auto/*/*.json")
+    assert json.loads(decision.read_text())["choice"]["chosen"] == choice.chosen
+
+    # a second start on the same machine reads the decision: no timing, no export, the same runtime
+    monkeypatch.setattr(auto_runtime, "time_candidates", lambda *a, **k: pytest.fail("probed again"))
+    monkeypatch.setattr(onnx_runtime, "_export", lambda *a, **k: pytest.fail("exported again"))
+    again = ClipEncoder.from_spec(spec, device="cpu", runtime="auto", cache_dir=tmp_path)
+    assert again.runtime == choice.chosen and again.auto_choice.cached
+    assert [c.seconds for c in again.auto_choice.candidates] == [c.seconds for c in choice.candidates]
+
+
+@pytest.mark.parametrize("torch_s, onnx_s, chosen", [(1.0, 0.5, "onnx"), (0.5, 1.0, "torch")])
+def test_auto_picks_by_the_probe_times(tiny_checkpoint, tmp_path, monkeypatch, torch_s, onnx_s, chosen):
+    from zest.models import auto_runtime
+
+    times = {"torch": torch_s, "onnx": onnx_s}
+    monkeypatch.setattr(auto_runtime, "time_candidates", lambda encoders, **k: {n: times.get(n, 9.0) for n in encoders})
+    encoder = ClipEncoder.from_spec(f"local-dir:{tiny_checkpoint}", device="cpu", runtime="auto", cache_dir=tmp_path)
+    assert encoder.runtime == chosen and encoder.auto_choice.chosen == chosen
+
+
+def test_auto_leaves_out_a_runtime_that_is_not_installed(tiny_checkpoint, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    encoder = ClipEncoder.from_spec(f"local-dir:{tiny_checkpoint}", device="cpu", runtime="auto", cache_dir=tmp_path)
+    (openvino,) = [c for c in encoder.auto_choice.candidates if c.runtime == "openvino"]
+    assert openvino.error == "not installed" and openvino.seconds is None and encoder.runtime in ("torch", "onnx")
+    assert "openvino refused (not installed)" in encoder.auto_choice.summary()
+
+
+@pytest.mark.parametrize("which", ["open_clip text transformer", "zest-tiny (HF MiniLM)"])
+def test_openvino_runtime_is_exact_and_shares_the_onnx_export(which, tiny_checkpoint, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from zest.models import onnx_runtime
+
+    spec = f"local-dir:{tiny_checkpoint}" if which.startswith("open_clip") else "zest-tiny"
+    reference = ClipEncoder.from_spec(spec, device="cpu")
+    encoder = ClipEncoder.from_spec(spec, device="cpu", runtime="openvino", cache_dir=tmp_path)
+    assert encoder.runtime == "openvino" and encoder.fidelity.cosine >= runtimes.EXACT_COSINE
+    texts = ["a cat", "a photo of a red car parked next to a tree", "x"]
+    np.testing.assert_allclose(encoder.encode_texts(texts), reference.encode_texts(texts), atol=1e-5)
+    pixels = reference.preprocess(runtimes.probe_images(n=3))
+    np.testing.assert_allclose(encoder.encode_pixels(pixels), reference.encode_pixels(pixels), atol=1e-5)
+    # the onnx runtime serves the very same files: one export for both
+    monkeypatch.setattr(onnx_runtime, "_export", lambda *a, **k: pytest.fail("exported twice"))
+    assert ClipEncoder.from_spec(spec, device="cpu", runtime="onnx", cache_dir=tmp_path).runtime == "onnx"
+    assert sorted(f.name for f in tmp_path.rglob("*.onnx")) == ["image.onnx", "text.onnx"]
+
+
+def _noisy(encoder, cache_dir) -> Towers:
+    """Close to fp32 but not equal to it (what a bf16 or int8 path gives): passes 0.999, fails the exact bar."""
+    towers = Towers.of(encoder.model)
+
+    def perturb(fn):
+        def run(x):
+            out = fn(x)
+            return out + 0.01 * out.norm(dim=-1, keepdim=True) * torch.randn_like(out) / out.shape[-1] ** 0.5
+        return run
+    return Towers(perturb(towers.image), perturb(towers.text), None)
+
+
+def _broken(encoder, cache_dir) -> Towers:
+    raise RuntimeError("exporter crashed")
+
+
+def test_auto_never_serves_an_inexact_or_failing_runtime(tiny_checkpoint, tmp_path, monkeypatch):
+    from zest.models import auto_runtime
+
+    monkeypatch.setitem(RUNTIMES, "noisy", Runtime("noisy", "test: approximately fp32", _noisy))
+    monkeypatch.setitem(RUNTIMES, "broken", Runtime("broken", "test: cannot convert", _broken))
+    monkeypatch.setattr(auto_runtime, "CANDIDATES", ("torch", "noisy", "broken"))
+    # were they timed, both would win: they must not be timed at all
+    monkeypatch.setattr(auto_runtime, "time_candidates", lambda encoders, **k: {n: 0.0 if n != "torch" else 9.0
+                                                                                for n in encoders})
+    encoder = ClipEncoder.from_spec(f"local-dir:{tiny_checkpoint}", device="cpu", runtime="auto", cache_dir=tmp_path)
+    assert encoder.runtime == "torch"
+    by_name = {c.runtime: c for c in encoder.auto_choice.candidates}
+    assert 0.999 <= by_name["noisy"].cosine < runtimes.EXACT_COSINE and not by_name["noisy"].passed
+    assert "cosine" in by_name["noisy"].error and "exporter crashed" in by_name["broken"].error
+    assert by_name["noisy"].seconds is None and by_name["broken"].seconds is None
+
+
+def test_auto_decision_key_covers_the_machine_and_the_model(monkeypatch, tmp_path):
+    from zest.models import auto_runtime
+
+    key = auto_runtime.decision_key("m", "digest", threads=2)
+    assert {"torch", "onnxruntime", "cpu", "cpu_flags", "threads", "weights", "model_id"} <= set(key)
+    paths = {auto_runtime.decision_path(tmp_path, key),
+             auto_runtime.decision_path(tmp_path, auto_runtime.decision_key("m", "digest", threads=4)),
+             auto_runtime.decision_path(tmp_path, auto_runtime.decision_key("m", "other", threads=2))}
+    monkeypatch.setattr(auto_runtime, "cpu_signature", lambda: {"cpu": "another CPU", "cpu_flags": "0"})
+    paths.add(auto_runtime.decision_path(tmp_path, auto_runtime.decision_key("m", "digest", threads=2)))
+    assert len(paths) == 4
+    # a decision written for another key is not used
+    path = auto_runtime.decision_path(tmp_path, key)
+    auto_runtime._write_decision(path, key, auto_runtime.AutoChoice("onnx", "test"))
+    assert auto_runtime._read_decision(path, key).chosen == "onnx"
+    assert auto_runtime._read_decision(path, {**key, "threads": 8}) is None
+    path.write_text("{not json")
+    assert auto_runtime._read_decision(path, key) is None
+
+
+def test_auto_on_cuda_keeps_torch_with_autocast(tiny_encoder, tmp_path):
+    """The CUDA branch (no GPU here: the device is only relabelled, nothing runs on it)."""
+    from zest.models import auto_runtime
+
+    gpu = copy.copy(tiny_encoder)
+    gpu.device, gpu._autocast_dtype = torch.device("cuda"), torch.bfloat16
+    served = auto_runtime.choose(gpu, tmp_path)
+    assert served is gpu and served.runtime == "torch" and served.requested_runtime == "auto"
+    assert "bfloat16 autocast" in served.auto_choice.reason and served.auto_choice.candidates == []
+    assert not any(tmp_path.iterdir())  # nothing exported or timed
+
+
+def test_auto_is_the_served_default(monkeypatch):
+    from zest.service.settings import Settings
+
+    monkeypatch.delenv("ZEST_RUNTIME", raising=False)
+    assert Settings.from_env().runtime == "auto"
+
+
+def test_auto_server_shows_its_choice_in_metrics_and_log(tiny_checkpoint, rec_model_dir, tmp_path):
+    import requests
+
+    from benchmarks.harness.memory import tree_memory, zest_role
+    from tests.server import start_server
+    from zest.models import auto_runtime
+
+    srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "srv", ZEST_RUNTIME="auto")
+    try:
+        metrics = requests.get(f"{srv.url}/metrics", timeout=10).text
+        log_text = srv.log(200_000)
+        # what bench_peer records next to the speeds: every process of the tree, by role
+        roles = sorted(p["role"] for p in tree_memory(srv.proc.pid, zest_role)["processes"])
+    finally:
+        srv.stop()
+    main = [r for r in roles if not r.startswith("other:")]  # helpers a library may start come and go
+    assert main == ["api", "arbiter", "encoder", "recommender"], roles
+    (info,) = [line for line in metrics.splitlines() if line.startswith("zest_runtime_info{")]
+    assert 'requested="auto"' in info and 'device="cpu"' in info and info.endswith(" 1.0")
+    chosen = info.split('chosen="')[1].split('"')[0]
+    assert chosen in auto_runtime.CANDIDATES
+    assert f"runtime auto for local-dir:{tiny_checkpoint} on cpu: chose {chosen}" in log_text
+    assert any(line.startswith('zest_runtime_probe_seconds{') and 'runtime="onnx"' in line
+               for line in metrics.splitlines())
+    assert list((tmp_path / "srv" / "data" / "runtimes" / "auto").rglob("*.json"))
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "auto"])
+def test_the_fp32_torch_model_is_freed_once_another_runtime_serves(runtime, tiny_checkpoint, tmp_path, monkeypatch):
+    """The encoder service drops the torch weights an ONNX runtime no longer needs (its own copy serves)."""
+    import gc
+    import weakref
+
+    from zest.models import auto_runtime
+
+    monkeypatch.setattr(auto_runtime, "time_candidates",
+                        lambda encoders, **k: {n: 0.5 if n == "onnx" else 1.0 for n in encoders})
+    spec = f"local-dir:{tiny_checkpoint}"
+    reference = ClipEncoder.from_spec(spec, device="cpu")
+    assert not reference.release_torch_weights() and reference.model is not None  # torch serves: kept
+    encoder = ClipEncoder.from_spec(spec, device="cpu", runtime=runtime, cache_dir=tmp_path)
+    assert encoder.runtime == "onnx"
+    model, scale, context = weakref.ref(encoder.model), encoder.logit_scale, encoder.context_length
+    assert encoder.release_torch_weights() and encoder.model is None
+    gc.collect()
+    assert model() is None  # nothing else held on to the fp32 weights
+    assert (encoder.logit_scale, encoder.context_length) == (scale, context)
+    texts = ["a cat", "a photo of a red car parked next to a tree"]
+    np.testing.assert_allclose(encoder.encode_texts(texts), reference.encode_texts(texts), atol=1e-5)
+    pixels = reference.preprocess(runtimes.probe_images(n=2))
+    np.testing.assert_allclose(encoder.encode_pixels(pixels), reference.encode_pixels(pixels), atol=1e-5)

@@ -34,6 +34,17 @@ def serve(env: dict[str, str], name: str, timeout: float = 600, log_dir: Path | 
         server.stop()
 
 
+def served_runtime(url: str) -> dict[str, str] | None:
+    """zest's `zest_runtime_info` labels from /metrics: the runtime asked for, the one chosen, the device."""
+    import requests
+
+    for line in requests.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("zest_runtime_info{"):
+            pairs = (kv.split("=", 1) for kv in line[line.index("{") + 1:line.rindex("}")].split(","))
+            return {k: v.strip('"') for k, v in pairs}
+    return None
+
+
 def untrained_rec_model(directory: Path) -> str:
     """Write an untrained ZESRec model of the default architecture to `directory`; its path."""
     import torch

@@ -1,0 +1,248 @@
+"""`ZEST_RUNTIME=auto`: time the exact runtimes on this machine at start-up and serve the fastest.
+
+The candidates keep fp32's results: torch (the reference), ONNX Runtime fp32 and, where the optional openvino
+package is installed, OpenVINO fp32 on the same ONNX export, each admitted only if its features reach cosine >= ``EXACT_COSINE`` to torch's on the probe set
+(models/runtimes.py). Each admitted one is timed on a short probe — image batches of 1 and 8 and a text batch
+of 8, in interleaved rounds for at most ``PROBE_BUDGET_S`` — and the fastest serves. The decision is kept as
+JSON beside the ONNX exports, keyed by the model id, a digest of its weights, the library versions, the CPU
+model and flags and the thread count, so a later start on the same machine only re-checks the chosen runtime.
+
+On CUDA, auto is torch with the precision's autocast: the CPU fast paths do not run there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .runtimes import EXACT_COSINE, check_fidelity, probe_images
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = ("torch", "onnx", "openvino")  # exact runtimes only: onnx-int8 and int8 stay opt-in
+NEEDS = {"onnx": "onnxruntime", "openvino": "openvino"}  # the package a candidate runs on (openvino: optional)
+PROBE_BUDGET_S = 3.0  # timing rounds stop once this much time is spent (the gate and any export come first)
+MIN_ROUNDS, MAX_ROUNDS = 2, 8
+PROBE_BATCH = 8
+DECISION_VERSION = 1  # bump when the probe changes: part of the cache key
+
+
+@dataclass
+class Candidate:
+    """One runtime as the probe saw it: median seconds per probe round (None: not timed), its fidelity to
+    torch fp32 (1.0 for torch itself) and why it was left out, if it was."""
+
+    runtime: str
+    seconds: float | None = None
+    cosine: float | None = None
+    passed: bool = False
+    error: str | None = None
+
+    def __str__(self) -> str:
+        if self.error:
+            return f"{self.runtime} refused ({self.error})"
+        speed = f"{self.seconds * 1e3:.1f} ms" if self.seconds is not None else "not timed"
+        return f"{self.runtime} {speed}, cosine {self.cosine:.7f}"
+
+
+@dataclass
+class AutoChoice:
+    """What `auto` picked on this machine and from what."""
+
+    chosen: str
+    reason: str
+    candidates: list[Candidate] = field(default_factory=list)
+    probe_s: float = 0.0
+    cached: bool = False
+
+    def summary(self) -> str:
+        timed = "; ".join(str(c) for c in self.candidates)
+        source = "from the cache" if self.cached else f"probe {self.probe_s:.1f} s"
+        return f"chose {self.chosen} ({self.reason}){': ' + timed if timed else ''} [{source}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "reason": self.reason, "probe_s": self.probe_s,
+                "candidates": [asdict(c) for c in self.candidates]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AutoChoice:
+        return cls(data["chosen"], data["reason"], [Candidate(**c) for c in data["candidates"]],
+                   float(data.get("probe_s", 0.0)), cached=True)
+
+
+def cpu_signature() -> dict[str, str]:
+    """The CPU model and a digest of its feature flags (what decides which kernels are fastest)."""
+    model, flags = "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and not model:
+                model = value
+            elif key in ("flags", "Features") and not flags:
+                flags = " ".join(sorted(value.split()))
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    return {"cpu": model, "cpu_flags": hashlib.blake2b(flags.encode(), digest_size=8).hexdigest()}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def decision_key(model_id: str, weights: str, threads: int) -> dict[str, Any]:
+    """Everything the choice depends on; a change in any of it probes again."""
+    from .onnx_runtime import EXPORT_VERSION
+
+    return {"version": DECISION_VERSION, "model_id": model_id, "weights": weights, "threads": threads,
+            "candidates": list(CANDIDATES), "export_version": EXPORT_VERSION,
+            **{lib: _version(lib) for lib in ("torch", "onnxruntime", "openvino", "open_clip_torch", "transformers")},
+            **cpu_signature()}
+
+
+def decision_path(root: Path, key: dict[str, Any]) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", key["model_id"]).strip("_")[-80:]
+    digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()
+    return Path(root) / "auto" / f"{slug}-{key['weights']}" / f"{digest}.json"
+
+
+def _read_decision(path: Path, key: dict[str, Any]) -> AutoChoice | None:
+    try:
+        data = json.loads(path.read_text())
+        return AutoChoice.from_json(data["choice"]) if data.get("key") == key else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("runtime auto: ignoring an unreadable decision at %s (%s)", path, exc)
+        return None
+
+
+def _write_decision(path: Path, key: dict[str, Any], choice: AutoChoice) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "choice": choice.to_json()}, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only data dir: serve anyway, probe again next start
+        log.warning("runtime auto: could not keep the decision at %s (%s)", path, exc)
+
+
+def _probe_inputs(encoder) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    from .runtimes import PROBE_LABELS, PROBE_TEMPLATES
+
+    pixels = encoder.preprocess(probe_images(n=PROBE_BATCH, seed=1))
+    texts = [t.format(label) for label in PROBE_LABELS for t in PROBE_TEMPLATES][:PROBE_BATCH]
+    return pixels[:1], pixels, texts
+
+
+def time_candidates(encoders: dict[str, Any], budget_s: float = PROBE_BUDGET_S) -> dict[str, float]:
+    """Median seconds per probe round (image batch 1 + image batch 8 + text batch 8) of each encoder, in
+    interleaved rounds after one untimed warm-up round: at least MIN_ROUNDS, then until `budget_s` is spent
+    or MAX_ROUNDS."""
+    one, batch, texts = _probe_inputs(next(iter(encoders.values())))
+
+    def probe_round(encoder) -> float:
+        t = time.perf_counter()
+        encoder.encode_pixels(one)
+        encoder.encode_pixels(batch)
+        encoder.encode_texts(texts)
+        return time.perf_counter() - t
+
+    for encoder in encoders.values():
+        probe_round(encoder)
+    rounds: dict[str, list[float]] = {name: [] for name in encoders}
+    t_start = time.perf_counter()
+    for i in range(MAX_ROUNDS):
+        if i >= MIN_ROUNDS and time.perf_counter() - t_start > budget_s:
+            break
+        for name, encoder in encoders.items():
+            rounds[name].append(probe_round(encoder))
+    return {name: statistics.median(times) for name, times in rounds.items()}
+
+
+def choose(encoder, cache_dir: Path | None):
+    """`encoder` (torch, fp32 on CPU) on the fastest exact runtime; the returned encoder's `auto_choice` says
+    what was picked and why."""
+    if encoder.device.type != "cpu":
+        dtype = str(encoder._autocast_dtype).replace("torch.", "") if encoder._autocast_dtype else "fp32"
+        choice = AutoChoice("torch", f"{encoder.device.type}: torch with {dtype} autocast; the fast paths are CPU-only")
+        return _finish(encoder, encoder, choice)
+    if encoder._autocast_dtype is not None:
+        choice = AutoChoice("torch", "precision bf16 asked for: only torch runs it")
+        return _finish(encoder, encoder, choice)
+    from .onnx_runtime import weights_digest
+
+    threads = torch.get_num_threads()
+    key = decision_key(encoder.model_id, weights_digest(encoder.model), threads)
+    path = decision_path(cache_dir, key) if cache_dir is not None else None
+    cached = _read_decision(path, key) if path is not None else None
+    if cached is not None:
+        served = _admit(encoder, cached.chosen, cache_dir) if cached.chosen != "torch" else encoder
+        if served is not None:
+            return _finish(encoder, served, cached)
+        log.warning("runtime auto: the cached choice %s no longer passes; probing again", cached.chosen)
+    t0 = time.perf_counter()
+    candidates, encoders = [Candidate("torch", cosine=1.0, passed=True)], {"torch": encoder}
+    for name in CANDIDATES[1:]:
+        candidate = Candidate(name)
+        candidates.append(candidate)
+        if name in NEEDS and importlib.util.find_spec(NEEDS[name]) is None:
+            candidate.error = "not installed"
+            continue
+        try:
+            converted = encoder.converted(name, cache_dir)
+            report = check_fidelity(name, encoder, converted, min_cosine=EXACT_COSINE)
+        except Exception as exc:  # noqa: BLE001 - a runtime that cannot run here is not a candidate
+            candidate.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            continue
+        candidate.cosine, candidate.passed = report.cosine, report.passed
+        if report.passed:
+            converted.fidelity = report
+            encoders[name] = converted
+        else:
+            candidate.error = f"cosine {report.cosine:.7f} < {EXACT_COSINE}"
+    for name, seconds in time_candidates(encoders).items():
+        next(c for c in candidates if c.runtime == name).seconds = seconds
+    fastest = min(encoders, key=lambda n: next(c.seconds for c in candidates if c.runtime == n) or float("inf"))
+    reason = "the fastest exact runtime" if len(encoders) > 1 else "the only exact runtime here"
+    choice = AutoChoice(fastest, f"{reason}, {threads} threads", candidates, time.perf_counter() - t0)
+    if path is not None:
+        _write_decision(path, key, choice)
+    return _finish(encoder, encoders[fastest], choice)
+
+
+def _admit(encoder, name: str, cache_dir: Path | None):
+    """`encoder` converted to `name` if it still passes the exact gate, else None."""
+    try:
+        converted = encoder.converted(name, cache_dir)
+        report = check_fidelity(name, encoder, converted, min_cosine=EXACT_COSINE)
+    except Exception as exc:  # noqa: BLE001 - fall back to a fresh probe
+        log.warning("runtime auto: %s failed (%s: %.200s)", name, type(exc).__name__, exc)
+        return None
+    if not report.passed:
+        return None
+    converted.fidelity = report
+    return converted
+
+
+def _finish(reference, served, choice: AutoChoice):
+    served.requested_runtime = "auto"
+    served.auto_choice = choice
+    log.info("runtime auto for %s on %s: %s", reference.model_id, reference.device, choice.summary())
+    return served
