@@ -69,7 +69,7 @@ def _runtime_image_class() -> type:
         layer in its post-init, which also runs again when the build copies the image (attrs.evolve)."""
 
         def __attrs_post_init__(self) -> None:
-            if not self.base_image:
+            if not getattr(self, "base_image", None):
                 self.base_image = BASE_IMAGE
 
     return RuntimeImage
