@@ -205,7 +205,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    # zest parses bodies itself (service/requests.py); this catches FastAPI's own checks of parameters.
+    # zest parses bodies itself (service/http_input.py); this catches FastAPI's own checks of parameters.
     parts = [f"{'.'.join(str(p) for p in e.get('loc', ())) or 'request'}: {e.get('msg', 'invalid')}"
              for e in exc.errors()[:5]]
     return _error("invalid request: " + "; ".join(parts), 400)

@@ -8,7 +8,7 @@ adds that route, and a `PassiveMount` takes every path one of the app's routes m
 app's own spec route, moved to `/docs.json` (`openapi_url` in service/app.py), answers there instead. FastAPI's
 `/docs`, `/redoc` and `/openapi.json` are off: one spec, one UI.
 
-**What it says.** zest parses request bodies itself (service/requests.py: JSON or multipart from the raw
+**What it says.** zest parses request bodies itself (service/http_input.py: JSON or multipart from the raw
 request), so FastAPI sees no body parameter and documents none, and it documents a 422 zest never sends.
 `spec()` takes FastAPI's document of the routes and completes it: each POST's request body from the same
 pydantic models that validate the JSON (multipart first where an endpoint takes files, so Swagger's "Try it
@@ -169,12 +169,38 @@ PATH_PARAMETERS = {  # what the service checks (store/base.py), declared
 }
 
 
+# Swagger groups operations by tag: one per area of the API, found from the path (first match wins).
+TAGS = [
+    ("Classify", ("/classify", "/heads", "/templates"), "zero-shot and adapted-head image classification"),
+    ("Embeddings", ("/embed/",), "L2-normalised CLIP image and text embeddings"),
+    ("Collections", ("/collections",), "stored embeddings: add, search, get, delete"),
+    ("Recommender", ("/items", "/recommend"), "the cold-start item catalogue and recommendations"),
+    ("OpenAI-compatible", ("/v1/",), "OpenAI's embeddings API"),
+    ("Playground", ("/ui",), "the browser page"),
+    ("Server", ("/info", "/docs.json"), "what this server runs, and this document"),
+    ("Infrastructure", ("/livez", "/healthz", "/readyz", "/metrics"), "probes and metrics, never behind a key"),
+]
+WORDS = {"Openai": "OpenAI", "Ui": "UI", "Api": "API"}  # FastAPI's summary is the function name, title-cased
+
+
+def tag_of(path: str) -> str:
+    return next((name for name, prefixes, _ in TAGS if path.startswith(prefixes)), "Server")
+
+
+def summary_of(operation: dict) -> str:
+    words = operation.get("summary", "").split()
+    return " ".join([WORDS.get(words[0], words[0]), *(WORDS.get(w, w.lower()) for w in words[1:])]) if words else ""
+
+
 def document(spec: dict, keys_on: bool) -> None:
-    """Complete FastAPI's document of the routes in place: request bodies, error responses (module doc)."""
+    """Complete FastAPI's document of the routes in place: request bodies, error responses (module doc), a tag
+    per area and readable summaries."""
     bodies = request_bodies()
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             key = (method.upper(), path)
+            operation.setdefault("tags", [tag_of(path)])
+            operation["summary"] = summary_of(operation)
             if key in bodies:
                 operation.update(bodies[key])
             for parameter in operation.get("parameters", []):
@@ -228,7 +254,7 @@ REQUEST_MODELS = (ClassifyRequest, EmbedImageRequest, EmbedTextRequest, ItemsReq
 def spec(app: FastAPI, keys_on: bool) -> dict:
     """The whole document: the app's routes, completed; BentoML's endpoints; the API-key scheme if keys are on."""
     out = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
-                      tags=[{"name": "Infrastructure", "description": "probes and metrics, never behind a key"}])
+                      tags=[{"name": name, "description": text} for name, _, text in TAGS])
     schemas = out.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None), schemas.pop("ValidationError", None)  # the 422 zest never sends
     _, defs = models_json_schema([(m, "validation") for m in (*REQUEST_MODELS, ErrorResponse)],

@@ -44,7 +44,7 @@ def _check_ids(ids: object, what: str, limit: int, allow_empty: bool = False) ->
 
 class Recommender:
     def __init__(self, model, catalog: ItemCatalog, model_id: str, settings: Settings | None = None):
-        self.model = model  # models.rec.api.ZesRec
+        self.model = model  # models.rec.zesrec.ZesRec
         self.catalog = catalog
         self.model_id = model_id
         self.limits = settings or Settings()  # max_rec_items, max_item_text_chars, max_history, max_k, max_candidates

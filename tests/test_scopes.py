@@ -287,3 +287,18 @@ def test_a_rate_limited_key_gets_429_with_retry_after(keys, caplog):
 def test_the_buckets_come_from_the_key_file(keys):
     middleware = ApiKeyMiddleware(reached_app, keys, lambda: service_app.app.routes, TABLE)
     assert {name: (b.rate, b.burst) for name, b in middleware.buckets.items()} == {"limited": (2.0, 3)}
+
+
+def test_every_operation_is_tagged_by_area_with_a_readable_summary():
+    spec = service_app.app.openapi()
+    declared = {t["name"] for t in spec["tags"]}
+    operations = {(m.upper(), p): op for p, item in spec["paths"].items() for m, op in item.items()}
+    for (method, path), op in operations.items():
+        assert op["tags"] and set(op["tags"]) <= declared, (method, path, op.get("tags"))
+        assert op["summary"] and "Openai" not in op["summary"], (method, path, op["summary"])
+    assert operations[("POST", "/v1/embeddings")]["tags"] == ["OpenAI-compatible"]
+    assert operations[("POST", "/v1/embeddings")]["summary"] == "OpenAI embeddings"
+    assert operations[("POST", "/collections/{name}/search")]["tags"] == ["Collections"]
+    assert operations[("POST", "/recommend")]["tags"] == ["Recommender"]
+    assert operations[("POST", "/classify")]["tags"] == ["Classify"]
+    assert not any(op["tags"] == ["default"] for op in operations.values())
