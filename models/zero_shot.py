@@ -7,7 +7,8 @@ loss (SigLIP, SigLIP 2), which carry a learned `logit_bias` (open_clip `CLIP.get
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 

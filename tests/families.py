@@ -24,9 +24,9 @@ import open_clip
 import torch
 
 FAMILIES = ("clip", "siglip", "hf-text", "coca", "timm-image")
-WORDS = ("a photo of the this is an image picture drawing cat dog car tree red blue green circle square "
-         "triangle star sign text on yellow black and white pattern small large thing zest class-cache probe : "
-         "cats dogs bird . ,").split()
+WORDS = ["a", "photo", "of", "the", "this", "is", "an", "image", "picture", "drawing", "cat", "dog", "car", "tree",
+         "red", "blue", "green", "circle", "square", "triangle", "star", "sign", "text", "on", "yellow", "black",
+         "and", "white", "pattern", "small", "large", "thing", "zest", "probe", "cats", "dogs", "bird", ".", ","]
 CONTEXT = 16
 SIGLIP_BIAS = -1.5
 _TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
