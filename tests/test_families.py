@@ -25,8 +25,8 @@ from zest.service.pipeline import ClipPipeline, EncoderInfo, RawImage
 from zest.service.settings import Settings
 
 TEXTS = ["a photo of a cat.", "A Red   Circle!", "dog",
-         "this is a large picture of the green tree on a sign, a small blue square and a yellow star on a black and "
-         "white pattern", ""]
+         ("this is a large picture of the green tree on a sign, a small blue square and a yellow star on a black and "
+          "white pattern"), ""]
 LABELS = ["cat", "dog", "red circle", "blue square", "tree"]
 COLORS = ("red", "blue", "green")
 TRIMMED = {"clip": True, "siglip": False, "hf-text": True, "coca": False, "timm-image": True}
