@@ -156,3 +156,29 @@ def test_onnx_runtimes_pass_the_gate_or_are_refused_with_a_reason(family, runtim
         assert served is enc
         refusal = [r.getMessage() for r in caplog.records if f"runtime {runtime} refused" in r.getMessage()]
         assert refusal and ("fidelity gate" in refusal[0] or "Error" in refusal[0]), caplog.text
+
+
+@pytest.mark.parametrize("family", ["hf-text", "siglip"])
+def test_exported_checkpoint_carries_tokenizer_and_hf_text_config(family, tmp_path):
+    """What `zest models import` stores loads with nothing else: for an `hf_model_name` tower, the HF config is
+    packed and the config points at the packed copy (the original config directory is gone here)."""
+    import json
+    import shutil
+
+    from zest.models.factory import load_clip
+    from zest.models.loading import CONFIG_FILE, HF_TEXT_DIR, export_checkpoint
+    from zest.models.spec import parse_spec
+
+    source = build(family, tmp_path / "src")
+    original = ClipEncoder.from_spec(f"local-dir:{source}", device="cpu")
+    exported = export_checkpoint(load_clip(parse_spec(f"local-dir:{source}"), torch.device("cpu")), tmp_path / "out")
+    shutil.rmtree(tmp_path / "src-parts", ignore_errors=True)  # the HF config directory the source named
+    shutil.rmtree(source)
+    text_cfg = json.loads((exported / CONFIG_FILE).read_text())["model_cfg"]["text_cfg"]
+    if family == "hf-text":
+        assert text_cfg["hf_model_name"] == f"./{HF_TEXT_DIR}" and (exported / HF_TEXT_DIR / "config.json").is_file()
+    assert (exported / "tokenizer.json").is_file()
+    copy = ClipEncoder.from_spec(f"local-dir:{exported}", device="cpu")
+    np.testing.assert_allclose(copy.encode_texts(TEXTS), original.encode_texts(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(copy.encode_images(_images()), original.encode_images(_images()), atol=1e-6)
+    assert copy.logit_bias == original.logit_bias
