@@ -102,8 +102,8 @@ def hub_file(spec_id: str, repo_id: str, filenames: Sequence[str], revision: str
 
 def hub_directory(spec_id: str, repo_id: str, required: Sequence[str], optional: Sequence[str] = (),
                   revision: str | None = None) -> str:
-    """The snapshot directory of `repo_id` holding the first of `required` it has and every one of `optional`
-    it has (downloaded, or from the cache when the hub cannot be reached): a tokenizer's files, which
+    """The snapshot directory of `repo_id` holding the first of `required` it has and every other one of
+    `required` and `optional` it has (downloaded, or from the cache when the hub cannot be reached): a tokenizer's files, which
     `from_pretrained(directory)` then reads with no network. `ModelLoadError` as `hub_file`."""
     from pathlib import Path
 
@@ -113,7 +113,7 @@ def hub_directory(spec_id: str, repo_id: str, required: Sequence[str], optional:
     first = Path(hub_file(spec_id, repo_id, required, revision))
     directory = first.parent
     online = not constants.HF_HUB_OFFLINE and _answers(repo_id, first.name, revision)
-    for filename in optional:
+    for filename in [f for f in (*required, *optional) if f != first.name]:
         if online:
             try:
                 path: str | None = hf_hub_download(repo_id, filename, revision=revision)
