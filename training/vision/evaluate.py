@@ -149,6 +149,10 @@ def evaluate_folder(folder: ImageFolder, encoder, templates: str = "imagenet-sim
         trained = set(head.meta.get("train_images", ()))
         keep = np.array([d not in trained for d in feats.digests], dtype=bool)
         info["excluded_training_images"] = int((~keep).sum())
+        if not keep.any():
+            raise InvalidInput(f"every image in {folder.root} was used to fit head {head.name!r} (`zest adapt` refits "
+                               "on all labelled images): evaluate it on other images, or adapt with --no-refit to "
+                               "keep its held-out part unseen")
         labels = head_labels(folder, head)[feats.labels[keep]]
         probs, indices = head.probabilities(feats.features[keep]), feats.indices[keep]
     return build_report(folder, classes, probs, labels, indices, feats.skipped, **info)
