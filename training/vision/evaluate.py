@@ -21,8 +21,7 @@ import numpy as np
 
 from ...models.errors import InvalidInput
 from ...models.heads import Head
-from ...models.zero_shot import softmax
-from ...models.zero_shot import scoring_of
+from ...models.zero_shot import scoring_of, softmax
 from ...models.zero_shot import zero_shot_probs as model_probs
 from ...prompts import list_template_sets, load_template_set
 from .data import ClassInfo, ImageFolder

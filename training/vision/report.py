@@ -199,10 +199,10 @@ def format_eval(report: dict) -> str:
              + (f", {report['excluded_training_images']} of the head's training images left out"
                 if report.get("excluded_training_images") else ""),
              f"model {report['model']} ({report['mode']}), {how}",
-             f"top-1 {pct(report['top1'])}   top-5 {pct(report['top5'])}   "
-             f"balanced accuracy {pct(report['balanced_accuracy'])}   "
-             f"expected calibration error {_ece(report.get('calibration', {}).get('ece'))} "
-             f"({report.get('scoring', 'softmax')} probabilities)", ""]
+             (f"top-1 {pct(report['top1'])}   top-5 {pct(report['top5'])}   "
+              f"balanced accuracy {pct(report['balanced_accuracy'])}   "
+              f"expected calibration error {_ece(report.get('calibration', {}).get('ece'))} "
+              f"({report.get('scoring', 'softmax')} probabilities)"), ""]
     lines.append(table([[r["class"], num(r["precision"]), num(r["recall"]), num(r["f1"]), str(r["support"])]
                         for r in report["per_class"]], ["class", "precision", "recall", "f1", "support"]))
     if report.get("template_sets"):
