@@ -88,22 +88,24 @@ def _hf_hub_plan(spec: ModelSpec) -> _Plan:
         raise ModelLoadError(f"cannot load model '{spec.model_id}': the cached config and weights come from different "
                              f"revisions ({config_path.parent.name}, {weights_path.parent.name}); download it again")
     model_cfg = _read_config(config_path, spec)["model_cfg"]
-    # Built from the snapshot directory (no second trip to the hub). An HF tokenizer's files and an HF text
-    # tower's config come through hub_file too (open_clip would ask the hub for them at every start, and fail
-    # with it down): into the cache once, then from it.
-    text_cfg = model_cfg.get("text_cfg", {})
-    tokenizer_dir = None
-    if text_cfg.get("hf_tokenizer_name"):
-        name = text_cfg["hf_tokenizer_name"]
-        tokenizer_dir = name if Path(name).is_dir() else hub_directory(spec.model_id, name, TOKENIZER_FILES,
-                                                                           TOKENIZER_EXTRA_FILES)
+    # Built from the snapshot directory (no second trip to the hub)
+    return _with_local_text(spec, _Plan(f"local-dir:{config_path.parent}", model_cfg=model_cfg))
+
+
+def _with_local_text(spec: ModelSpec, plan: _Plan) -> _Plan:
+    """`plan` with its HF tokenizer's files and its HF text tower's config (`hf_model_name`) fetched through
+    hub_file, into the cache once and then from it. open_clip would ask the hub for both by name at every start
+    and, with the hub down, wait and fail. Only for plans that load a full checkpoint (the tower's weights)."""
+    text_cfg = (plan.model_cfg or {}).get("text_cfg", {})
+    name = text_cfg.get("hf_tokenizer_name")
+    if name:
+        plan.tokenizer_dir = name if Path(name).is_dir() else hub_directory(spec.model_id, name, TOKENIZER_FILES,
+                                                                                TOKENIZER_EXTRA_FILES)
     hf_text = text_cfg.get("hf_model_name")
-    local_text = None
     if hf_text and not Path(hf_text).is_dir():
-        local_text = {**text_cfg, "hf_model_name": str(Path(hub_file(spec.model_id, hf_text, ["config.json"])).parent),
-                      "hf_model_pretrained": False}  # the checkpoint holds the tower's weights
-    return _Plan(f"local-dir:{config_path.parent}", model_cfg=model_cfg, tokenizer_dir=tokenizer_dir,
-                 text_cfg=local_text)
+        plan.text_cfg = {**text_cfg, "hf_model_name": str(Path(hub_file(spec.model_id, hf_text, ["config.json"])).parent),
+                         "hf_model_pretrained": False}
+    return plan
 
 
 def _packed_text_cfg(directory: Path, model_cfg: dict) -> dict | None:
@@ -140,7 +142,7 @@ def _plan(spec: ModelSpec) -> _Plan:
     if spec.pretrained == RANDOM_WEIGHTS:
         return _Plan(arch, load_weights=False, model_cfg=model_cfg)
     if os.path.isfile(spec.pretrained):
-        return _Plan(arch, spec.pretrained, model_cfg=model_cfg)
+        return _with_local_text(spec, _Plan(arch, spec.pretrained, model_cfg=model_cfg))
     if spec.pretrained not in open_clip.list_pretrained_tags_by_model(arch):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
         raise ModelLoadError(
@@ -154,9 +156,10 @@ def _plan(spec: ModelSpec) -> _Plan:
         # exactly what it would use after downloading the tag itself.
         repo_id, filename = os.path.split(tag_cfg["hf_hub"])
         weights = hub_file(spec.model_id, repo_id, _safe_alternatives(filename or HF_WEIGHTS_FILE))
-        return _Plan(arch, weights, model_cfg=model_cfg,
-                     force_preprocess_cfg={k: tag_cfg[k] for k in PREPROCESS_KEYS if tag_cfg.get(k) is not None})
-    return _Plan(arch, spec.pretrained, model_cfg=model_cfg)  # a URL-only tag: open_clip downloads it
+        return _with_local_text(spec, _Plan(
+            arch, weights, model_cfg=model_cfg,
+            force_preprocess_cfg={k: tag_cfg[k] for k in PREPROCESS_KEYS if tag_cfg.get(k) is not None}))
+    return _with_local_text(spec, _Plan(arch, spec.pretrained, model_cfg=model_cfg))  # URL-only: open_clip downloads
 
 
 def load_open_clip(spec: ModelSpec, device: torch.device) -> LoadedClip:
