@@ -182,3 +182,23 @@ def test_exported_checkpoint_carries_tokenizer_and_hf_text_config(family, tmp_pa
     np.testing.assert_allclose(copy.encode_texts(TEXTS), original.encode_texts(TEXTS), atol=1e-6)
     np.testing.assert_allclose(copy.encode_images(_images()), original.encode_images(_images()), atol=1e-6)
     assert copy.logit_bias == original.logit_bias
+
+
+def test_an_adapted_head_on_a_sigmoid_model_scores_with_softmax(encoders, tmp_path):
+    """A head from `zest adapt` is trained with cross-entropy: on a SigLIP model it answers softmax
+    probabilities (its own), and a threshold is refused for it."""
+    from zest.models.heads import Head, Heads
+
+    enc = encoders["siglip"]
+    head = Head(name="shapes", classes=tuple(LABELS), model_id=enc.model_id, weight=enc.encode_texts(LABELS),
+                bias=np.zeros(len(LABELS), np.float32), logit_scale=enc.logit_scale)
+    pipeline = ClipPipeline(Settings(data_dir=str(tmp_path)), EncoderInfo.of(enc), enc.encode_pixels,
+                            enc.encode_texts, heads=Heads([head]))
+    raw = [RawImage(c, _png(c)) for c in COLORS]
+    out = pipeline.classify(raw, None, None, top_k=len(LABELS), head="shapes")
+    assert out.scoring == "softmax" and out.head == "shapes"
+    expected = head.probabilities(enc.encode_images(_images()))
+    got = np.array([[{p.label: p.probability for p in r.predictions}[label] for label in LABELS] for r in out.results])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    with pytest.raises(InvalidInput, match="head's scoring is softmax"):
+        pipeline.classify(raw, None, None, head="shapes", threshold=0.5)
