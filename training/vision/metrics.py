@@ -68,22 +68,23 @@ def summarize(probs: np.ndarray, labels: Sequence[int], classes: Sequence[str], 
 
 def calibration(probs: np.ndarray, labels: Sequence[int], n_bins: int = 15) -> dict:
     """Expected calibration error and the reliability bins (count, accuracy, mean confidence per bin)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    if len(labels) == 0:
+    if len(y) == 0:
         return {"ece": None, "n_bins": n_bins, "bins": []}
-    confidence = probs.max(axis=1)
-    correct = ranking(probs)[:, 0] == labels
+    confidence = p.max(axis=1)
+    correct = ranking(p)[:, 0] == y
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
     bins, ece = [], 0.0
     for b in range(n_bins):
         inside = which == b
         count = int(inside.sum())
-        accuracy = float(correct[inside].mean()) if count else None
-        mean_conf = float(confidence[inside].mean()) if count else None
+        bin_row: dict = {"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count, "accuracy": None,
+                         "confidence": None}
         if count:
-            ece += count / len(labels) * abs(accuracy - mean_conf)  # type: ignore[operator]
-        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count, "accuracy": accuracy,
-                     "confidence": mean_conf})
+            accuracy, mean_conf = float(correct[inside].mean()), float(confidence[inside].mean())
+            ece += count / len(y) * abs(accuracy - mean_conf)
+            bin_row |= {"accuracy": accuracy, "confidence": mean_conf}
+        bins.append(bin_row)
     return {"ece": float(ece), "n_bins": n_bins, "bins": bins}

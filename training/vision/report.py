@@ -109,7 +109,7 @@ def draw_reliability(calibration: dict, path: str | Path, title: str = "") -> Pa
 def read_reliability(path: str | Path) -> dict:
     """The calibration (ECE and bins) stored in a PNG written by `draw_reliability`."""
     with Image.open(path) as img:
-        return json.loads(img.text[RELIABILITY_KEY])
+        return json.loads(img.info[RELIABILITY_KEY])
 
 
 def read_confusion(path: str | Path) -> dict:
