@@ -138,3 +138,43 @@ def test_hf_text_model_imported_packed_and_served_offline_from_the_bento(bento_w
     finally:
         srv.stop()
     assert not any(empty_hf.rglob("*.json"))  # nothing was fetched into (or looked up from) an HF cache
+
+
+ARCH_TAG_SCRIPT = """
+import json, sys
+from pathlib import Path
+import open_clip
+from open_clip import pretrained
+open_clip.add_model_config(sys.argv[1])
+arch = Path(sys.argv[1]).stem
+pretrained._PRETRAINED[arch] = {"webli": pretrained._slpcfg(hf_hub=sys.argv[2] + "/")}  # as open_clip lists SigLIP 2
+from zest.models.clip_encoder import ClipEncoder
+enc = ClipEncoder.from_spec(f"{arch}/webli", device="cpu")
+print(json.dumps({"bias": enc.logit_bias, "texts": enc.encode_texts(json.loads(sys.argv[3])).tolist()}))
+"""
+
+
+def test_siglip_arch_tag_fetches_its_tokenizer_through_the_cache(tmp_path):
+    """ARCH/TAG, the form `zest models import ViT-B-16-SigLIP2/webli` takes: the weights the tag names and the HF
+    tokenizer its config names both come from the hub once, then from the cache with the hub stopped."""
+    checkpoint = build("siglip", tmp_path / "tag")
+    arch_json = tmp_path / "ZestFamily-siglip-tag.json"  # what build() registered the architecture from
+    expected = ClipEncoder.from_spec(f"local-dir:{checkpoint}", device="cpu").encode_texts(LABELS)
+    hub = Hub(tmp_path / "hub-files").start()
+    hub.add_repo(SIGLIP_REPO, {p.name: p for p in checkpoint.iterdir() if p.is_file()})
+    env = {**os.environ, **hf_env(hub.url, tmp_path / "hf")}
+    try:
+        for phase in ("download", "hub stopped"):
+            if phase == "hub stopped":
+                hub.stop()
+                wait_closed(hub.url)
+            out = subprocess.run([sys.executable, "-c", ARCH_TAG_SCRIPT, str(arch_json), SIGLIP_REPO, json.dumps(LABELS)],
+                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+            assert out.returncode == 0, out.stderr[-3000:]
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            assert result["bias"] == pytest.approx(-1.5)
+            np.testing.assert_allclose(result["texts"], expected, atol=1e-5)
+            if phase == "download":
+                assert hub.downloads("tokenizer.json") == 1 and hub.downloads("open_clip_model.safetensors") == 1
+    finally:
+        hub.stop()
