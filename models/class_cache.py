@@ -15,8 +15,8 @@ import re
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -53,10 +53,15 @@ class ClassEmbeddingCache:
             path.mkdir(parents=True, exist_ok=True)
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", namespace)[:120]
             self.path = path / f"{safe}.sqlite3"
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS class_embedding (digest TEXT NOT NULL, label TEXT NOT NULL, "
-                             "vector BLOB NOT NULL, PRIMARY KEY (digest, label))")
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("CREATE TABLE IF NOT EXISTS class_embedding (digest TEXT NOT NULL, label TEXT NOT NULL, "
+                           "vector BLOB NOT NULL, PRIMARY KEY (digest, label))")
+                self._db = db
+            except sqlite3.Error as exc:  # a full or read-only disk: the cache serves from memory only
+                db.close()
+                log.warning("class cache: cannot use %s (%s); caching in memory only", self.path, exc)
 
     # -- size
     def __len__(self) -> int:

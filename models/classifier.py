@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class ZeroShotClassifier:
 
     @classmethod
     def from_encoder(cls, encoder, cache_bytes: int = 256 * 2**20,
-                     cache_dir: str | Path | None = None) -> "ZeroShotClassifier":
+                     cache_dir: str | Path | None = None) -> ZeroShotClassifier:
         return cls(encoder.encode_texts, encoder.model_id, encoder.logit_scale, cache_bytes=cache_bytes,
                    cache_dir=cache_dir, logit_bias=getattr(encoder, "logit_bias", None))
 

@@ -7,6 +7,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from .errors import ModelLoadError
 from .factory import load_clip
 from .images import to_rgb
 from .loaded import LoadedClip
-from .runtimes import Towers, check_fidelity, get_runtime
+from .runtimes import FidelityReport, Towers, check_fidelity, get_runtime
 from .text_tower import content_lengths, pad_token_id
 from .zero_shot import Scoring, scoring_of
 
@@ -64,7 +65,7 @@ class ClipEncoder:
     def __init__(self, loaded: LoadedClip, device: torch.device, precision: str = "auto", batch_size: int = 32):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        self.model = loaded.model.to(device).eval()
+        self.model: Any = loaded.model.to(device).eval()  # an open_clip model (untyped)
         self.preprocess_transform = loaded.preprocess
         self.tokenizer = loaded.tokenizer
         self.model_id = loaded.model_id
@@ -73,7 +74,7 @@ class ClipEncoder:
         self.precision = precision
         self.batch_size = batch_size
         self.runtime = "torch"  # what runs the model (models/runtimes.py); with_runtime() changes it
-        self.fidelity = None  # the FidelityReport that admitted a non-torch runtime
+        self.fidelity: FidelityReport | None = None  # the FidelityReport that admitted a non-torch runtime
         self._autocast_dtype = autocast_dtype(device, precision)
         self._pad_id = pad_token_id(self.tokenizer)
         self._use(Towers.of(self.model))

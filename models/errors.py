@@ -8,6 +8,8 @@
 class ZestError(Exception):
     """Base class of every error zest raises on purpose."""
 
+    status_code: int = 500
+
 
 class InvalidInput(ZestError, ValueError):
     """A request or argument that zest refuses; the message names the problem."""
@@ -35,6 +37,13 @@ class Unavailable(ZestError):
     """A part of the service is not available (e.g. no recommender model configured)."""
 
     status_code = 503
+
+
+class InsufficientStorage(ZestError):
+    """A write the store could not persist (its disk is full, read-only or failing): 507. Nothing of the write
+    was stored; reads go on, and writes succeed again once there is space."""
+
+    status_code = 507
 
 
 class Conflict(InvalidInput):

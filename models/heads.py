@@ -23,9 +23,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -171,7 +172,7 @@ class Head(HeadParams):
         meta = {k: v for k, v in self.meta.items() if k not in ("train_images",)}
         return {"name": self.name, "source": self.source, "model_id": self.model_id, "classes": list(self.classes),
                 "method": self.method, "metrics": meta.get("metrics", {}), "created": meta.get("created"),
-                "cache_size": 0 if self.cache_keys is None else int(len(self.cache_keys))}
+                "cache_size": 0 if self.cache_keys is None else len(self.cache_keys)}
 
 
 def save_head(head: Head, directory: str | Path) -> Path:
@@ -181,7 +182,7 @@ def save_head(head: Head, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {"weight": head.weight, "bias": head.bias}
-    if head.cache_keys is not None:
+    if head.cache_keys is not None and head.cache_labels is not None:
         tensors |= {"cache_keys": head.cache_keys, "cache_labels": head.cache_labels}
     save_file(tensors, str(directory / WEIGHTS_FILE))
     meta = {**head.meta, "format": HEAD_FORMAT, "name": head.name, "classes": list(head.classes),

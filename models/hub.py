@@ -15,7 +15,7 @@ HF_HUB_DOWNLOAD_TIMEOUT. HF_HUB_OFFLINE=1 means: the cache only, never the netwo
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import ModelLoadError
 

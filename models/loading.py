@@ -30,15 +30,22 @@ TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 TOKENIZER_EXTRA_FILES = ("special_tokens_map.json", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model",
                          "tokenizer.model", "vocab.txt", "vocab.json", "merges.txt", "config.json")
 
-__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "OFFLINE_HINT", "load_open_clip", "load_bento_model", "save_checkpoint",
-           "export_checkpoint"]
+__all__ = [
+    "CONFIG_FILE",
+    "OFFLINE_HINT",
+    "WEIGHTS_FILE",
+    "export_checkpoint",
+    "load_bento_model",
+    "load_open_clip",
+    "save_checkpoint",
+]
 
 
 def _is_offline_error(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}".lower()
     needles = ("offline", "connect", "resolve", "network", "timed out", "localentrynotfound", "max retries",
                "couldn't find", "cannot find the requested files", "name or service not known", "download")
-    chain = exc
+    chain: BaseException | None = exc
     while chain is not None:
         text += f" {type(chain).__name__}: {chain}".lower()
         chain = chain.__cause__ or chain.__context__
@@ -141,7 +148,7 @@ def _plan(spec: ModelSpec) -> _Plan:
     model_cfg = open_clip.get_model_config(arch)
     if spec.pretrained == RANDOM_WEIGHTS:
         return _Plan(arch, load_weights=False, model_cfg=model_cfg)
-    if os.path.isfile(spec.pretrained):
+    if spec.pretrained is not None and os.path.isfile(spec.pretrained):
         return _with_local_text(spec, _Plan(arch, spec.pretrained, model_cfg=model_cfg))
     if spec.pretrained not in open_clip.list_pretrained_tags_by_model(arch):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"

@@ -28,6 +28,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,7 +162,7 @@ class OrtTower:
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
 
-def _text_fn(model: torch.nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+def _text_fn(model: Any) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
     """The text function to export and whether it accepts batches cut to their longest sequence."""
     trimmed = trimmed_text_encoder(model)
     return (trimmed, True) if trimmed is not None else (model.encode_text, False)

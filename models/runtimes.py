@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ class Towers:
     text_trimmed: Callable[[torch.Tensor], torch.Tensor] | None
 
     @classmethod
-    def of(cls, model: torch.nn.Module) -> Towers:
+    def of(cls, model: Any) -> Towers:  # an open_clip model (untyped): encode_image/encode_text
         """The towers of a torch CLIP model, as loaded or converted in place (int8)."""
         from .text_tower import trimmed_text_encoder
 
@@ -142,7 +143,7 @@ def probe_images(size: int = 256, n: int = 24, seed: int = 0) -> list[Image.Imag
             img = Image.fromarray(np.broadcast_to(stripes, (size, size, 3)).astype(np.uint8))
         else:  # smooth noise
             small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-            img = Image.fromarray(small).resize((size, size), Image.BILINEAR)
+            img = Image.fromarray(small).resize((size, size), Image.Resampling.BILINEAR)
         images.append(img)
     return images
 

@@ -17,9 +17,11 @@ token) keeps the full padding. `tests/test_text_tower.py` checks equality to 1e-
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
+
+from .compat import clip_trimmed_text_encoder
 
 
 def pad_token_id(tokenizer) -> int:
@@ -40,22 +42,6 @@ def _causal_pool_ok(pool_type: str | None, attn_mask, cls_emb) -> bool:
     return attn_mask is not None and cls_emb is None and pool_type in ("argmax", "eos")
 
 
-def _clip_encode_text_trimmed(model, tokens: torch.Tensor) -> torch.Tensor:
-    """`open_clip.CLIP.encode_text` with the positional table and causal mask cut to the batch length."""
-    from open_clip.transformer import text_global_pool
-
-    length = tokens.shape[1]
-    cast_dtype = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast_dtype)
-    x = x + model.positional_embedding[:length].to(cast_dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-    x = model.ln_final(x)
-    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
-    if model.text_projection is not None:
-        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
-    return x
-
-
 def trimmed_text_encoder(model) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """A function tokens -> text features that accepts batches cut to their longest sequence, or None
     when this model's text tower can only be run at full padding."""
@@ -63,7 +49,7 @@ def trimmed_text_encoder(model) -> Callable[[torch.Tensor], torch.Tensor] | None
 
     if isinstance(model, CLIP) and hasattr(model, "positional_embedding"):
         if _causal_pool_ok(getattr(model, "text_pool_type", None), getattr(model, "attn_mask", None), None):
-            return lambda tokens: _clip_encode_text_trimmed(model, tokens)
+            return clip_trimmed_text_encoder(model)  # open_clip's internals: models/compat.py
         return None
     if isinstance(model, CustomTextCLIP):
         from open_clip.hf_model import HFTextEncoder

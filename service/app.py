@@ -14,8 +14,10 @@ What all three read once per process (settings, API keys, the model services' op
 How the services call each other, retry and report health: service/transport.py. Exceptions to responses,
 and user errors across the service boundary: service/errors.py. Size limits: models/limits.py. Time limits on
 clients: service/http_limits.py. SIGTERM, and a model that cannot load: service/lifecycle.py. API keys:
-service/auth.py. The OpenAPI document (/docs.json, Swagger at /): service/openapi.py. The OpenAI-compatible /v1
-endpoints: service/openai_api.py. Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
+service/auth.py (each route's scope: ROUTE_SCOPES below, service/scopes.py). The OpenAPI document (/docs.json,
+Swagger at /): service/openapi.py. The OpenAI-compatible /v1 endpoints: service/openai_api.py. The playground at
+/ui: service/playground.py (GET /info: service/server_info.py).
+Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from fastapi import FastAPI, Request, Response
 
 from .. import __version__
 from ..models.errors import Unavailable
-from . import errors, openai_api, openapi
+from . import errors, openai_api, openapi, playground, scopes
 from .auth import ApiKeyMiddleware
+from .compat import install_header_timeout, release_request_timers
 from .config import API_KEYS, PUBLIC_SERVICE, SETTINGS, log
 from .encoder_service import ClipEncoderService
 from .heads import declare_heads, load_served_heads
@@ -42,8 +45,9 @@ from .http_input import (
     read_images_and_fields,
     read_json,
 )
-from .http_limits import BodyTimeoutMiddleware, install_header_timeout, release_request_timers
+from .http_limits import BodyTimeoutMiddleware
 from .image import bento_image
+from .keyfile import Scope
 from .lifecycle import install_drain
 from .pipeline import ClipPipeline, EncoderInfo
 from .recommender import NO_MODEL, has_model
@@ -63,6 +67,7 @@ from .schemas import (
     EmbedResponse,
     EmbedTextRequest,
     HeadsResponse,
+    InfoResponse,
     ItemDeletedResponse,
     ItemResponse,
     ItemsRequest,
@@ -75,6 +80,8 @@ from .schemas import (
     TemplateSetInfo,
     TemplatesResponse,
 )
+from .scopes import PUBLIC, READ, WRITE, Access
+from .server_info import server_info
 from .transport import Dependencies, Dependency
 
 release_request_timers()  # every service's worker: BentoML's request timeout kept each request for 300 s
@@ -216,6 +223,18 @@ class Zest:
         body = parse_model(EmbedTextRequest, await read_json(request, self.settings))
         return await self._respond(lambda p: p.embed_texts(body.texts))
 
+    @app.get("/info", response_model=InfoResponse)
+    async def info(self):
+        """What this server runs: model, dimension, runtime, device, heads, template sets, and whether each
+        model service answers its readiness probe now."""
+        ready = await asyncio.gather(*(d.probe() for d in self.deps.all))
+        try:
+            pipeline = await asyncio.wait_for(self.pipeline(), self.settings.probe_timeout_s) if ready[0] else None
+        except Exception:  # noqa: BLE001 - not up yet: the model fields are null, the services say why
+            pipeline = None
+        return server_info(pipeline, {d.name: ok for d, ok in zip(self.deps.all, ready)}, self.has_rec_model,
+                           [h.name for h in self.loaded_heads])
+
     @app.get("/templates", response_model=TemplatesResponse)
     def templates(self):
         """The shipped prompt template sets."""
@@ -278,11 +297,13 @@ class Zest:
     async def create_collection(self, request: Request):
         """Create a collection for this server's CLIP model: {"name": ..., "model": optional}."""
         body = parse_model(CollectionCreateRequest, await read_json(request, self.settings))
-        return await self._in_collections(lambda c: c.create(body.name, body.model))
+        scopes.check_collection(request.scope, body.name)
+        return await self._in_collections(lambda c: c.create(body.name, body.model, body.thumbnails))
 
     @app.get("/collections", response_model=CollectionsResponse)
-    async def list_collections(self):
-        return await self._in_collections(lambda c: c.list())
+    async def list_collections(self, request: Request):
+        listed = await self._in_collections(lambda c: c.list())
+        return scopes.visible_collections(request.scope, listed)
 
     @app.get("/collections/{name}", response_model=CollectionInfoResponse)
     async def describe_collection(self, name: str):
@@ -301,10 +322,19 @@ class Zest:
 
     @app.post("/collections/{name}/search", response_model=CollectionSearchResponse)
     async def search_collection(self, name: str, request: Request):
-        """Top-k items by text, image or vector: JSON {"text" | "image" | "vector", "k", "filter"}, or multipart
-        with one file in `images` (+ `k`, `filter`)."""
+        """Top-k items by text, image, vector or another item ("more like this"): JSON {"text" | "image" |
+        "vector" | "like", "k", "filter"}, or multipart with one file in `images` (+ `k`, `filter`)."""
         query = await read_collection_search(request, self.settings)
         return await self._in_collections(lambda c: c.search(name, **query))
+
+    # before the item route below, whose {item_id:path} would take ".../thumbnail" as part of the id
+    @app.get("/collections/{name}/items/{item_id:path}/thumbnail", response_class=Response,
+             responses={200: {"description": "the item's JPEG", "content": {"image/jpeg": {}}}})
+    async def get_collection_thumbnail(self, name: str, item_id: str):
+        """The item's thumbnail (a JPEG <= 256 px, <= 16 kB), kept when the collection was created with
+        `"thumbnails": true`; 404 when there is none."""
+        data = await self._in_collections(lambda c: c.thumbnail(name, item_id))
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
 
     @app.get("/collections/{name}/items/{item_id:path}", response_model=CollectionHit, response_model_exclude_none=True)
     async def get_collection_item(self, name: str, item_id: str):
@@ -344,8 +374,44 @@ class Zest:
         return openai_api.models_response(served, self._started)["data"][0]
 
 
+playground.install(app)  # GET /ui (service/playground.py)
+
+
+# The scope an API key needs for each route (service/scopes.py), "METHOD path" as the route declares it.
+# Every route must be here: the service does not start otherwise (and tests/test_scopes.py fails).
+# "name": the path parameter holding the collection; "body"/"list": the route checks or filters collections.
+ROUTE_SCOPES: dict[str, Access] = {
+    "GET /docs.json": PUBLIC,
+    "POST /classify": READ,
+    "GET /heads": READ,
+    "POST /embed/image": READ,
+    "POST /embed/text": READ,
+    "GET /templates": READ,
+    "POST /items": WRITE,
+    "GET /items/{item_id}": READ,
+    "DELETE /items/{item_id}": WRITE,
+    "POST /recommend": READ,
+    "POST /collections": Access(Scope.admin, "body"),
+    "GET /collections": Access(Scope.read, "list"),
+    "GET /collections/{name}": Access(Scope.read, "name"),
+    "DELETE /collections/{name}": Access(Scope.admin, "name"),
+    "POST /collections/{name}/items": Access(Scope.write, "name"),
+    "POST /collections/{name}/search": Access(Scope.read, "name"),
+    "GET /collections/{name}/items/{item_id}": Access(Scope.read, "name"),
+    "DELETE /collections/{name}/items/{item_id}": Access(Scope.write, "name"),
+    "GET /collections/{name}/items/{item_id}/thumbnail": Access(Scope.read, "name"),
+    "GET /info": READ,
+    "GET /ui": PUBLIC,  # the playground's page and files: it asks for a key itself
+    "GET /ui/{file}": PUBLIC,
+    "POST /v1/embeddings": READ,
+    "GET /v1/models": READ,
+    "GET /v1/models/{model}": READ,
+}
+scopes.check_table(app.routes, ROUTE_SCOPES)
+
 # Around the whole public service, BentoML's own routes included (first added = outermost): one error shape
 # for every response, then the API-key check (service/auth.py).
 Zest.add_asgi_middleware(errors.ErrorShapeMiddleware)
-Zest.add_asgi_middleware(ApiKeyMiddleware, keys=API_KEYS)
-openapi.install(app, keys_on=bool(API_KEYS))
+Zest.add_asgi_middleware(ApiKeyMiddleware, keys=API_KEYS, app_routes=lambda: app.routes,
+                        table=ROUTE_SCOPES)
+openapi.install(app, keys_on=bool(API_KEYS), scopes=ROUTE_SCOPES)

@@ -1,21 +1,26 @@
-"""Optional API keys: `ZEST_API_KEYS` set -> every request needs `Authorization: Bearer <key>`.
+"""Optional API keys: `ZEST_API_KEYS` set -> every request needs `Authorization: Bearer <key>`, and the key's
+scope, collections and rate limit decide what it may do.
 
-- **Where the keys come from.** `ZEST_API_KEYS` is either a comma-separated list of keys, or the path of a
-  file (a value starting with `/`, `./`, `../` or `~`) holding one key per line (blank lines and lines
-  starting with `#` are skipped; commas separate keys too). The file is read at start-up: restart to
-  apply a change. A file that is missing, unreadable or holds no key stops the start with an error that
-  names the file, never a key.
+- **Where the keys come from.** service/keyfile.py: a comma-separated list or a one-key-per-line file (every
+  key `admin`), or a YAML/JSON file giving each key a name, a scope (`read`, `write`, `admin`), optionally its
+  collections and a rate limit; a key may be stored as `sha256:<hex>`. Read at start-up: restart to apply a
+  change. A file that is missing, unreadable, malformed or holds no key stops the start with an error that
+  names the file (and the entry), never a key.
 - **What is open.** The probes (`/livez`, `/readyz`, `/healthz`) and `/metrics`, so an orchestrator and
-  Prometheus need no secret; and the API's documentation (`/`, its static files, `/docs.json`), which a
-  browser loads without a header: the spec declares the bearer scheme and Swagger's "Authorize" button
-  sends the key with "Try it out". Everything else, unknown paths included (a 401, not a 404, so routes are
-  not probed without a key), needs a key.
-- **How it is checked.** The presented key is compared with every configured key by `hmac.compare_digest`
-  on SHA-256 digests, all of them every time, so neither the position of a match nor a key's length shows
+  Prometheus need no secret; the Swagger page (`/`, its static files) and every route the scope table
+  (`ROUTE_SCOPES`, service/app.py) calls public (`/docs.json`). Everything else, unknown paths included (a 401,
+  not a 404, so routes are not probed without a key), needs a key.
+- **What a key may do.** `ROUTE_SCOPES` names every route's scope (service/scopes.py): a key below it, or one
+  limited to other collections, gets 403 naming what is missing. A key with a rate limit gets 429 with
+  `Retry-After` once its bucket is empty (service/ratelimit.py). 401 stays for no key or a wrong one.
+- **How it is checked.** The presented key's SHA-256 digest is compared with every configured key's by
+  `hmac.compare_digest`, all of them every time, so neither the position of a match nor a key's length shows
   in the response time.
 - **Never logged.** Keys are not in `Settings`' repr, in an error message or in a log line; the start-up
-  line says only whether keys are on, how many and where from. A 401 is `{"error": ...}` with
-  `WWW-Authenticate: Bearer realm="zest"` (RFC 6750; `error="invalid_token"` for a wrong key).
+  line says only whether keys are on, how many and where from. Every write (a route needing `write` or
+  `admin`), and every 403 or 429, gets an access line `zest.access` naming the key by its *name*. A 401 is
+  `{"error": ...}` with `WWW-Authenticate: Bearer realm="zest"` (RFC 6750; `error="invalid_token"` for a
+  wrong key).
 """
 
 from __future__ import annotations
@@ -23,67 +28,67 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from pathlib import Path
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
 
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/", "/docs.json"})
+from .keyfile import ApiKey, Scope, is_key_file, read_keys
+from .ratelimit import TokenBucket, retry_after
+from .scopes import KEY_IN_SCOPE, Access, RouteScopes, refusal
+
+__all__ = ["ApiKeyMiddleware", "ApiKeys", "is_key_file", "is_open", "load_api_keys"]
+
+# BentoML's own endpoints (not routes of the FastAPI app, so not in ROUTE_SCOPES): never behind a key.
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/"})
 OPEN_PREFIXES = ("/static_content/",)  # BentoML's Swagger UI files
 REALM = 'Bearer realm="zest"'
-
-
-def is_key_file(raw: str) -> bool:
-    return raw.startswith(("/", "./", "../", "~"))
+access_log = logging.getLogger("zest.access")
 
 
 def load_api_keys(raw: str) -> ApiKeys:
     """The keys `ZEST_API_KEYS` names (see the module doc). Raises ValueError naming the file, never a key."""
-    raw = raw.strip()
-    source = "ZEST_API_KEYS"
-    if is_key_file(raw):
-        path = Path(raw).expanduser()
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"ZEST_API_KEYS names the key file {str(path)!r}, which cannot be read "
-                             f"({type(exc).__name__}: {getattr(exc, 'strerror', None) or 'not text'})") from None
-        lines = [line for line in text.splitlines() if not line.strip().startswith("#")]
-        keys = [k.strip() for line in lines for k in line.split(",") if k.strip()]
-        if not keys:
-            raise ValueError(f"ZEST_API_KEYS names the key file {str(path)!r}, which holds no key: put one key "
-                             "per line, or unset ZEST_API_KEYS to serve without keys")
-        source = f"the file {path}"
-    else:
-        keys = [k.strip() for k in raw.split(",") if k.strip()]
+    if not raw.strip():
+        return ApiKeys([], "ZEST_API_KEYS")
+    keys, source = read_keys(raw)
     return ApiKeys(keys, source)
 
 
 class ApiKeys:
-    """The configured keys, kept as SHA-256 digests. Its repr shows how many, never which."""
+    """The configured keys (as SHA-256 digests, with their names and scopes). Its repr shows how many, never which."""
 
-    def __init__(self, keys: list[str], source: str) -> None:
-        self._digests = [hashlib.sha256(k.encode()).digest() for k in dict.fromkeys(keys)]
+    def __init__(self, keys: list[ApiKey], source: str) -> None:
+        self.keys = list(keys)
         self.source = source
 
     def __len__(self) -> int:
-        return len(self._digests)
+        return len(self.keys)
 
     def __repr__(self) -> str:
         return f"ApiKeys({len(self)} from {self.source})" if self else "ApiKeys(off)"
 
-    def accepts(self, presented: str) -> bool:
-        """Constant-time in the position of the matching key: every key is compared, every time."""
+    def find(self, presented: str) -> ApiKey | None:
+        """The key `presented` is, or None. Constant-time in the position of the match: every key is compared."""
         digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
-        found = False
-        for known in self._digests:
-            found |= hmac.compare_digest(digest, known)
+        found: ApiKey | None = None
+        for key in self.keys:
+            if hmac.compare_digest(digest, key.digest):
+                found = key
         return found
 
+    def accepts(self, presented: str) -> bool:
+        return self.find(presented) is not None
+
     def describe(self) -> str:
-        """The start-up log line (no key in it)."""
+        """The start-up log line (names and scopes, no key in it)."""
         if not self:
             return ("API keys: off (ZEST_API_KEYS is not set): every endpoint answers anyone who can reach the "
                     "port; set ZEST_API_KEYS to require Authorization: Bearer <key>")
-        return (f"API keys: on, {len(self)} key(s) from {self.source}: every endpoint but /livez, /readyz, "
-                "/healthz, /metrics and the API docs needs Authorization: Bearer <key>")
+        scopes = ", ".join(f"{s.name} {n}" for s in Scope if (n := sum(k.scope is s for k in self.keys)))
+        limited = sum(k.collections is not None for k in self.keys)
+        rated = sum(k.rate is not None for k in self.keys)
+        return (f"API keys: on, {len(self)} key(s) from {self.source} ({scopes}; {limited} limited to collections, "
+                f"{rated} rate-limited): every endpoint but /livez, /readyz, /healthz, /metrics and the API docs "
+                "needs Authorization: Bearer <key>")
 
 
 def is_open(path: str) -> bool:
@@ -101,25 +106,71 @@ def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-class ApiKeyMiddleware:
-    """ASGI middleware on the public service (outside every route, BentoML's own included)."""
+async def _refuse(send: Any, status: int, message: str, headers: Mapping[str, str]) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *((k.encode(), v.encode()) for k, v in headers.items())]})
+    await send({"type": "http.response.body", "body": body})
 
-    def __init__(self, app, keys: ApiKeys) -> None:
+
+class ApiKeyMiddleware:
+    """ASGI middleware on the public service (outside every route, BentoML's own included): authenticate, rate
+    limit, check the route's scope (`app_routes()`, `table`: the app's routes and ROUTE_SCOPES), log writes."""
+
+    def __init__(self, app: Any, keys: ApiKeys, app_routes: Callable[[], list], table: Mapping[str, Access],
+                 buckets: dict[str, TokenBucket] | None = None) -> None:
         self.app = app
         self.keys = keys
+        self.routes = RouteScopes(app_routes, table)
+        self.buckets = buckets if buckets is not None else {
+            k.name: TokenBucket(k.rate, k.burst or 1) for k in keys.keys if k.rate is not None}
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not self.keys or is_open(scope["path"]):
             return await self.app(scope, receive, send)
-        token = _bearer(scope["headers"])
-        if token is not None and self.keys.accepts(token):
+        found = self.routes.find(scope)
+        if found is not None and found[1].scope is None:  # a public route
             return await self.app(scope, receive, send)
-        if token is None:
-            message, challenge = "an API key is required: send the header Authorization: Bearer <key>", REALM
-        else:
-            message, challenge = "the API key is not valid", f'{REALM}, error="invalid_token"'
-        body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", challenge.encode())]})
-        await send({"type": "http.response.body", "body": body})
+        token = _bearer(scope["headers"])
+        key = self.keys.find(token) if token is not None else None
+        if key is None:
+            if token is None:
+                message, challenge = "an API key is required: send the header Authorization: Bearer <key>", REALM
+            else:
+                message, challenge = "the API key is not valid", f'{REALM}, error="invalid_token"'
+            return await _refuse(send, 401, message, {"www-authenticate": challenge})
+        what = found[0] if found else f"{scope.get('method', '')} {scope['path']}"
+        bucket = self.buckets.get(key.name)
+        if bucket is not None and (wait := bucket.take()):
+            self._log(scope, key, 429)
+            return await _refuse(send, 429, f"the API key {key.name!r} is over its rate limit ({bucket.rate:g} "
+                                 f"requests/s, burst {bucket.burst}): retry after {retry_after(wait)} s",
+                                 {"retry-after": str(retry_after(wait))})
+        if found is not None:
+            why = refusal(key, what, found[1], found[2])
+            if why is not None:
+                self._log(scope, key, 403)
+                return await _refuse(send, 403, why, {})
+        scope[KEY_IN_SCOPE] = key
+        if found is None or found[1].scope is None or found[1].scope < Scope.write:
+            return await self.app(scope, receive, send)
+        status = 500  # if the app sends nothing
+
+        async def logged_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, logged_send)
+        finally:
+            self._log(scope, key, status)
+
+    @staticmethod
+    def _log(scope: dict, key: ApiKey, status: int) -> None:
+        client = (scope.get("client") or ("-",))[0]
+        path = scope["path"] if scope["path"].isprintable() else scope["path"].encode("unicode_escape").decode()
+        access_log.info("%s %s -> %d, key %r, from %s", scope.get("method", ""), path, status, key.name,
+                        client)

@@ -18,9 +18,10 @@ import asyncio
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -29,7 +30,10 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 
-def _concat(requests: list) -> object:
+Batch = Sequence[Any] | np.ndarray  # one request: a list of items, or an array whose first axis is the items
+
+
+def _concat(requests: list[Batch]) -> Batch:
     if isinstance(requests[0], np.ndarray):
         return np.concatenate(requests) if len(requests) > 1 else requests[0]
     return [item for request in requests for item in request]
@@ -46,7 +50,7 @@ class BatchStats:
 class GreedyBatcher(Generic[R]):
     """One worker thread runs ``fn``; ``submit``/``__call__``/``run`` may be called from any thread or loop."""
 
-    def __init__(self, fn: Callable[[object], R], max_batch: int, name: str = "batcher",
+    def __init__(self, fn: Callable[[Any], R], max_batch: int, name: str = "batcher",
                  on_batch: Callable[[int, int], None] | None = None):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -55,14 +59,14 @@ class GreedyBatcher(Generic[R]):
         self.name = name
         self.on_batch = on_batch  # (requests, items) after each call, e.g. for metrics
         self.stats = BatchStats()
-        self._queue: deque[tuple[Sequence, Future]] = deque()
+        self._queue: deque[tuple[Batch, Future]] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=f"zest-{name}", daemon=True)
         self._thread.start()
 
     # -- callers
-    def submit(self, request: Sequence) -> Future:
+    def submit(self, request: Batch) -> Future:
         future: Future = Future()
         if len(request) == 0:
             raise ValueError("empty request")
@@ -73,10 +77,10 @@ class GreedyBatcher(Generic[R]):
             self._cond.notify()
         return future
 
-    def __call__(self, request: Sequence) -> R:
+    def __call__(self, request: Batch) -> R:
         return self.submit(request).result()
 
-    async def run(self, request: Sequence) -> R:
+    async def run(self, request: Batch) -> R:
         return await asyncio.wrap_future(self.submit(request))
 
     def close(self, timeout: float | None = None) -> None:
@@ -92,11 +96,12 @@ class GreedyBatcher(Generic[R]):
             return len(self._queue)
 
     # -- worker
-    def _take(self) -> list[tuple[Sequence, Future]]:
+    def _take(self) -> list[tuple[Batch, Future]]:
         with self._cond:
             while not self._queue and not self._closed:
                 self._cond.wait()
-            batch, items = [], 0
+            batch: list[tuple[Batch, Future]] = []
+            items = 0
             while self._queue and (not batch or items + len(self._queue[0][0]) <= self.max_batch):
                 request, future = self._queue.popleft()
                 batch.append((request, future))
@@ -112,10 +117,10 @@ class GreedyBatcher(Generic[R]):
             if live:
                 self._run(live)
 
-    def _run(self, batch: list[tuple[Sequence, Future]]) -> None:
+    def _run(self, batch: list[tuple[Batch, Future]]) -> None:
         sizes = [len(r) for r, _ in batch]
         try:
-            out = self.fn(_concat([r for r, _ in batch]))
+            out: Any = self.fn(_concat([r for r, _ in batch]))  # R holds one result per item: sliced below
         except BaseException as exc:  # noqa: BLE001 - delivered to the callers
             if len(batch) == 1:
                 batch[0][1].set_exception(exc)
@@ -129,7 +134,7 @@ class GreedyBatcher(Generic[R]):
             future.set_result(out[start:start + size])
             start += size
 
-    def _run_alone(self, request: Sequence, future: Future) -> None:
+    def _run_alone(self, request: Batch, future: Future) -> None:
         try:
             result = self.fn(request)
         except BaseException as exc:  # noqa: BLE001

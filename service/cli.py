@@ -255,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_index)
 
+    from .store_cli import add_parser as add_store_parser
+
+    add_store_parser(sub)
+
     p = sub.add_parser("serve", help="serve the REST API (bentoml serve)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)

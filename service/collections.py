@@ -6,14 +6,15 @@ texts, each with an id and optional JSON metadata; its meta records the CLIP mod
 the store's. A collection made by another model (or dimension) than the one this server runs is refused
 with 409: its vectors would not be comparable. Items are embedded on write, through the same pipeline as
 /embed/image and /embed/text (so the same limits and image checks apply), and everything is validated and
-embedded before the one store write: a failed request stores nothing.
+embedded before the one store write: a failed request stores nothing. A collection created with
+`thumbnails=True` also keeps a small JPEG of each image item in its payload (service/thumbnails.py).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from ..store import VectorStore
 from ..store.base import MAX_ID_CHARS, NAME_RE, check_filter
 from .pipeline import ClipPipeline, RawImage
 from .settings import Settings
+from .thumbnails import PAYLOAD_KEY, make_thumbnail, thumbnail_bytes
 
 PREFIX = "c_"
 
@@ -54,7 +56,8 @@ class Collections:
     # -- collections ----------------------------------------------------------------------
     def _describe(self, info, count: int | None = None) -> dict:
         return {"name": info.name[len(PREFIX):], "model": info.meta.get("model"), "dim": info.dim,
-                "count": self.store.count(info.name) if count is None else count, "created_at": info.created_at}
+                "count": self.store.count(info.name) if count is None else count, "created_at": info.created_at,
+                "thumbnails": bool(info.meta.get("thumbnails"))}
 
     def _usable(self, name: object):
         """The collection's store info, refused if it does not exist or belongs to another model."""
@@ -67,12 +70,13 @@ class Collections:
                            "that model, or create a new collection")
         return info
 
-    def create(self, name: object, model: object = None) -> dict:
+    def create(self, name: object, model: object = None, thumbnails: bool = False) -> dict:
         _check_name(name)
         if model is not None and model != self.model_id:
             raise Conflict(f"this server embeds with {self.model_id!r}, not {model!r}")
+        meta = {"model": self.model_id, **({"thumbnails": True} if thumbnails else {})}
         try:
-            info = self.store.create_collection(PREFIX + name, self.dim, "cosine", {"model": self.model_id})
+            info = self.store.create_collection(PREFIX + name, self.dim, "cosine", meta)
         except Conflict:
             raise Conflict(f"collection {name!r} exists already") from None
         return self._describe(info, 0)
@@ -135,7 +139,11 @@ class Collections:
             raise InvalidInput("the same item id appears twice in one request")
         vectors = np.zeros((len(items), self.dim), np.float32)
         if images:  # decode and check every image before any model work
-            pixels = self.pipeline.pixels(self.pipeline.load_images([it.image for _, it in images]))
+            decoded = self.pipeline.load_images([it.image for _, it in images])
+            if info.meta.get("thumbnails"):
+                for (n, _), img in zip(images, decoded):
+                    payloads[n][PAYLOAD_KEY] = make_thumbnail(img)
+            pixels = self.pipeline.pixels(decoded)
             vectors[[n for n, _ in images]] = np.asarray(self.pipeline.encode_pixels(pixels), np.float32)
         if texts:
             vectors[[n for n, _ in texts]] = np.asarray(self.pipeline.encode_texts([it.text for _, it in texts]),
@@ -144,11 +152,13 @@ class Collections:
         return {"collection": name, "upserted": len(ids), "count": self.store.count(info.name)}
 
     def search(self, name: object, text: object = None, image: RawImage | None = None, vector: object = None,
-               k: object = 10, filter: object = None) -> dict:
+               k: object = 10, filter: object = None, like: object = None) -> dict:
+        """`like`: an item id of the collection ("more like this"): its stored vector is the query, and the item
+        itself is left out of the results."""
         s = self.settings
         info = self._usable(name)
-        if sum(x is not None for x in (text, image, vector)) != 1:
-            raise InvalidInput("give exactly one of 'text', 'image' or 'vector' to search by")
+        if sum(x is not None for x in (text, image, vector, like)) != 1:
+            raise InvalidInput("give exactly one of 'text', 'image', 'vector' or 'like' to search by")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInput("k must be an integer >= 1")
         check_at_most(k, s.max_collection_k, f"k={k}")
@@ -162,6 +172,13 @@ class Collections:
         elif image is not None:
             query = np.asarray(self.pipeline.encode_pixels(self.pipeline.pixels(self.pipeline.load_images([image]))),
                                np.float32)
+        elif like is not None:
+            if not isinstance(like, str) or not like or len(like) > MAX_ID_CHARS:
+                raise InvalidInput(f"like must be an item id: a non-empty string of at most {MAX_ID_CHARS} characters")
+            stored = self.store.vectors(info.name, [like]).get(like)
+            if stored is None:
+                raise NotFound(f"unknown item id {like!r} in collection {name!r}")
+            query = np.asarray([stored], np.float32)
         else:
             if not isinstance(vector, list) or len(vector) != self.dim or any(
                     isinstance(x, bool) or not isinstance(x, (int, float)) for x in vector):
@@ -169,7 +186,7 @@ class Collections:
             query = np.asarray([vector], np.float32)
             if not np.isfinite(query).all() or not np.linalg.norm(query):
                 raise InvalidInput("vector must be finite and non-zero")
-        hits = self.store.search(info.name, query, k, filter=flt)[0]
+        hits = self.store.search(info.name, query, k, filter=flt, exclude=[like] if like is not None else [])[0]
         return {"collection": name, "model": self.model_id,
                 "results": [self._item(h.id, h.payload, score=h.score) for h in hits]}
 
@@ -184,6 +201,8 @@ class Collections:
         if "name" in payload:
             out["name"] = payload["name"]
         out["metadata"] = payload.get("metadata", {})
+        if PAYLOAD_KEY in payload:  # the JPEG itself only from thumbnail()
+            out["thumbnail"] = True
         return out
 
     def get_item(self, name: object, item_id: str) -> dict:
@@ -194,6 +213,22 @@ class Collections:
         if rec is None:
             raise NotFound(f"unknown item id {item_id!r} in collection {name!r}")
         return self._item(rec.id, rec.payload)
+
+    def thumbnail(self, name: object, item_id: str) -> bytes:
+        """The item's JPEG thumbnail; NotFound when the collection, the item or its thumbnail is absent."""
+        info = self.store.collection(PREFIX + _check_name(name))
+        if info is None:
+            raise NotFound(f"unknown collection {name!r}")
+        rec = self.store.get(info.name, [item_id]).get(item_id)
+        if rec is None:
+            raise NotFound(f"unknown item id {item_id!r} in collection {name!r}")
+        data = thumbnail_bytes(rec.payload)
+        if data is None:
+            why = ("it is a text item" if rec.payload.get("kind") == "text" else
+                   "the collection was created without thumbnails" if not info.meta.get("thumbnails") else
+                   "it was stored without one")
+            raise NotFound(f"item {item_id!r} of collection {name!r} has no thumbnail: {why}")
+        return data
 
     def delete_item(self, name: object, item_id: str) -> dict:
         info = self.store.collection(PREFIX + _check_name(name))

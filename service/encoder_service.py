@@ -71,7 +71,8 @@ class ClipEncoderService:
     def info(self) -> dict:
         e = EncoderInfo.of(self.encoder)
         return {"model_id": e.model_id, "dim": e.dim, "logit_scale": e.logit_scale,
-                "context_length": e.context_length, "preprocess_cfg": e.preprocess_cfg, "logit_bias": e.logit_bias}
+                "context_length": e.context_length, "preprocess_cfg": e.preprocess_cfg, "runtime": e.runtime,
+                "device": e.device, "logit_bias": e.logit_bias}
 
     @bentoml.api
     async def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:

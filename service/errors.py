@@ -9,8 +9,7 @@ are plain text; `ErrorShapeMiddleware`, around the whole public service, gives t
 
 **A user error raised in a model service** (the recommender's unknown item id, its k over the limit) reaches
 the client with its status and message. How BentoML 1.4 carries an exception from a callee's `@bentoml.api`
-method to its caller (`api_endpoint_wrapper` in `_bentoml_impl/server/app.py`, `map_exception` in
-`_bentoml_impl/client/proxy2.py`): a `BentoMLException` whose `error_code` is a 4xx other than 401/403 is
+method to its caller (service/compat.py, `BENTOML_CALLEE_ERRORS`): a `BentoMLException` whose `error_code` is a 4xx other than 401/403 is
 answered with that status and the body `[{"error": str(exc)}]` (sic: a one-element list); any other exception,
 or a 5xx, without its message. The caller's client raises `BentoMLException.error_mapping.get(status,
 BentoMLException)(body, error_code=status)`. So the callee raises `CalleeUserError` (`user_errors_to_caller`)
@@ -35,7 +34,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..models.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unavailable, ZestError
+from ..models.errors import (
+    Conflict,
+    InsufficientStorage,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    ZestError,
+)
+from .compat import callee_error_body, callee_error_logger
 
 log = logging.getLogger("zest")
 RETRY_AFTER_S = 5  # a 503's Retry-After: a respawned model worker is back within seconds (zest-tiny: ~5 s)
@@ -65,6 +73,10 @@ class UnsupportedMediaType(InvalidInput):
 USER_ERRORS: dict[int, type[InvalidInput]] = {
     cls.status_code: cls for cls in (InvalidInput, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType)}
 UNCARRIED = (401, 403)  # 4xx statuses BentoML answers without the exception's message
+# A 5xx reaches the caller without its message (BentoML replaces it); a 507 has one meaning in zest, so the
+# caller says it again (the callee's log has the details).
+STORAGE_FULL = ("the write could not be stored: the disk of the data directory is full or read-only; nothing was "
+                "stored. Free space in (or make writable) the data directory, then retry")
 
 
 class CalleeUserError(BentoMLException):
@@ -83,7 +95,7 @@ def user_errors_to_caller() -> Iterator[None]:
         yield
     except ZestError as exc:
         status = getattr(exc, "status_code", 500)
-        if not 400 <= status < 500 or status in UNCARRIED:
+        if (not 400 <= status < 500 or status in UNCARRIED) and not isinstance(exc, InsufficientStorage):
             raise
         raise CalleeUserError(exc) from exc
 
@@ -94,14 +106,15 @@ def from_callee(exc: BaseException) -> ZestError | None:
     if not isinstance(exc, BentoMLException):
         return None
     status = int(exc.error_code)
+    if status == InsufficientStorage.status_code:
+        return InsufficientStorage(STORAGE_FULL)
     if not 400 <= status < 500 or status in UNCARRIED:
         return None
     try:
         body = json.loads(exc.message)
     except (TypeError, ValueError):
         return None
-    if isinstance(body, list) and len(body) == 1:  # BentoML 1.4 answers the dict inside a list
-        body = body[0]
+    body = callee_error_body(body)  # BentoML 1.4 answers the dict inside a list
     if not (isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], str)):
         return None  # e.g. BentoML's own validation error: {"error", "detail"}
     error = USER_ERRORS.get(status, InvalidInput)(body["error"])
@@ -118,8 +131,8 @@ class _HideCalleeUserErrors(logging.Filter):
 
 def hide_callee_user_errors() -> None:
     """In a model service's worker: leave the user errors it hands its caller out of its log (idempotent)."""
-    logger = logging.getLogger("bentoml._internal.server.http_app")  # where `log_exception` writes
-    if not any(isinstance(f, _HideCalleeUserErrors) for f in logger.filters):
+    logger = callee_error_logger()  # BentoML's, where `log_exception` writes; None: the compat guard is off
+    if logger is not None and not any(isinstance(f, _HideCalleeUserErrors) for f in logger.filters):
         logger.addFilter(_HideCalleeUserErrors())
 
 
@@ -133,7 +146,7 @@ async def _zest_error(request: Request, exc: ZestError) -> JSONResponse:
     status = getattr(exc, "status_code", 500)
     if isinstance(exc, RequestTimeout):
         return _error(str(exc), status, connection="close")  # the rest of a slow body is not read
-    if status >= 500 and not isinstance(exc, Unavailable):
+    if status >= 500 and not isinstance(exc, (Unavailable, InsufficientStorage)):
         log.error("request failed", exc_info=exc)
         return _error("internal error; see the server log", status)
     return _error(str(exc), status)
@@ -200,12 +213,13 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 def register(app: FastAPI) -> None:
     """Install zest's exception handlers on `app` (once, at import of service/app.py)."""
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(ZestError, _zest_error)
+    # Starlette types every handler as taking `Exception`; each of these takes the class it is registered for
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ZestError, _zest_error)  # type: ignore[arg-type]
     app.add_exception_handler(aiohttp.ClientConnectionError, _connection_error)
     app.add_exception_handler(asyncio.TimeoutError, _timed_out)
-    app.add_exception_handler(BentoMLException, _bentoml_error)
+    app.add_exception_handler(BentoMLException, _bentoml_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -131,7 +131,7 @@ async def read_multipart(request: Request, settings: Settings) -> tuple[list[Raw
         form = await request.form(max_files=settings.max_images + 1, max_fields=64, max_part_size=1024 * 1024)
     except RequestTimeout:  # the client stopped sending (service/http_limits.py): 408, not a bad form
         raise
-    except Exception as exc:  # starlette raises its own HTTPException/MultiPartException on bad forms
+    except Exception as exc:  # noqa: BLE001 - starlette raises its own HTTPException/MultiPartException on bad forms
         raise InvalidInput(f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
     raw: list[RawImage] = []
     fields: dict[str, Any] = {}
@@ -222,4 +222,5 @@ async def read_collection_search(request: Request, settings: Settings) -> dict[s
         return {"image": raw[0], "k": json_field(fields, "k", 10), "filter": json_field(fields, "filter")}
     body = parse_model(CollectionSearchRequest, await read_json(request, settings, multipart_too=True))
     image = json_images([body.image])[0] if body.image is not None else None
-    return {"text": body.text, "image": image, "vector": body.vector, "k": body.k, "filter": body.filter}
+    return {"text": body.text, "image": image, "vector": body.vector, "k": body.k, "filter": body.filter,
+            "like": body.like}

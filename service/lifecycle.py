@@ -33,29 +33,25 @@ server with exit code 1 at its next worker check (every 10 s).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import NoReturn
+from types import FrameType
+from typing import Any, NoReturn
 
 import psutil
+
+from .compat import signal_drain, worker_service_name
 
 log = logging.getLogger("zest")
 
 MODEL_EXTRA_S = 5.0  # a model service waits for the public one, then gets this long for itself
-_WORKER_MODULE = "_bentoml_impl.worker.service"
 FATAL_FILE_ENV = "ZEST_FATAL_FILE"  # set by `zest serve`: where a worker that cannot start writes why
 START_FAILED_EXIT = 3
-
-
-def _service_name(cmdline: list[str]) -> str | None:
-    if _WORKER_MODULE not in cmdline or "--service-name" not in cmdline:
-        return None
-    i = cmdline.index("--service-name")
-    return cmdline[i + 1] if i + 1 < len(cmdline) else None
 
 
 def sibling_workers(service_name: str) -> list[psutil.Process]:
@@ -67,7 +63,7 @@ def sibling_workers(service_name: str) -> list[psutil.Process]:
     found = []
     for proc in siblings:
         try:
-            if proc.status() != psutil.STATUS_ZOMBIE and _service_name(proc.cmdline()) == service_name:
+            if proc.status() != psutil.STATUS_ZOMBIE and worker_service_name(proc.cmdline()) == service_name:
                 found.append(proc)
         except psutil.Error:
             continue
@@ -76,10 +72,8 @@ def sibling_workers(service_name: str) -> list[psutil.Process]:
 
 def _flush_logs() -> None:
     for handler in logging.getLogger().handlers + log.handlers:
-        try:
+        with contextlib.suppress(Exception):  # best effort before _exit
             handler.flush()
-        except Exception:  # noqa: BLE001 - best effort before _exit
-            pass
 
 
 def _exit_after(seconds: float, who: str) -> None:
@@ -109,20 +103,20 @@ def install_drain(who: str, shutdown_timeout_s: float, *, public_service: str | 
     """Wrap this worker's SIGTERM/SIGINT handling (see the module doc). `who`: this service's name.
     `public_service`: for a model service, the service to outlive. `on_term`: a coroutine function run in
     the event loop at the first signal. Returns False (and does nothing) outside a uvicorn worker."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or not signal_drain():
         return False
     try:  # only in this service's own worker: `bentoml serve --development` runs all services in one
-        if _service_name(psutil.Process().cmdline()) != who:
+        if worker_service_name(psutil.Process().cmdline()) != who:
             return False
     except psutil.Error:
         return False
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     if not callable(previous[signal.SIGTERM]):
         return False
     loop = asyncio.get_running_loop()
     signalled = threading.Event()
 
-    def handler(sig: int, frame: object) -> None:
+    def handler(sig: int, frame: FrameType | None) -> None:
         forward = previous[sig]
         if signalled.is_set() or not callable(forward):
             if callable(forward):
@@ -153,7 +147,7 @@ def in_container() -> bool:
 
 def _in_own_worker(who: str) -> bool:
     try:
-        return _service_name(psutil.Process().cmdline()) == who
+        return worker_service_name(psutil.Process().cmdline()) == who
     except psutil.Error:
         return False
 

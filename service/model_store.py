@@ -41,7 +41,7 @@ def default_store_name(spec: str) -> str:
         raw = Path(parsed.name).name
     elif parsed.kind == "bento":
         raw = parsed.name.split(":", 1)[0]
-    elif parsed.kind == "open_clip" and Path(parsed.pretrained).is_file():  # ARCH/path/to/weights.pt
+    elif parsed.kind == "open_clip" and parsed.pretrained and Path(parsed.pretrained).is_file():  # ARCH/path/to/weights.pt
         raw = f"{parsed.name}-{Path(parsed.pretrained).stem}"
     else:
         raw = parsed.model_id.replace("/", "-")

@@ -23,6 +23,7 @@ service class at import, `make_fastapi_class_views`), and the bento's own `apis/
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -41,6 +42,8 @@ from .schemas import (
     OpenAIEmbeddingsRequest,
     RecommendRequest,
 )
+from .scopes import Access
+from .scopes import document as document_scopes
 
 RETRY_AFTER_HEADER = {"Retry-After": {"description": "seconds after which the request may be sent again",
                                       "schema": {"type": "integer"}}}
@@ -52,6 +55,8 @@ ERROR_DESCRIPTIONS = {
     413: "Over a size limit (bytes, images, texts, items, k): the message names the limit",
     415: "Unsupported content type: send application/json (or multipart/form-data where listed)",
     503: "A model service is down, restarting or still loading: retry after Retry-After seconds",
+    507: "The write could not be stored (the data directory's disk is full or read-only): nothing was stored; "
+         "reads still work, and the write may be sent again once there is space",
     "default": "Any other error (405 wrong method, 408 request sent too slowly, 500, 504): the same shape",
 }
 
@@ -129,23 +134,28 @@ def request_bodies() -> dict[tuple[str, str], dict]:
 
 BODY_ERRORS = {400, 413, 415}
 MODEL = {503}  # needs a model service
+STORED = {507}  # writes to the store: refused whole when the disk cannot take them
 ERRORS: dict[tuple[str, str], set] = {
     ("POST", "/classify"): BODY_ERRORS | {404} | MODEL,
     ("POST", "/embed/image"): BODY_ERRORS | MODEL,
     ("POST", "/embed/text"): BODY_ERRORS | MODEL,
     ("GET", "/templates"): set(),
-    ("POST", "/items"): BODY_ERRORS | MODEL,
+    ("POST", "/items"): BODY_ERRORS | MODEL | STORED,
     ("GET", "/items/{item_id}"): {404} | MODEL,
-    ("DELETE", "/items/{item_id}"): {404} | MODEL,
+    ("DELETE", "/items/{item_id}"): {404} | MODEL | STORED,
     ("POST", "/recommend"): BODY_ERRORS | {404} | MODEL,
-    ("POST", "/collections"): BODY_ERRORS | {409} | MODEL,
+    ("POST", "/collections"): BODY_ERRORS | {409} | MODEL | STORED,
     ("GET", "/collections"): MODEL,
     ("GET", "/collections/{name}"): {400, 404} | MODEL,
-    ("DELETE", "/collections/{name}"): {400, 404} | MODEL,
-    ("POST", "/collections/{name}/items"): BODY_ERRORS | {404, 409} | MODEL,
+    ("DELETE", "/collections/{name}"): {400, 404} | MODEL | STORED,
+    ("POST", "/collections/{name}/items"): BODY_ERRORS | {404, 409} | MODEL | STORED,
     ("POST", "/collections/{name}/search"): BODY_ERRORS | {404, 409} | MODEL,
     ("GET", "/collections/{name}/items/{item_id}"): {400, 404} | MODEL,
-    ("DELETE", "/collections/{name}/items/{item_id}"): {400, 404} | MODEL,
+    ("DELETE", "/collections/{name}/items/{item_id}"): {400, 404} | MODEL | STORED,
+    ("GET", "/collections/{name}/items/{item_id}/thumbnail"): {400, 404} | MODEL,
+    ("GET", "/info"): set(),
+    ("GET", "/ui"): set(),
+    ("GET", "/ui/{file}"): {404},
     ("POST", "/v1/embeddings"): BODY_ERRORS | {404} | MODEL,
     ("GET", "/v1/models"): MODEL,
     ("GET", "/v1/models/{model}"): {404} | MODEL,
@@ -173,7 +183,7 @@ def document(spec: dict, keys_on: bool) -> None:
                     parameter["schema"].update(PATH_PARAMETERS[parameter["name"]])
             responses = {code: r for code, r in operation.get("responses", {}).items()
                          if code != "422" and not code.startswith(("4", "5"))}
-            statuses = ERRORS.get(key, UNLISTED) | ({401} if keys_on else set())
+            statuses = ERRORS.get(key, UNLISTED) | ({401} if keys_on and operation.get("security") != [] else set())
             for status in sorted(statuses):
                 responses[str(status)] = _error_ref(status)
             responses["default"] = _error_ref("default")
@@ -251,12 +261,15 @@ def allowed_methods(spec: dict, path: str) -> list[str]:
     return []
 
 
-def install(app: FastAPI, keys_on: bool) -> None:
-    """Make `app.openapi()` -- what FastAPI serves at its `openapi_url` -- this document (built once)."""
+def install(app: FastAPI, keys_on: bool, scopes: Mapping[str, Access] | None = None) -> None:
+    """Make `app.openapi()` -- what FastAPI serves at its `openapi_url` -- this document (built once), each
+    operation with the API-key scope it needs (service/scopes.py)."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             app.openapi_schema = spec(app, keys_on)
+            if scopes is not None:
+                document_scopes(app.openapi_schema, scopes, keys_on)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

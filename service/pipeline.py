@@ -6,9 +6,9 @@ which are the (request-merging) encoder service in production and a `ClipEncoder
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -52,12 +52,15 @@ class EncoderInfo:
     logit_scale: float
     context_length: int
     preprocess_cfg: dict
+    runtime: str = ""  # what the encoder runs on, for GET /info
+    device: str = ""
     logit_bias: float | None = None  # set for sigmoid-loss models (SigLIP): their scoring is per-label sigmoid
 
     @classmethod
-    def of(cls, encoder) -> "EncoderInfo":
+    def of(cls, encoder) -> EncoderInfo:
         return cls(encoder.model_id, encoder.dim, encoder.logit_scale, encoder.context_length,
-                   dict(encoder.preprocess_cfg), getattr(encoder, "logit_bias", None))
+                   dict(encoder.preprocess_cfg), str(encoder.runtime), str(encoder.device),
+                   getattr(encoder, "logit_bias", None))
 
 
 class ClipPipeline:
@@ -86,7 +89,7 @@ class ClipPipeline:
             data = item.data
             if item.url is not None:
                 data = fetch_image_bytes(item.url, allowlist=s.url_allowlist, max_bytes=s.max_image_bytes,
-                                         timeout_s=s.url_timeout_s)
+                                         timeout_s=s.url_timeout_s, allow_private=s.url_allow_private)
             images.append(decode_image(data or b"", max_bytes=s.max_image_bytes,
                                        max_pixels=s.max_image_pixels, name=item.name))
         return images

@@ -8,8 +8,8 @@ with no retraining; score = item_vector · user_vector (the item's content bias 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -43,11 +43,11 @@ def _check_ids(ids: object, what: str, limit: int, allow_empty: bool = False) ->
 
 
 class Recommender:
-    def __init__(self, model, catalog: ItemCatalog, model_id: str, settings: Settings = Settings()):
+    def __init__(self, model, catalog: ItemCatalog, model_id: str, settings: Settings | None = None):
         self.model = model  # models.rec.api.ZesRec
         self.catalog = catalog
         self.model_id = model_id
-        self.limits = settings  # max_rec_items, max_item_text_chars, max_history, max_k, max_candidates
+        self.limits = settings or Settings()  # max_rec_items, max_item_text_chars, max_history, max_k, max_candidates
 
     # -- items ----------------------------------------------------------------------------
     def upsert(self, items: object) -> dict:

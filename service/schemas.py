@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,10 +28,10 @@ class ClassifyRequest(BaseModel):
     """JSON form of POST /classify (multipart uses the same field names, with image files)."""
 
     model_config = ConfigDict(extra="forbid")
-    images: list[Union[str, ImageRef]] = Field(..., description="base64 strings or image objects",
+    images: list[str | ImageRef] = Field(..., description="base64 strings or image objects",
                                                json_schema_extra=NON_EMPTY)
     labels: list[str] | None = Field(None, description="class names (required unless `head` is given)")
-    templates: Union[str, list[str], None] = Field(
+    templates: str | list[str] | None = Field(
         None, description="a shipped template set name, or a list of templates with one {} each")
     top_k: int | None = Field(None, description="labels returned per image (default 5; with `threshold`, every "
                                                 "label that clears it)", json_schema_extra=POSITIVE)
@@ -45,7 +45,7 @@ class ClassifyRequest(BaseModel):
 
 class EmbedImageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    images: list[Union[str, ImageRef]] = Field(..., description="base64 strings or image objects",
+    images: list[str | ImageRef] = Field(..., description="base64 strings or image objects",
                                                json_schema_extra=NON_EMPTY)
 
 
@@ -100,6 +100,20 @@ class HeadsResponse(BaseModel):
     heads: list[HeadInfo]
 
 
+class InfoResponse(BaseModel):
+    """GET /info: what this server runs, for a person (the playground's Status tab) or a script."""
+
+    version: str
+    model: str | None = Field(..., description="the CLIP model; null while the encoder service is not up")
+    dim: int | None = Field(..., description="its embedding dimension")
+    runtime: str | None = Field(..., description="what runs it: torch, onnx, onnx-int8 or int8")
+    device: str | None = Field(..., description="where it runs: cpu, cuda, ...")
+    heads: list[str] = Field(..., description="adapted heads loaded (GET /heads has their details)")
+    template_sets: list[str] = Field(..., description="shipped prompt template sets (GET /templates)")
+    services: dict[str, bool] = Field(..., description="model service name -> answers its readiness probe now")
+    recommender: bool = Field(..., description="a recommender model is configured (/items, /recommend)")
+
+
 class EmbedResponse(BaseModel):
     model: str
     dim: int
@@ -143,6 +157,8 @@ class CollectionCreateRequest(BaseModel):
     name: str = Field(..., description="1-63 letters, digits or '_', starting with a letter",
                       json_schema_extra=COLLECTION_NAME)
     model: str | None = Field(None, description="optional: refused (409) unless it is the model this server runs")
+    thumbnails: bool = Field(False, description="keep a small JPEG (<= 256 px, <= 16 kB) of each image item, served "
+                                                "by GET /collections/{name}/items/{id}/thumbnail")
 
 
 class CollectionItemIn(BaseModel):
@@ -151,7 +167,7 @@ class CollectionItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(..., json_schema_extra=ITEM_ID)
     text: str | None = None
-    image: Union[str, ImageRef, None] = None
+    image: str | ImageRef | None = None
     metadata: dict | None = Field(None, description="JSON object stored with the item; searchable with `filter`")
 
 
@@ -161,12 +177,15 @@ class CollectionItemsRequest(BaseModel):
 
 
 class CollectionSearchRequest(BaseModel):
-    """Search by exactly one of `text`, `image` or `vector` (a CLIP embedding of the collection's model)."""
+    """Search by exactly one of `text`, `image`, `vector` (a CLIP embedding of the collection's model) or `like`
+    (an item id)."""
 
     model_config = ConfigDict(extra="forbid")
     text: str | None = None
-    image: Union[str, ImageRef, None] = None
+    image: str | ImageRef | None = None
     vector: list[float] | None = None
+    like: str | None = Field(None, description="an item id of this collection: the items nearest to it (\"more like "
+                                               "this\"), itself left out")
     k: int = Field(10, description="results returned", json_schema_extra=POSITIVE)
     filter: dict | None = Field(None, description='metadata equality: {"field": value or [values]}')
 
@@ -177,6 +196,7 @@ class CollectionInfoResponse(BaseModel):
     dim: int
     count: int
     created_at: float
+    thumbnails: bool = Field(False, description="image items keep a thumbnail (set at creation)")
 
 
 class CollectionsResponse(BaseModel):
@@ -190,6 +210,7 @@ class CollectionHit(BaseModel):
     text: str | None = None
     name: str | None = None
     metadata: dict = Field(default_factory=dict)
+    thumbnail: bool = Field(False, description="GET /collections/{name}/items/{id}/thumbnail serves its JPEG")
 
 
 class CollectionSearchResponse(BaseModel):
@@ -255,7 +276,7 @@ class OpenAIEmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(..., description="the served model (GET /v1/models)")
-    input: Union[str, list[str]] = Field(
+    input: str | list[str] = Field(
         ..., description="a string or a list of strings: texts, or with modality=image data URIs "
                          "(data:image/png;base64,...), base64 image bytes, or http(s) URLs of allow-listed hosts. "
                          "Token arrays are refused (send text)")
@@ -270,7 +291,7 @@ class OpenAIEmbeddingsRequest(BaseModel):
 class OpenAIEmbedding(BaseModel):
     object: str = "embedding"
     index: int
-    embedding: Union[list[float], str] = Field(..., description="floats, or base64 with encoding_format=base64")
+    embedding: list[float] | str = Field(..., description="floats, or base64 with encoding_format=base64")
 
 
 class OpenAIUsage(BaseModel):

@@ -18,7 +18,8 @@
 | ZEST_MAX_TEXTS            | 256         | texts per /embed/text request                                  |
 | ZEST_MAX_TEXT_CHARS       | 20000       | characters per text (longer is refused; within it, CLIP truncates to its context) |
 | ZEST_CLASS_CACHE_MB       | 256         | memory for cached class embeddings (per label and template set; LRU), also kept on disk under ZEST_DATA_DIR/class-cache |
-| ZEST_URL_ALLOWLIST        | (empty)     | comma-separated hosts whose image URLs may be fetched; empty = never fetch |
+| ZEST_URL_ALLOWLIST        | (empty)     | comma-separated hosts whose image URLs may be fetched, if every address they resolve to is public; empty = never fetch |
+| ZEST_URL_ALLOW_PRIVATE    | (empty)     | allow-listed hosts that may resolve to loopback/private addresses (on-premises image stores; service/fetch.py) |
 | ZEST_URL_TIMEOUT_S        | 10          | timeout for one allowed image fetch                            |
 | ZEST_DATA_DIR             | ~/.zest     | where the embedded vector store (catalogue, collections) and the class-embedding cache keep their SQLite files |
 | ZEST_VECTOR_STORE         | embedded    | embedded, milvus://HOST:PORT[?index=HNSW&db=DB], milvus+https://HOST, milvus-lite:DIR (store/__init__.py) |
@@ -42,7 +43,7 @@
 | ZEST_HEADER_TIMEOUT_S     | 10          | a client must send a request's line and headers within this long (else closed) |
 | ZEST_BODY_READ_TIMEOUT_S  | 10          | longest pause while a request body is being received (else 408) |
 | ZEST_BODY_TIMEOUT_S       | 60          | a whole request body must arrive within this long (else 408)  |
-| ZEST_API_KEYS             | (empty)     | API keys: comma-separated, or the path of a file with one per line (starts with / ./ ../ ~); empty = no key needed (service/auth.py) |
+| ZEST_API_KEYS             | (empty)     | API keys: comma-separated, or the path of a file (starts with / ./ ../ ~): one key per line (all admin), or YAML/JSON with each key's name, scope, collections and rate limit; empty = no key needed (service/auth.py, service/keyfile.py) |
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Settings:
     max_text_chars: int = 20_000
     class_cache_mb: int = 256
     url_allowlist: tuple[str, ...] = field(default_factory=tuple)
+    url_allow_private: tuple[str, ...] = field(default_factory=tuple)
     url_timeout_s: float = 10.0
     data_dir: str = "~/.zest"
     rec_model: str = ""
@@ -97,15 +100,15 @@ class Settings:
     api_keys: str = field(default="", repr=False)  # secrets: never in a repr or a log line
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         """Read every field from ZEST_<FIELD> (upper case); bad values raise ValueError naming the variable."""
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # each converted to its field's type below
         for f in dataclasses.fields(cls):
             raw = os.environ.get(f"ZEST_{f.name.upper()}")
             if raw is None or not raw.strip():
                 continue
             try:
-                if f.name == "url_allowlist":
+                if f.name in ("url_allowlist", "url_allow_private"):
                     values[f.name] = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
                 elif f.name == "heads":
                     values[f.name] = tuple(dict.fromkeys(h.strip() for h in raw.split(",") if h.strip()))
@@ -127,6 +130,13 @@ class Settings:
         for f in dataclasses.fields(cls):
             if f.type in ("float", float) and not getattr(settings, f.name) > 0:
                 raise ValueError(f"ZEST_{f.name.upper()} must be > 0")
+        from .fetch import host_allowed
+
+        outside = [h for h in settings.url_allow_private
+                   if not (h in settings.url_allowlist or host_allowed(h.lstrip("."), settings.url_allowlist))]
+        if outside:
+            raise ValueError(f"ZEST_URL_ALLOW_PRIVATE names {', '.join(outside)}, not in ZEST_URL_ALLOWLIST: a host "
+                             "must be allow-listed to be fetched at all")
         from ..store import check_spec, is_shared
         from .auth import load_api_keys
 

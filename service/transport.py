@@ -1,7 +1,7 @@
 """Calls from the public `Zest` service to the model services, and what zest knows about their health.
 
 **The connection.** `bentoml.depends` gives `Zest` a `RemoteProxy` per model service
-(`_bentoml_impl/client/proxy2.py`). Its `SessionManager` replaces the shared aiohttp session every
+(BentoML's client; what zest reads of it is in service/compat.py). Its `SessionManager` replaces the shared aiohttp session every
 `max_requests` calls (100) or `max_age` seconds (300) and closes the old session while other calls are
 still using it: those fail with `ServerDisconnectedError` or `RuntimeError('Connection closed.')`, or
 never return (measured on bentoml 1.4.39: 2 of 3,692 requests hung, 156 retries, in 60 s of 8 clients).
@@ -56,6 +56,7 @@ from urllib.parse import unquote, urlparse
 import aiohttp
 import anyio.from_thread
 
+from .compat import remote_address, worker_discovery
 from .errors import DependencyDown, from_callee
 from .lifecycle import in_container, sibling_workers
 
@@ -110,12 +111,8 @@ class Dependency:
         self.probe_timeout_s = probe_timeout_s
         self.down_since: float | None = None  # monotonic time of the first failed probe; None = up
         self.ever_up = False
-        from _bentoml_impl.client import (
-            RemoteProxy,  # what bentoml.depends returns for a separate worker
-        )
-
-        self._remote = isinstance(proxy, RemoteProxy)
-        self._url: str = proxy.to_async.url if self._remote else ""
+        self._url: str = remote_address(proxy) or ""  # "": served in this process (or the compat guard is off)
+        self._remote = bool(self._url)
         self._session: aiohttp.ClientSession | None = None
         self._probing: asyncio.Future[bool] | None = None
         self._abandon: asyncio.Event | None = None
@@ -194,7 +191,7 @@ class Dependency:
     def worker_pids(self) -> frozenset[int] | None:
         """The living worker processes of this service under our arbiter; None if it is not served
         that way (not over a Unix socket on this host), so the process table says nothing about it."""
-        if not self._url.startswith(("file:", "unix:")):
+        if not self._url.startswith(("file:", "unix:")) or not worker_discovery():
             return None
         return frozenset(p.pid for p in sibling_workers(self.name))
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -105,7 +105,7 @@ def as_matrix(vectors: object, dim: int, what: str = "vectors") -> np.ndarray:
     if m.ndim == 1:
         m = m[None, :]
     if m.ndim != 2 or m.shape[1] != dim:
-        raise InvalidInput(f"{what} must have dimension {dim}, got shape {tuple(np.shape(vectors))}")
+        raise InvalidInput(f"{what} must have dimension {dim}, got shape {tuple(m.shape)}")
     if not np.isfinite(m).all():
         raise InvalidInput(f"{what} contain NaN or infinity")
     return m
@@ -164,8 +164,8 @@ class VectorStore(ABC):
         """Top-k hits per query row, best first; `exclude` ids never appear."""
 
     @abstractmethod
-    def scan(self, name: str, batch: int = 1000) -> Iterator[list[Record]]:
-        """Every record (payloads, no vectors), in batches."""
+    def scan(self, name: str, batch: int = 1000, with_vectors: bool = False) -> Iterator[list[Record]]:
+        """Every record (payloads; vectors too if `with_vectors`), in batches."""
 
     def missing(self, name: str, ids: Sequence[str]) -> list[str]:
         found = self.get(name, ids)
@@ -173,7 +173,7 @@ class VectorStore(ABC):
 
     def vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored vectors of the records that exist among `ids` (no payloads read)."""
-        return {i: r.vector for i, r in self.get(name, ids, with_vectors=True).items()}
+        return {i: r.vector for i, r in self.get(name, ids, with_vectors=True).items() if r.vector is not None}
 
     def close(self) -> None:
         pass

@@ -28,12 +28,12 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..models.errors import Conflict
+from ..models.errors import Conflict, InsufficientStorage, NotFound
 from ..models.topk import top_k_indices
 from .base import CollectionInfo, Hit, Record, VectorStore, check_filter, check_ids, check_name
 from .memory import CollectionIndex, IvfIndex, Snapshot
@@ -58,6 +58,19 @@ CREATE TABLE IF NOT EXISTS records (
 );
 """
 _CHUNK = 900  # ids per SQL statement (SQLite's default variable limit is 999 on old builds)
+# SQLite's primary result codes of a write the disk refused (https://sqlite.org/rescode.html)
+_DISK_ERRORS = {13: "the disk is full", 8: "the store is read-only", 10: "the disk failed a write (I/O error)",
+                14: "a store file cannot be opened for writing"}
+
+
+def storage_error(exc: sqlite3.Error, path: Path) -> Exception:
+    """`InsufficientStorage` (507) for a write the disk refused; any other SQLite error as it is."""
+    reason = _DISK_ERRORS.get((getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF)
+    if reason is None:
+        return exc
+    log.error("vector store write refused by the disk (%s): %s: %s", path, reason, exc)
+    return InsufficientStorage(f"the write could not be stored: {reason} ({exc}); nothing was stored. Free space "
+                               "in (or make writable) the data directory, then retry")
 
 
 class EmbeddedStore(VectorStore):
@@ -100,16 +113,31 @@ class EmbeddedStore(VectorStore):
         return db
 
     class _Tx:
-        def __init__(self, db: sqlite3.Connection):
-            self.db = db
+        """One write transaction. A statement or COMMIT the disk refuses (full, read-only) is rolled back and
+        raised as `InsufficientStorage`; the connection is left with no transaction open, so the next write
+        works again once there is space."""
+
+        def __init__(self, db: sqlite3.Connection, path: Path):
+            self.db, self.path = db, path
 
         def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise storage_error(exc, self.path) from exc
             return self.db
 
-        def __exit__(self, exc_type, *_):
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-            return False
+        def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                    return
+                except sqlite3.Error as commit_failed:
+                    exc = commit_failed
+            if self.db.in_transaction:  # SQLite may or may not have rolled back a failed COMMIT itself
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise storage_error(exc, self.path) from exc
 
     def _load(self, info: CollectionInfo) -> CollectionIndex:
         idx = CollectionIndex(info)
@@ -130,7 +158,7 @@ class EmbeddedStore(VectorStore):
         with self._wlock:
             if name in self._indexes:
                 raise Conflict(f"collection {name!r} exists already")
-            with self._Tx(self._db) as db:
+            with self._Tx(self._db, self.path) as db:
                 db.execute("INSERT INTO collections(name, dim, metric, meta, created_at) VALUES(?, ?, ?, ?, ?)",
                            (name, dim, metric, json.dumps(info.meta), info.created_at))
             self._indexes[name] = CollectionIndex(info)
@@ -146,7 +174,7 @@ class EmbeddedStore(VectorStore):
     def set_meta(self, name: str, meta: dict) -> None:
         with self._wlock:
             idx = self._index(name)
-            with self._Tx(self._db) as db:
+            with self._Tx(self._db, self.path) as db:
                 db.execute("UPDATE collections SET meta=? WHERE name=?", (json.dumps(meta), name))
             i = idx.info
             idx.info = CollectionInfo(i.name, i.dim, i.metric, dict(meta), i.created_at)
@@ -155,7 +183,7 @@ class EmbeddedStore(VectorStore):
         with self._wlock:
             if name not in self._indexes:
                 return False
-            with self._Tx(self._db) as db:
+            with self._Tx(self._db, self.path) as db:
                 db.execute("DELETE FROM records WHERE collection=?", (name,))
                 db.execute("DELETE FROM collections WHERE name=?", (name,))
             del self._indexes[name]
@@ -165,6 +193,7 @@ class EmbeddedStore(VectorStore):
         idx = self._indexes.get(name)
         if idx is None:
             self._require(check_name(name))
+            raise NotFound(f"unknown collection {name!r}")  # stored, but not loaded by this process
         return idx
 
     # -- writes ---------------------------------------------------------------------------
@@ -178,7 +207,7 @@ class EmbeddedStore(VectorStore):
         with self._wlock:
             if self._indexes.get(name) is not idx:
                 self._require(name)
-            with self._Tx(self._db) as db:
+            with self._Tx(self._db, self.path) as db:
                 db.executemany(
                     "INSERT INTO records(collection, id, vector, payload, updated_at) VALUES(?, ?, ?, ?, ?) "
                     "ON CONFLICT(collection, id) DO UPDATE SET vector=excluded.vector, payload=excluded.payload, "
@@ -195,7 +224,7 @@ class EmbeddedStore(VectorStore):
         idx = self._index(name)
         ids = check_ids(ids)
         with self._wlock:
-            with self._Tx(self._db) as db:
+            with self._Tx(self._db, self.path) as db:
                 for a in range(0, len(ids), _CHUNK):
                     part = ids[a:a + _CHUNK]
                     db.execute(f"DELETE FROM records WHERE collection=? AND id IN ({','.join('?' * len(part))})",
@@ -291,6 +320,7 @@ class EmbeddedStore(VectorStore):
     def _approximate(self, idx: CollectionIndex, st: Snapshot, q: np.ndarray, k: int, ex_rows: list[int]
                      ) -> list[list[tuple[int, float]]]:
         ann = idx.ann
+        assert ann is not None  # callers take this path only once the IVF is built
         scores, rows = ann.search(q, k, st.alive, ex_rows, self.nprobe)
         out = []
         for j in range(q.shape[0]):
@@ -307,7 +337,8 @@ class EmbeddedStore(VectorStore):
         return out
 
     def _filtered_rows(self, name: str, flt: dict, idx: CollectionIndex, n: int) -> np.ndarray:
-        clauses, params = [], [name]
+        clauses: list[str] = []
+        params: list[object] = [name]
         for parts, values in flt.items():
             path = "$." + ".".join(parts)
             clauses.append(f"json_extract(payload, ?) IN ({','.join('?' * len(values))})")
@@ -317,16 +348,9 @@ class EmbeddedStore(VectorStore):
         rows = [row.get(i) for (i,) in self._reader().execute(sql, params)]
         return np.asarray(sorted(r for r in rows if r is not None and r < n), dtype=np.int64)
 
-    def scan(self, name: str, batch: int = 1000) -> Iterator[list[Record]]:
+    def scan(self, name: str, batch: int = 1000, with_vectors: bool = False) -> Iterator[list[Record]]:
         self._index(name)
-        db, last = self._reader(), -1
-        while True:
-            rows = db.execute("SELECT rowid, id, payload FROM records WHERE collection=? AND rowid>? "
-                              "ORDER BY rowid LIMIT ?", (name, last, batch)).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
-            yield [Record(i, json.loads(p)) for _, i, p in rows]
+        return _scan_rows(self._reader(), name, batch, with_vectors)
 
     # -- maintenance ----------------------------------------------------------------------
     def _spawn(self, fn, *args) -> None:
@@ -339,7 +363,7 @@ class EmbeddedStore(VectorStore):
 
     def _maybe_compact(self, idx: CollectionIndex) -> None:
         n = idx.state.n
-        if idx.dead > max(1024, self.compact_fraction * n) and not getattr(idx, "compacting", False):
+        if idx.dead > max(1024, self.compact_fraction * n) and not idx.compacting:
             idx.compacting = True
             self._spawn(self._compact, idx)
 
@@ -397,3 +421,50 @@ class EmbeddedStore(VectorStore):
             for db in self._readers:
                 db.close()
             self._db.close()
+
+
+def _scan_rows(db: sqlite3.Connection, name: str, batch: int, with_vectors: bool) -> Iterator[list[Record]]:
+    last = -1
+    while True:
+        rows = db.execute("SELECT rowid, id, payload, vector FROM records WHERE collection=? AND rowid>? "
+                          "ORDER BY rowid LIMIT ?", (name, last, batch)).fetchall()
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield [Record(i, json.loads(p), np.frombuffer(v, np.float32).copy() if with_vectors else None)
+               for _, i, p, v in rows]
+
+
+class EmbeddedSnapshot:
+    """A read-only, consistent view of an embedded store's file, for export and backup while a server keeps
+    writing it: every read runs in one SQLite read transaction (WAL: it never blocks the writer, nor waits for
+    it), so it sees the store as of its first read. Nothing is loaded into memory beyond one batch."""
+
+    kind = "embedded"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        if not self.path.is_file():
+            raise NotFound(f"no embedded store at {self.path}")
+        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, timeout=30,
+                                  check_same_thread=False)
+        self.db.execute("BEGIN")
+        rows = self.db.execute("SELECT name, dim, metric, meta, created_at FROM collections ORDER BY name").fetchall()
+        self._infos = {r[0]: CollectionInfo(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows}
+
+    def collections(self) -> list[CollectionInfo]:
+        return list(self._infos.values())
+
+    def collection(self, name: str) -> CollectionInfo | None:
+        return self._infos.get(name)
+
+    def count(self, name: str) -> int:
+        return int(self.db.execute("SELECT count(*) FROM records WHERE collection=?", (name,)).fetchone()[0])
+
+    def scan(self, name: str, batch: int = 1000, with_vectors: bool = False) -> Iterator[list[Record]]:
+        if name not in self._infos:
+            raise NotFound(f"unknown collection {name!r}")
+        return _scan_rows(self.db, name, batch, with_vectors)
+
+    def close(self) -> None:
+        self.db.close()

@@ -5,7 +5,7 @@ source of truth, is store/embedded.py's job."""
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from .base import CollectionInfo
 class Snapshot:
     """A published view of one collection: rows [0, n) of buf, their ids and liveness."""
 
-    __slots__ = ("buf", "ids", "alive", "n")
+    __slots__ = ("alive", "buf", "ids", "n")
 
     def __init__(self, buf: np.ndarray, ids: list, alive: np.ndarray, n: int):
         self.buf, self.ids, self.alive, self.n = buf, ids, alive, n
@@ -69,6 +69,7 @@ class CollectionIndex:
         self.generation = 0  # bumped by compaction (row numbers change)
         self.ann: IvfIndex | None = None
         self.ann_building = False
+        self.compacting = False  # store/embedded.py: a compaction is running in the background
 
     @property
     def live(self) -> int:

@@ -14,24 +14,44 @@ unit vectors). Filters become Milvus boolean expressions on the JSON field
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from ..models.errors import Conflict, Unavailable
+from ..models.errors import Conflict, InsufficientStorage, Unavailable
 from .base import CollectionInfo, Hit, Record, VectorStore, check_filter, check_ids, check_name
 
 _REGISTRY_DIM = 2
 _BATCH = 1000
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _writes(uri: str):
+    """Milvus's refusal of a write for lack of disk (its disk protection: "quota exceeded[reason=disk quota
+    exceeded ...]", "deny to write") as `InsufficientStorage` (507); other errors as they are."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        yield
+    except MilvusException as exc:
+        text = str(getattr(exc, "message", "") or exc).lower()
+        if "disk quota" not in text and "deny to write" not in text:
+            raise
+        log.error("Milvus at %s refused a write: %s", uri, exc)
+        raise InsufficientStorage(f"the write could not be stored: Milvus refused it ({getattr(exc, 'message', exc)}); "
+                                  "nothing was stored. Give Milvus more disk, then retry") from exc
 
 
 def _literal(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return json.dumps(v)  # a double-quoted string with escapes
+        return json.dumps(v, ensure_ascii=False)  # double-quoted, escaped; Milvus's parser refuses \uXXXX
     return repr(v)
 
 
@@ -42,7 +62,7 @@ def filter_expression(flt: dict, exclude: Sequence[str] = ()) -> str:
         field = "payload" + "".join(f'["{p}"]' for p in path)
         parts.append("(" + " or ".join(f"{field} == {_literal(v)}" for v in values) + ")")
     if exclude:
-        parts.append(f"id not in [{', '.join(json.dumps(i) for i in exclude)}]")
+        parts.append(f"id not in [{', '.join(json.dumps(i, ensure_ascii=False) for i in exclude)}]")
     return " and ".join(parts)
 
 
@@ -169,7 +189,8 @@ class MilvusStore(VectorStore):
         for p in payloads:
             json.dumps(p)  # not JSON: refused before anything is written
         rows = [{"id": i, "vector": v.tolist(), "payload": p} for i, v, p in zip(ids, m, payloads)]
-        self.client.upsert(self._physical(name), rows)  # one request: applied whole or not at all
+        with _writes(self.uri):
+            self.client.upsert(self._physical(name), rows)  # one request: applied whole or not at all
 
     def get(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> dict[str, Record]:
         self._cached(name)
@@ -188,7 +209,8 @@ class MilvusStore(VectorStore):
         found: set[str] = set()
         for a in range(0, len(ids), _BATCH):
             part = ids[a:a + _BATCH]
-            rows = self.client.query(self._physical(name), filter=f"id in {json.dumps(part)}", output_fields=["id"])
+            expr = f"id in {json.dumps(part, ensure_ascii=False)}"
+            rows = self.client.query(self._physical(name), filter=expr, output_fields=["id"])
             found |= {r["id"] for r in rows}
         return [i for i in ids if i not in found]
 
@@ -197,7 +219,8 @@ class MilvusStore(VectorStore):
         ids = check_ids(ids)
         existing = len(ids) - len(self.missing(name, ids))
         if ids:
-            self.client.delete(self._physical(name), ids=list(ids))
+            with _writes(self.uri):
+                self.client.delete(self._physical(name), ids=list(ids))
         return existing
 
     def count(self, name: str) -> int:
@@ -215,18 +238,17 @@ class MilvusStore(VectorStore):
                                  output_fields=["payload"], search_params=params)
         return [[Hit(h["id"], float(h["distance"]), h["entity"]["payload"]) for h in hits] for hits in res]
 
-    def scan(self, name: str, batch: int = 1000) -> Iterator[list[Record]]:
+    def scan(self, name: str, batch: int = 1000, with_vectors: bool = False) -> Iterator[list[Record]]:
         self._cached(name)
-        it = self.client.query_iterator(self._physical(name), batch_size=batch, filter="",
-                                        output_fields=["payload"])
+        fields = ["payload", "vector"] if with_vectors else ["payload"]
+        it = self.client.query_iterator(self._physical(name), batch_size=batch, filter="", output_fields=fields)
         try:
             while rows := it.next():
-                yield [Record(r["id"], r["payload"]) for r in rows]
+                yield [Record(r["id"], r["payload"], np.asarray(r["vector"], np.float32) if with_vectors else None)
+                       for r in rows]
         finally:
             it.close()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a client whose server is gone must not raise
             self.client.close()
-        except Exception:
-            pass

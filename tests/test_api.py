@@ -104,8 +104,10 @@ def test_the_served_openapi_declares_a_request_body_on_every_post(server):
             if status[0] in "45" or status == "default":
                 assert response["content"]["application/json"]["schema"] == \
                     {"$ref": "#/components/schemas/ErrorResponse"}, (method, path, status)
-        if path not in ("/livez", "/readyz", "/healthz", "/metrics"):
+        if path not in ("/livez", "/readyz", "/healthz", "/metrics", "/ui", "/ui/{file}"):
             assert "401" in responses, (method, path)  # keys are on
+        else:
+            assert op["security"] == [] and "401" not in responses, (method, path)  # open without a key
     for path, statuses in {"/classify": {"400", "404", "413", "415", "503"}, "/items/{item_id}": {"404", "503"},
                            "/v1/embeddings": {"400", "404", "413", "415", "503"}}.items():
         assert statuses <= set(next(iter(doc["paths"][path].values()))["responses"]), path

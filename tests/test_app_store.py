@@ -121,6 +121,31 @@ def test_two_servers_share_collections(two_servers):
     assert [c["name"] for c in requests.get(f"{b.url}/collections", timeout=30).json()["collections"]] == ["photos"]
 
 
+def test_thumbnails_over_http_through_milvus(two_servers):
+    """Written through one replica, served by the other: the thumbnail is stored with the item in Milvus."""
+    a, b = two_servers
+    r = requests.post(f"{a.url}/collections", json={"name": "thumbs", "thumbnails": True}, timeout=60)
+    assert r.status_code == 200 and r.json()["thumbnails"] is True, r.text
+    r = requests.post(f"{a.url}/collections/thumbs/items", timeout=60,
+                      files=[("images", ("red.png", png("red", (600, 300)), "image/png"))],
+                      data={"ids": json.dumps(["album/red"])})  # an id with a '/'
+    assert r.status_code == 200, r.text
+    requests.post(f"{a.url}/collections/thumbs/items", json={"items": [{"id": "t", "text": "a note"}]}, timeout=60)
+    r = requests.get(f"{b.url}/collections/thumbs/items/album/red/thumbnail", timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    thumb = Image.open(io.BytesIO(r.content))
+    assert thumb.size == (256, 128) and len(r.content) <= 16 * 1024
+    assert thumb.convert("RGB").getpixel((128, 64))[0] > 200  # red
+    hit = requests.post(f"{b.url}/collections/thumbs/search", json={"text": "red", "k": 2}, timeout=60).json()
+    assert {h["id"]: h["thumbnail"] for h in hit["results"]} == {"album/red": True, "t": False}
+    assert requests.get(f"{b.url}/collections/thumbs/items/album/red", timeout=30).json()["thumbnail"] is True
+    r = requests.get(f"{b.url}/collections/thumbs/items/t/thumbnail", timeout=30)
+    assert r.status_code == 404 and "text item" in r.json()["error"]
+    r = requests.get(f"{b.url}/collections/thumbs/items/ghost/thumbnail", timeout=30)
+    assert r.status_code == 404 and list(r.json()) == ["error"]
+    assert requests.delete(f"{a.url}/collections/thumbs", timeout=30).status_code == 200
+
+
 def test_zest_index_and_bad_input_over_http(two_servers, tmp_path):
     a, b = two_servers
     folder = tmp_path / "images"

@@ -174,3 +174,86 @@ def test_failed_encoder_stores_nothing(tmp_path, encoder):
     with pytest.raises(RuntimeError):
         c.add("x", [NewItem(id="a", text="hello")])
     assert c.describe("x")["count"] == 0
+
+
+@pytest.mark.parametrize("kind", ["embedded", "milvus-lite"])
+def test_thumbnails_are_kept_with_the_item_and_survive_a_reopen(kind, tmp_path, encoder, memo_encoder, scenes):
+    c = make_collections(kind, tmp_path, encoder, memo_encoder)
+    assert c.create("pics", thumbnails=True)["thumbnails"] is True
+    c.create("plain")
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 256, (900, 1400, 3), dtype=np.uint8))  # JPEG's worst case, 1400 px
+    big = png(noisy)
+    assert len(big) > 16 * 1024
+    items = [NewItem(id="noisy", image=RawImage("noisy.png", big), metadata={"colour": "none"})]
+    items += [NewItem(id=f"scene-{n}", image=RawImage(f"{n}.png", png(scenes[n].image)),
+                      metadata={"colour": scenes[n].spec.colour, "shape": scenes[n].spec.shape}) for n in range(3)]
+    items.append(NewItem(id="note", text="a red star"))
+    c.add("pics", items)
+    c.add("plain", [NewItem(id="scene-0", image=RawImage("0.png", png(scenes[0].image)))])
+    for item_id in ("noisy", "scene-0"):
+        jpeg = c.thumbnail("pics", item_id)
+        assert len(jpeg) <= 16 * 1024
+        thumb = Image.open(io.BytesIO(jpeg))
+        assert thumb.format == "JPEG" and max(thumb.size) <= 256
+    assert Image.open(io.BytesIO(c.thumbnail("pics", "noisy"))).size == (256, 165)  # aspect kept
+    # the thumbnail is a small copy of the item's own image: closer to it than to any other item's
+    own = np.asarray(Image.open(io.BytesIO(c.thumbnail("pics", "scene-1"))).resize((64, 64)), np.float32)
+    others = [np.asarray(scenes[n].image.convert("RGB").resize((64, 64)), np.float32) for n in range(3)]
+    assert int(np.argmin([np.abs(own - o).mean() for o in others])) == 1
+    hits = c.search("pics", text="a photo", k=10)["results"]
+    assert {h["id"]: h.get("thumbnail", False) for h in hits} == {
+        "noisy": True, "scene-0": True, "scene-1": True, "scene-2": True, "note": False}
+    assert all("thumbnail" not in h or h["thumbnail"] is True for h in hits)  # never the JPEG in a result
+    assert c.get_item("pics", "scene-0")["thumbnail"] is True
+    for name, item_id, message in [("pics", "note", "text item"), ("plain", "scene-0", "without thumbnails"),
+                                   ("pics", "ghost", "unknown item"), ("ghost", "x", "unknown collection")]:
+        with pytest.raises(NotFound, match=message):
+            c.thumbnail(name, item_id)
+    before = c.thumbnail("pics", "scene-2")
+    c.store.close()
+    reopened = make_collections(kind, tmp_path, encoder, memo_encoder)  # the same file: a restart
+    assert reopened.thumbnail("pics", "scene-2") == before
+    assert reopened.describe("pics")["thumbnails"] is True and reopened.describe("plain")["thumbnails"] is False
+    reopened.delete_item("pics", "scene-2")
+    with pytest.raises(NotFound):
+        reopened.thumbnail("pics", "scene-2")
+    reopened.store.close()
+
+
+def test_more_like_this_searches_by_an_items_stored_vector(indexed, scenes):
+    out = indexed.search("shapes", like="scene-5", k=PER_COMBO - 1)
+    assert "scene-5" not in [r["id"] for r in out["results"]]  # the item itself is left out
+    want = (scenes[5].spec.colour, scenes[5].spec.shape)
+    assert [(r["metadata"]["colour"], r["metadata"]["shape"]) for r in out["results"]] == [want] * (PER_COMBO - 1)
+    with pytest.raises(NotFound, match="unknown item id 'ghost'"):
+        indexed.search("shapes", like="ghost")
+    with pytest.raises(InvalidInput, match="exactly one"):
+        indexed.search("shapes", like="scene-5", text="a red star")
+
+
+@pytest.mark.parametrize("target", ["embedded", "milvus-lite"])
+def test_thumbnails_travel_in_a_store_dump(target, tmp_path, encoder, memo_encoder, scenes):
+    """`zest store export` / `import` carry the thumbnail inside the item's payload, to either backend."""
+    from zest.service.cli import main as zest_main
+    from zest.store import open_store
+
+    settings = Settings(max_images=16)
+    src = Collections(open_store("embedded", "collections", data_dir=str(tmp_path / "src")),
+                      ClipPipeline(settings, EncoderInfo.of(encoder), *memo_encoder), settings)
+    src.create("pics", thumbnails=True)
+    src.add("pics", [NewItem(id=f"s{n}", image=RawImage(f"{n}.png", png(scenes[n].image))) for n in range(3)])
+    want = {f"s{n}": src.thumbnail("pics", f"s{n}") for n in range(3)}
+    src.store.close()
+    assert zest_main(["store", "export", str(tmp_path / "dump"), "--store", "embedded",
+                      "--data-dir", str(tmp_path / "src"), "--quiet"]) == 0
+    spec = "embedded" if target == "embedded" else f"milvus-lite:{tmp_path / 'dst.db'}"
+    assert zest_main(["store", "import", str(tmp_path / "dump"), "--store", spec,
+                      "--data-dir", str(tmp_path / "dst"), "--quiet"]) == 0
+    dst = Collections(open_store(spec, "collections", data_dir=str(tmp_path / "dst")),
+                      ClipPipeline(settings, EncoderInfo.of(encoder), *memo_encoder), settings)
+    try:
+        assert dst.describe("pics")["thumbnails"] is True
+        assert {i: dst.thumbnail("pics", i) for i in want} == want
+    finally:
+        dst.store.close()

@@ -8,12 +8,30 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BARE = {"models", "service", "prompts", "store"}
-SOURCE_DIRS = ("zest", "models", "service", "prompts", "store", "tests", "benchmarks")
+# zest's subpackages: the symbolic links in zest/ (zest/models -> ../models, ...), the project's one list of them
+SUBPACKAGES = sorted(p.name for p in (ROOT / "zest").iterdir() if p.is_symlink())
+BARE = set(SUBPACKAGES)
+SOURCE_DIRS = ("zest", *SUBPACKAGES, "tests", "benchmarks")
 
 
 def _python_files() -> list[Path]:
     return sorted(p for d in SOURCE_DIRS for p in (ROOT / d).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_every_subpackage_is_a_link_to_its_top_level_folder():
+    assert {"models", "prompts", "service", "store", "training"} <= BARE
+    for name in SUBPACKAGES:
+        link = ROOT / "zest" / name
+        assert link.readlink() == Path("..") / name, link  # relative: a checkout or copy anywhere works
+        assert (link / "__init__.py").is_file(), link
+
+
+def test_the_package_adds_nothing_to_its_own_search_path():
+    """Tools follow `zest.*` only when the filesystem is the package: no runtime `__path__` edits."""
+    import zest
+
+    assert zest.__path__ == [str(ROOT / "zest")]
+    assert "__path__" not in (ROOT / "zest" / "__init__.py").read_text()
 
 
 def _bare_imports(path: Path) -> list[str]:
@@ -21,9 +39,9 @@ def _bare_imports(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             found += [f"line {node.lineno}: import {a.name}" for a in node.names if a.name.split(".")[0] in BARE]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module.split(".")[0] in BARE:
-                found.append(f"line {node.lineno}: from {node.module} import ...")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                node.module.split(".")[0] in BARE:
+            found.append(f"line {node.lineno}: from {node.module} import ...")
     return found
 
 
@@ -43,22 +61,22 @@ def test_package_code_uses_relative_imports(package):
     assert not absolute, absolute
 
 
-def test_subpackages_resolve_under_zest():
-    import zest.models
-    import zest.prompts
-    import zest.service
+@pytest.mark.parametrize("name", SUBPACKAGES)
+def test_subpackages_resolve_under_zest(name):
+    from importlib import import_module
 
-    for mod, folder in ((zest.models, "models"), (zest.prompts, "prompts"), (zest.service, "service")):
-        assert Path(mod.__file__).parent.name == folder
+    module = import_module(f"zest.{name}")
+    assert Path(module.__file__) == ROOT / "zest" / name / "__init__.py"
 
 
 def _module_graph() -> dict[str, set[str]]:
     """zest's modules -> the zest modules they import (module level and inside functions alike)."""
-    folders = {"zest": "zest", "models": "zest.models", "prompts": "zest.prompts", "service": "zest.service",
-               "store": "zest.store", "training": "zest.training"}
+    folders = {"zest": "zest", **{name: f"zest.{name}" for name in SUBPACKAGES}}
     modules: dict[str, Path] = {}
     for folder, package in folders.items():
         for path in (ROOT / folder).rglob("*.py"):
+            if folder == "zest" and path.parent != ROOT / "zest":
+                continue  # zest/<sub>/ are the links to the subpackage folders, walked below
             parts = [package, *path.relative_to(ROOT / folder).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts = parts[:-1]

@@ -17,6 +17,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from zest.service.image import link_command, subpackage_links
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,7 +80,12 @@ def _clean_copy(dest: Path) -> Path:
                            capture_output=True, text=True).stdout.split()
     for rel in files:
         src = ROOT / rel
-        if src.is_file() and not rel.startswith(("tests/", "benchmarks/", "data/")):
+        if rel.startswith(("tests/", "benchmarks/", "data/")):
+            continue
+        if src.is_symlink():  # zest/models -> ../models etc.: the package's subpackages, copied as links
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).symlink_to(os.readlink(src))
+        elif src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     return dest
@@ -87,8 +94,8 @@ def _clean_copy(dest: Path) -> Path:
 def build_and_export(src: Path, env: dict[str, str], home: Path, service: str, tag: str, archive: Path) -> Path:
     """`bentoml build` in `src` (BentoML home `home`), check that `service` declares exactly the model `tag`,
     then `bentoml export` the bento to `archive` (what containerize/push ship: the model travels inside)."""
-    out = subprocess.run([sys.executable, "-m", "bentoml", "build"], cwd=src, env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "bentoml", "build"], check=False, cwd=src, env=env,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     (bento,) = [p for p in (home / "bentos" / "zest").iterdir() if p.is_dir()]
     services = {s["name"]: s for s in yaml.safe_load((bento / "bento.yaml").read_text())["services"]}
@@ -105,27 +112,37 @@ def test_bentoml_build_from_clean_checkout(tmp_path, bentofile, device):
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
     env.pop("ZEST_GPUS", None)
     out = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f", bentofile, "--output", "tag"],
-                         cwd=src, env=env, capture_output=True, text=True, timeout=300)
+                         check=False, cwd=src, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     (bento,) = [p for p in (home / "bentos" / "zest").iterdir() if p.is_dir()]
     info = yaml.safe_load((bento / "bento.yaml").read_text())
     assert info["service"] == "zest.service.app:Zest"
     assert (bento / "src" / "prompts" / "sets" / "imagenet.yaml").is_file()
     assert (bento / "src" / "service" / "app.py").is_file()
+    for name in ("index.html", "app.js", "style.css"):  # the playground at /ui
+        assert (bento / "src" / "service" / "ui" / name).is_file(), name
     assert (bento / "src" / "zest" / "__init__.py").is_file()
     assert (bento / "src" / "models" / "rec" / "checkpoint" / "model.safetensors").is_file()
     assert not (bento / "src" / "tests").exists()
+    assert not (bento / "src" / "training").exists()
     requirements = (bento / "env" / "python" / "requirements.txt").read_text().splitlines()
     assert requirements[:len(_pyproject_deps())] == [d.replace("'", '"') for d in _pyproject_deps()]
     assert "python:3.11" in (bento / "env" / "docker" / "Dockerfile").read_text()
     envs = {e["name"]: e["value"] for e in info["envs"]}
     assert envs["ZEST_DEVICE"] == device
+    # the image's steps after installing the packages: the subpackage links, then BentoML's `COPY . ./`
+    (command,) = info["image"]["post_commands"]
+    assert command == link_command(subpackage_links())
+    container = tmp_path / "container"
+    container.mkdir()
+    subprocess.run(["sh", "-c", command], cwd=container, check=True, timeout=60)
+    shutil.copytree(bento, container, dirs_exist_ok=True, symlinks=True)
     # the bento's src imports as the zest package (what the container's `bentoml serve` does)
     probe = subprocess.run([sys.executable, "-c", "import zest.service.settings as s, sys; print(s.__file__)"],
-                           cwd=bento / "src", capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "PYTHONPATH": str(bento / "src")})
+                           check=False, cwd=container / "src", capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(container / "src")})
     assert probe.returncode == 0, probe.stderr
-    assert Path(probe.stdout.strip()).is_relative_to(bento / "src"), probe.stdout
+    assert Path(probe.stdout.strip()).is_relative_to(container / "src"), probe.stdout
 
 
 def test_bento_packs_the_stored_recommender_model(rec_model_dir, tmp_path):
@@ -133,8 +150,8 @@ def test_bento_packs_the_stored_recommender_model(rec_model_dir, tmp_path):
     src = _clean_copy(tmp_path / "checkout")
     home = tmp_path / "bentoml-home"
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
-    save = subprocess.run([sys.executable, "-c", "import sys; from zest.service.model_store import save_to_store; "
-                           "print(save_to_store(sys.argv[1], 'zesrec'))", str(rec_model_dir)],
+    save = subprocess.run([sys.executable, "-c", ("import sys; from zest.service.model_store import save_to_store; "
+                                                  "print(save_to_store(sys.argv[1], 'zesrec'))"), str(rec_model_dir)],
                           cwd=src, env=env, capture_output=True, text=True, check=True)
     tag = save.stdout.strip().splitlines()[-1]
     assert tag.startswith("zesrec:")

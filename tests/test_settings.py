@@ -57,3 +57,12 @@ def test_a_missing_or_empty_key_file_stops_the_start_naming_the_file(monkeypatch
     with pytest.raises(ValueError, match="ZEST_API_KEYS names the key file") as info:
         Settings.from_env()
     assert str(path) in str(info.value)
+
+
+def test_url_allow_private_must_name_allow_listed_hosts(monkeypatch):
+    monkeypatch.setenv("ZEST_URL_ALLOWLIST", "images.corp.example, .cdn.corp.example")
+    monkeypatch.setenv("ZEST_URL_ALLOW_PRIVATE", "Images.Corp.Example, a.cdn.corp.example")
+    assert Settings.from_env().url_allow_private == ("images.corp.example", "a.cdn.corp.example")
+    monkeypatch.setenv("ZEST_URL_ALLOW_PRIVATE", "images.corp.example,nas.local")
+    with pytest.raises(ValueError, match="ZEST_URL_ALLOW_PRIVATE names nas.local, not in ZEST_URL_ALLOWLIST"):
+        Settings.from_env()

@@ -272,10 +272,10 @@ def test_body_timeout_middleware():
 def test_bentoml_request_timeout_releases_each_request_when_it_ends():
     """BentoML's TimeoutMiddleware armed a 300 s timer per request that kept the request's context (its
     OpenTelemetry span, ...) alive until it fired: the soak below grew by hundreds of MB. Patched by
-    http_limits.release_request_timers(), which service/app.py applies in every worker."""
+    compat.release_request_timers(), which service/app.py applies in every worker."""
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-    from zest.service.http_limits import release_request_timers
+    from zest.service.compat import release_request_timers
 
     release_request_timers()
     held: contextvars.ContextVar = contextvars.ContextVar("held")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -18,6 +18,7 @@ import requests
 from PIL import Image, ImageDraw
 
 from tests.server import Server
+from tests.test_packaging import _clean_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,12 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    src = tmp_path_factory.mktemp("checkout")  # what git tracks: no stale build/ leftovers in the wheel
-    for rel in subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.split():
-        if (ROOT / rel).is_file() and not rel.startswith(("tests/", "benchmarks/", "data/")):
-            (src / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, src / rel)
+    src = _clean_copy(tmp_path_factory.mktemp("checkout"))  # what git tracks: no stale build/ leftovers
     # --no-build-isolation: the build needs only setuptools, already in the test environment (no registry)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(out), str(src)], check=True, capture_output=True, timeout=300)
@@ -45,16 +41,31 @@ def test_wheel_holds_one_import_root_and_every_data_file(wheel):
     for needed in ("zest/models/rec/checkpoint/model.safetensors", "zest/models/rec/checkpoint/config.json",
                    "zest/models/embedded/checkpoint/zest_tiny.safetensors",
                    "zest/models/embedded/checkpoint/zest_tiny_config.json",
-                   "zest/prompts/sets/imagenet.yaml", "zest/service/app.py", "zest/training/rec/cli.py"):
+                   "zest/prompts/sets/imagenet.yaml", "zest/service/app.py", "zest/training/rec/cli.py",
+                   "zest/service/ui/index.html", "zest/service/ui/app.js", "zest/service/ui/style.css"):
         assert needed in names, needed
+
+
+def _running_site_dirs() -> list[str]:
+    """Where the interpreter running the tests finds its packages: its own site-packages (a virtualenv's, or
+    the system Python's) and any it inherits (``--system-site-packages``, the user site)."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dirs if os.path.isdir(d)]
 
 
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory) -> Path:
-    """A fresh virtualenv outside the checkout; the heavy dependencies come from the test environment."""
+    """A fresh virtualenv outside the checkout holding the wheel; the heavy dependencies come from the
+    environment running the tests (a .pth lists its package folders after the venv's own, so the venv's zest
+    wins, and the .pth files in those folders, the editable install's among them, are not run)."""
     env_dir = tmp_path_factory.mktemp("venv") / "env"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env_dir)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
     python = env_dir / "bin" / "python"
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                         check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    (Path(own) / "zest-test-deps.pth").write_text("".join(f"{d}\n" for d in _running_site_dirs()))
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall",
                     str(wheel)], check=True, capture_output=True, timeout=300)
     return env_dir
@@ -73,7 +84,7 @@ def test_installed_package_is_imported_from_the_venv_not_the_checkout(venv, tmp_
     cwd = _decoy(tmp_path / "project")
     out = subprocess.run([str(venv / "bin" / "python"), "-c",
                           "import zest.service.app, zest.models.rec, zest; print(zest.__file__)"],
-                         cwd=cwd, capture_output=True, text=True, timeout=300,
+                         check=False, cwd=cwd, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": ""})
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()).is_relative_to(venv), out.stdout
@@ -116,3 +127,12 @@ def test_zest_serve_from_the_installed_wheel(venv, tmp_path):
         assert all(str(ROOT) not in " ".join(p.cmdline()) for p in workers)
     finally:
         server.stop()
+
+
+def test_installed_package_serves_the_playground_files(venv, tmp_path):
+    code = ("from zest.service.playground import FILES, read; "
+            "print(sorted((n, len(read(n)) > 500) for n in FILES))")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "PYTHONPATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[('app.js', True), ('index.html', True), ('style.css', True)]"

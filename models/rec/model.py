@@ -16,8 +16,8 @@ unit norm), so any new item or catalogue can be scored.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class ZesRecConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ZesRecConfig":
+    def from_dict(cls, d: dict) -> ZesRecConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -54,6 +54,8 @@ class ZesRecConfig:
 
 
 class ZesRecNet(nn.Module):
+    _causal: torch.Tensor  # a registered buffer: the causal attention mask
+
     def __init__(self, cfg: ZesRecConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -105,7 +107,7 @@ class ZesRecNet(nn.Module):
     # ---- users
     def user_states(self, seq_vecs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, dim) right-padded item vectors -> (B, L, dim) causal user states (state t sees items <= t)."""
-        B, L, D = seq_vecs.shape
+        L = seq_vecs.shape[1]
         if L > self.cfg.max_len:
             raise InvalidInput(f"sequence length {L} > max_len {self.cfg.max_len}")
         pos = self.pos.weight[:L].unsqueeze(0)

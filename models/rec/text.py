@@ -14,10 +14,14 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 from ..errors import InvalidInput, ModelLoadError
 from ..minilm import minilm_dir
@@ -52,7 +56,7 @@ class TextEncoder:
         self.device = device
         self.batch_size = batch_size
         self.show_progress = show_progress
-        self._model = None
+        self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
         # Least recently used first. Training keeps every text (max_cached=None, optionally on disk); a
         # server bounds it, since every /recommend history text and item description would stay forever.
@@ -74,7 +78,7 @@ class TextEncoder:
                 from sentence_transformers import SentenceTransformer
 
                 self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
-            except Exception as exc:  # noqa: BLE001 - one clear error for the deployment
+            except Exception as exc:
                 raise ModelLoadError(f"cannot load the item text encoder from {str(path)!r}: {exc}") from exc
         return self._model
 

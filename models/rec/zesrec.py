@@ -21,8 +21,8 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -213,7 +213,7 @@ def load(directory: str | os.PathLike, encoder: TextEncoder | None = None) -> Ze
         net = ZesRecNet(ZesRecConfig.from_dict(cfg["model"]))
         state = load_file(str(w_path))
         net.load_state_dict(state, strict=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(f"cannot load ZESRec weights from {str(d)!r}: {exc}") from exc
     ids = texts = vecs = None
     if (d / CATALOG_FILE).is_file() and (d / CATALOG_VECTORS_FILE).is_file():
@@ -221,7 +221,7 @@ def load(directory: str | os.PathLike, encoder: TextEncoder | None = None) -> Ze
             cat = json.loads((d / CATALOG_FILE).read_text(encoding="utf-8"))
             ids, texts = cat["ids"], cat.get("texts")
             vecs = load_file(str(d / CATALOG_VECTORS_FILE))["item_vectors"].numpy()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelLoadError(f"cannot read the catalogue stored in {str(d)!r}: {exc}") from exc
         if len(ids) != len(vecs) or vecs.shape[1] != net.cfg.dim + 1:
             raise ModelLoadError(f"catalogue in {str(d)!r} has {len(ids)} ids for vectors of shape {tuple(vecs.shape)}")

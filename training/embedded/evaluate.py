@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -144,12 +144,12 @@ def draw_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], pa
 
 def format_report(r: dict) -> str:
     lines = [
-        f"model {r['model_id']}: zero-shot top-1 among all {r['n_classes']} colour x shape classes "
-        f"(chance {r['chance']:.1%}), {r['n_per_class']} images per class, seed {r['seed']}",
+        (f"model {r['model_id']}: zero-shot top-1 among all {r['n_classes']} colour x shape classes "
+        f"(chance {r['chance']:.1%}), {r['n_per_class']} images per class, seed {r['seed']}"),
         f"  templates: {r['templates']}",
         f"  seen combinations      ({r['n_seen_images']:5d} images): {r['seen_top1']:.1%}",
-        f"  held-out combinations  ({r['n_heldout_images']:5d} images): {r['heldout_top1']:.1%}"
-        f"   (colour right {r['heldout_colour_top1']:.1%}, shape right {r['heldout_shape_top1']:.1%})",
+        (f"  held-out combinations  ({r['n_heldout_images']:5d} images): {r['heldout_top1']:.1%}"
+        f"   (colour right {r['heldout_colour_top1']:.1%}, shape right {r['heldout_shape_top1']:.1%})"),
         f"  held-out, synonym labels (both words):   {r['heldout_synonym_top1']:.1%}",
         f"  held-out, synonym colour word only:      {r['heldout_colour_synonym_top1']:.1%}",
         f"  held-out, synonym shape word only:       {r['heldout_shape_synonym_top1']:.1%}",

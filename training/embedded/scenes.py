@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -211,7 +211,7 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
     import colorsys
 
     r, g, b = colorsys.hsv_to_rgb((h % 360) / 360.0, s, v)
-    return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
+    return round(r * 255), round(g * 255), round(b * 255)
 
 
 def sample_colour(name: str, rng: np.random.Generator) -> tuple[int, int, int]:
@@ -244,7 +244,7 @@ def _background(spec: SceneSpec, size: int, rng: np.random.Generator) -> np.ndar
         coarse = max(2, size // int(rng.integers(2, 16)))
         noise = rng.normal(0, sigma, (coarse, coarse, 1 if rng.random() < 0.6 else 3)).astype(np.float32)
         noise_img = Image.fromarray(np.clip(noise[..., 0] + 128 if noise.shape[2] == 1 else noise + 128, 0, 255)
-                                    .astype(np.uint8)).resize((size, size), Image.BILINEAR)
+                                    .astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)
         n = np.asarray(noise_img, dtype=np.float32) - 128
         img = img + (n[..., None] if n.ndim == 2 else n) + rng.normal(0, sigma / 3, (size, size, 1))
     return np.clip(img, 0, 255)
@@ -311,7 +311,7 @@ def render(spec: SceneSpec) -> Image.Image:
         ImageDraw.Draw(layer).line(poly_list + [poly_list[0]], fill=shade, width=width)
         ImageDraw.Draw(mask).line(poly_list + [poly_list[0]], fill=255, width=width)
     if ss > 1:
-        method = Image.LANCZOS if rng.random() < 0.5 else Image.BOX
+        method = Image.Resampling.LANCZOS if rng.random() < 0.5 else Image.Resampling.BOX
         layer, mask = layer.resize((out, out), method), mask.resize((out, out), method)
 
     bg = _background(spec, out, rng)

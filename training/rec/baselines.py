@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class TextPopularity:
         self.w: np.ndarray | None = None
         self.b = 0.0
 
-    def fit(self, emb: np.ndarray, counts: np.ndarray) -> "TextPopularity":
+    def fit(self, emb: np.ndarray, counts: np.ndarray) -> TextPopularity:
         y = np.log1p(np.asarray(counts, dtype=np.float64))
         X = np.asarray(emb, dtype=np.float64)
         mu, ymu = X.mean(axis=0), y.mean()
@@ -78,8 +78,8 @@ class LightFMBaseline:
                  user_alpha: float = 1e-6, use_identity: bool = True, seed: int = 0, threads: int = 1) -> None:
         from lightfm import LightFM  # noqa: F401  (fail early if missing)
 
-        self.params = dict(no_components=no_components, learning_rate=learning_rate, item_alpha=item_alpha,
-                           user_alpha=user_alpha, use_identity=use_identity)
+        self.params = {"no_components": no_components, "learning_rate": learning_rate, "item_alpha": item_alpha,
+                           "user_alpha": user_alpha, "use_identity": use_identity}
         self.use_identity = use_identity
         self.seed = seed
         self.threads = threads
@@ -95,8 +95,8 @@ class LightFMBaseline:
         in_cat = np.zeros(n, bool)
         in_cat[catalogue] = True
         df: dict[str, int] = {}
-        for i in np.flatnonzero(in_cat):
-            for t in set(item_tokens[i]):
+        for k in np.flatnonzero(in_cat).tolist():
+            for t in set(item_tokens[k]):
                 df[t] = df.get(t, 0) + 1
         vocab = sorted(t for t, c in df.items() if c >= min_df)
         n_id = n if self.use_identity else 0
@@ -130,6 +130,7 @@ class LightFMBaseline:
         return model
 
     def scores(self, users: np.ndarray, cand_items: np.ndarray, features) -> np.ndarray:
+        assert self.model is not None, "fit() first"
         ub, ue = self.model.get_user_representations()
         ib, ie = self.model.get_item_representations(features[cand_items])
         return ue[users] @ ie.T + ib[None, :] + ub[users][:, None]

@@ -14,9 +14,9 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -85,7 +85,7 @@ def train_zesrec(catalog: ItemTexts, interactions: Interactions, seed: int = 0, 
         raise InvalidInput("every user has fewer than two interactions; nothing to learn a sequence from")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    n_val = int(round(val_frac * n)) if n >= 20 else 0
+    n_val = round(val_frac * n) if n >= 20 else 0
     val_items = np.sort(perm[:n_val])
     role = np.zeros(n, bool)
     role[val_items] = True
@@ -101,6 +101,7 @@ def train_zesrec(catalog: ItemTexts, interactions: Interactions, seed: int = 0, 
             val_task = None
 
     def val_fn(net) -> float:
+        assert val_task is not None  # passed to the trainer only when there is a validation task
         hv, _ = item_vectors(net, emb)
         cv, cb = item_vectors(net, emb[val_task.candidates])
         s = user_vectors(net, hv, val_task.histories) @ cv.T + cb[None, :]
@@ -109,7 +110,7 @@ def train_zesrec(catalog: ItemTexts, interactions: Interactions, seed: int = 0, 
     report: dict = {"items": n, "interactions": len(interactions), "users": interactions.n_users, "seed": seed}
     if val_task is not None and any(len(s) >= 2 for s in train_seqs):
         fr: FitResult = fit(emb, emb, train_seqs, catalogue, mc, tc, val_fn)
-        report.update(val_items=int(n_val), val_users=int(len(val_task.users)), best_epoch=fr.best_epoch,
+        report.update(val_items=int(n_val), val_users=len(val_task.users), best_epoch=fr.best_epoch,
                       **{"val_" + VAL_METRIC: round(fr.best_val, 5)}, early_stopping_seconds=round(fr.seconds, 1))
         epochs = fr.best_epoch
         if refit:

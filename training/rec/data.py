@@ -25,10 +25,10 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class Interactions:
     def n_users(self) -> int:
         return len(self.user_ids)
 
-    def subset(self, mask: np.ndarray) -> "Interactions":
+    def subset(self, mask: np.ndarray) -> Interactions:
         return Interactions(self.user[mask], self.item[mask], self.time[mask], self.user_ids)
 
     def sequences(self) -> dict[int, np.ndarray]:
@@ -147,7 +147,7 @@ def _parse_time(value: str, path, line: int) -> float:
         t = float(v)
     except ValueError:
         try:
-            t = datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+            t = datetime.fromisoformat(v).timestamp()
         except ValueError:
             raise InvalidInput(
                 f"{str(path)!r} line {line}: timestamp {v!r} is neither a number nor an ISO-8601 date"
@@ -240,6 +240,7 @@ def load_interactions_csv(
             f"interactions file {str(path)!r} lacks column(s) {', '.join(missing)} "
             f"(need user, item, timestamp; columns: {', '.join(header)})"
         )
+    assert u_idx is not None and i_idx is not None and t_idx is not None  # checked just above
     r_idx = _pick(header, RATING_COLUMNS, None, "rating", path)
     if min_rating is not None and r_idx is None:
         raise InvalidInput(f"min_rating given but interactions file {str(path)!r} has no rating column")
@@ -258,7 +259,7 @@ def load_interactions_csv(
         if pos is None:
             raise NotFound(f"interactions file {str(path)!r} line {n}: item id {item!r} is not in the items file")
         t = _parse_time(row[t_idx], path, n)
-        if min_rating is not None:
+        if min_rating is not None and r_idx is not None:  # r_idx is None only without min_rating (checked above)
             try:
                 rating = float(row[r_idx])
             except ValueError:

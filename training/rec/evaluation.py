@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

@@ -9,7 +9,7 @@ Users with no relevant candidate are skipped by the callers (they are not test u
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -4,8 +4,8 @@ validation and test tasks (described in zest.training.rec.evaluation's docstring
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -151,9 +151,9 @@ def cold_split(data: EvalData, encoder: TextEncoder, seed: int, cold_frac: float
     n = data.n_items
     rng = np.random.default_rng(10_000 + seed)
     perm = rng.permutation(n)
-    n_cold = int(round(cold_frac * n))
+    n_cold = round(cold_frac * n)
     cold, warm = perm[:n_cold], perm[n_cold:]
-    n_val = int(round(val_frac * len(warm)))
+    n_val = round(val_frac * len(warm))
     val_items, train_items = warm[:n_val], warm[n_val:]
     role = np.zeros(n, np.int8)
     role[val_items] = 1
@@ -177,9 +177,9 @@ def cold_split(data: EvalData, encoder: TextEncoder, seed: int, cold_frac: float
     val = make_task(train_seqs, user_targets(inter.subset(r == 1)), np.sort(val_items), n, exclude_history=False)
     test = make_task(warm_seqs, user_targets(inter.subset(r == 2)), np.sort(cold), n, exclude_history=False)
     info = {
-        "items": {"train": int(len(train_items)), "val": int(n_val), "cold": int(n_cold)},
+        "items": {"train": len(train_items), "val": int(n_val), "cold": int(n_cold)},
         "interactions": {"train": int((r == 0).sum()), "val": int((r == 1).sum()), "cold": int((r == 2).sum())},
-        "users": {"train": int(len(train_seqs)), "val": int(len(val.users)), "test": int(len(test.users))},
+        "users": {"train": len(train_seqs), "val": len(val.users), "test": len(test.users)},
         "cold_item_tags": cold_item_tags,
     }
     return Split("cold", seed, input_emb, target_emb, tokens, train, np.sort(train_items), val, test, info)
@@ -213,7 +213,7 @@ def warm_split(data: EvalData, encoder: TextEncoder, seed: int, n_test: int = 5,
     test = make_task(known_seqs, user_targets(inter.subset(role_orig == 2)), all_items, n, exclude_history=True)
     info = {
         "interactions": {"train": int((role == 0).sum()), "val": int((role == 1).sum()), "test": int((role == 2).sum())},
-        "users": {"train": int(len(train_seqs)), "val": int(len(val.users)), "test": int(len(test.users))},
+        "users": {"train": len(train_seqs), "val": len(val.users), "test": len(test.users)},
         "items": {"candidates": int(n)},
     }
     return Split("warm", seed, emb, emb, tokens, train, all_items, val, test, info,

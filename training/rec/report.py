@@ -21,7 +21,7 @@ def fmt(m: dict[str, float]) -> str:
 
 def summarize(per_seed: list[dict]) -> dict:
     methods = list(per_seed[0]["methods"])
-    out = {}
+    out: dict[str, dict] = {}
     for name in methods:
         out[name] = {}
         for k in METRICS:
@@ -52,34 +52,34 @@ def to_markdown(results: dict, command: str = "") -> str:
     implicit = ("every rating is one implicit interaction" if results.get("min_rating") is None
                 else f"ratings >= {results['min_rating']} are implicit interactions")
     lines += [
-        f"Seeds: {results['seeds']} (mean ± sample std over seeds; seeds 0-2 and 100-102 were used while developing "
+        (f"Seeds: {results['seeds']} (mean ± sample std over seeds; seeds 0-2 and 100-102 were used while developing "
         f"the model and are not reported). Metrics: truncated Recall@K = hits / min(K, #relevant) and NDCG@K with "
         f"binary relevance, averaged over test users; {implicit}. Every hyper-parameter, blend weight and early-stopping "
-        f"epoch is chosen on a validation split ({results['val_metric']}), never on test.",
+        f"epoch is chosen on a validation split ({results['val_metric']}), never on test."),
         "",
         "Protocol notes:",
         "",
-        "- Cold items: a seeded 20 % of the whole catalogue (9742 movies, including never-rated ones); 20 % of the "
+        ("- Cold items: a seeded 20 % of the whole catalogue (9742 movies, including never-rated ones); 20 % of the "
         "remaining warm items are validation-cold items for model selection; models train only on interactions "
         "with the other 64 % (no interaction with a cold or validation item is trained on, and cold items are not "
         "even negatives). Test users = every user with >= 1 cold interaction; history = their warm interactions "
-        "(chronological); candidates = all cold items; relevant = their cold items.",
-        "- Cold and validation items are described by title + genres only: user tags are interaction traces "
+        "(chronological); candidates = all cold items; relevant = their cold items."),
+        ("- Cold and validation items are described by title + genres only: user tags are interaction traces "
         "(92 % of MovieLens (user, movie) tag pairs are by a user who also rated the movie; tagged movies have ~5x the "
         "ratings), so a brand-new item cannot have them. Warm items keep their tags (text and LightFM features). "
-        f"This run: cold_item_tags={results.get('cold_item_tags')}.",
-        "- Warm protocol: each user's last 5 interactions are test, the 5 before validation; a user's tags on "
-        "their own held-out items are removed from the item text/features.",
-        "- ZESRec: frozen all-MiniLM-L6-v2 item text -> MLP item tower with a linear skip (item vector) and a "
+        f"This run: cold_item_tags={results.get('cold_item_tags')}."),
+        ("- Warm protocol: each user's last 5 interactions are test, the 5 before validation; a user's tags on "
+        "their own held-out items are removed from the item text/features."),
+        ("- ZESRec: frozen all-MiniLM-L6-v2 item text -> MLP item tower with a linear skip (item vector) and a "
         "content bias linear in the text embedding, text-embedding dropout 0.5, content bias initialised at the ridge fit of log(1 + training count); causal Transformer "
         "(+ running mean) user model over the last 200 items; loss = next-item softmax (weight 0.5) + softmax of "
         "randomly held-out items of the user from the final state (weight 1.0), 1024 uniform sampled negatives, "
-        "EMA weights, early stopping on validation NDCG@20.",
-        "- Baselines: content-KNN = cosine(mean history text embedding, item embedding); text-popularity = ridge "
+        "EMA weights, early stopping on validation NDCG@20."),
+        ("- Baselines: content-KNN = cosine(mean history text embedding, item embedding); text-popularity = ridge "
         "from text embedding to log(1 + training count) over the training catalogue (alpha on validation); blend = "
         "w·z(KNN) + (1-w)·z(text-pop), w on validation; LightFM = WARP, 64 factors, item features = genres + "
         "release decade + tag words (+ identity features for training items; both variants tried, epochs and "
-        "variant chosen on validation), items outside the training catalogue scored by their features only.",
+        "variant chosen on validation), items outside the training catalogue scored by their features only."),
         "",
     ]
     titles = {
@@ -112,8 +112,8 @@ def to_markdown(results: dict, command: str = "") -> str:
         secs = [s["seconds"] for s in res["per_seed"]]
         lines += ["", f"Wall time per seed (all methods): {', '.join(f'{s:.0f}s' for s in secs)}", ""]
     env = results.get("environment", {})
-    lines += [f"Total wall time {results['seconds']:.0f}s on {env.get('machine')} CPU, torch {env.get('torch')}, "
-              f"{env.get('threads')} thread(s).", ""]
+    lines += [(f"Total wall time {results['seconds']:.0f}s on {env.get('machine')} CPU, torch {env.get('torch')}, "
+              f"{env.get('threads')} thread(s)."), ""]
     lines += ["ZESRec config: `" + json.dumps(results["zesrec_config"]) + "`", "",
               "Train config: `" + json.dumps(results["train_config"]) + "`", ""]
     return "\n".join(lines)

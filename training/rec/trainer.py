@@ -18,11 +18,12 @@ trained; text embeddings stay frozen.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -79,13 +80,13 @@ def _chunks(seqs: Sequence[np.ndarray], L: int, W: int, rng: np.random.Generator
         last = n - 1  # positions 0..n-2 have a target
         phase = int(rng.integers(1, L + 1))
         bounds = [0] + list(range(phase, last, L)) + [last]
-        bounds = sorted(set(b for b in bounds if 0 <= b <= last))
+        bounds = sorted({b for b in bounds if 0 <= b <= last})
         if W > 1:
             offs = np.minimum(rng.integers(1, W + 1, size=last), n - 1 - np.arange(last))
         else:
             offs = np.ones(last, dtype=np.int64)
         tgt_all = s[np.arange(last) + offs]
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in itertools.pairwise(bounds):
             if b <= a:
                 continue
             x = np.full(L, -1, np.int64)
@@ -99,7 +100,7 @@ def _chunks(seqs: Sequence[np.ndarray], L: int, W: int, rng: np.random.Generator
     return np.stack(ins), np.stack(tgs)
 
 
-def _holdout_examples(seqs: Sequence[np.ndarray], L: int, cfg: "TrainConfig", rng: np.random.Generator):
+def _holdout_examples(seqs: Sequence[np.ndarray], L: int, cfg: TrainConfig, rng: np.random.Generator):
     """Per user (``cfg.replicas`` times): keep a random share of the sequence (order kept) as the input
     (its last L items), next-item targets along it, and up to ``cfg.set_targets`` of the dropped items as
     targets for the final state -- mirroring how unseen (cold) items are a random subset of a user's items."""

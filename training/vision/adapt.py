@@ -275,12 +275,12 @@ def adapt_folder(folder, encoder, name: str, method: str = DEFAULT_METHOD, templ
         fitted = dataclasses.replace(_make(method, fitted.params, feats.features, feats.labels, w0, s), cv=fitted.cv)
     missing = [classes[c] for c in range(len(classes)) if counts[c] == 0]
     no_held = [classes[c] for c in range(len(classes)) if counts[c] == 1]
-    metrics = {"heldout_images": int(len(held)), "train_images": int(len(train)), "holdout": holdout, "seed": seed,
+    metrics = {"heldout_images": len(held), "train_images": len(train), "holdout": holdout, "seed": seed,
                "zero_shot_top1": zs["top1"], "adapted_top1": ad["top1"], "zero_shot_top5": zs["top5"],
                "adapted_top5": ad["top5"], "cv_top1": fitted.cv.get("cv_top1"), "fit_images": len(fit_on),
                "refit_on_all": refit}
     meta = {"method": method, "params": fitted.params, "templates": template_set.name, "metrics": metrics,
-            "cv": fitted.cv, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cv": fitted.cv, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "zest_version": __version__,
             "data": {"dir": str(folder.root), "images_per_class": dict(zip(classes, counts.tolist()))},
             "train_images": [feats.digests[i] for i in fit_on]}
@@ -289,8 +289,8 @@ def adapt_folder(folder, encoder, name: str, method: str = DEFAULT_METHOD, templ
                 alpha=fitted.alpha, beta=fitted.beta, meta=meta)
     report = {"name": name, "dir": str(folder.root), "model": encoder.model_id, "method": method,
               "params": fitted.params, "cv": fitted.cv, "templates": template_set.name,
-              "n_classes": len(classes), "classes": classes, "n_images": int(len(feats.labels)),
-              "n_train": int(len(train)), "n_heldout": int(len(held)), "holdout": holdout, "seed": seed,
+              "n_classes": len(classes), "classes": classes, "n_images": len(feats.labels),
+              "n_train": len(train), "n_heldout": len(held), "holdout": holdout, "seed": seed,
               "refit": {"on_all_images": refit, "images": len(fit_on),
                         "cache_size": 0 if fitted.cache_keys is None else len(fitted.cache_keys)},
               "heldout": {"zero_shot": zs, "adapted": ad, "per_class": [

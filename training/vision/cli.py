@@ -11,8 +11,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ...models.errors import InvalidInput, ModelLoadError, ZestError
 from ...prompts import DEFAULT_SET
@@ -143,11 +143,11 @@ def format_adapt(r: dict) -> str:
            if cv.get("folds") else cv.get("chosen_by", ""))
     lines = [f"{r['dir']}: {r['n_classes']} classes, {r['n_images']} images"
              + (f" ({len(r['skipped'])} unreadable, skipped)" if r["skipped"] else ""),
-             f"  {r['n_train']} for training, {r['n_heldout']} held out ({r['holdout']:.0%} per class, seed "
-             f"{r['seed']}); model {r['model']}, templates {r['templates']}",
+             (f"  {r['n_train']} for training, {r['n_heldout']} held out ({r['holdout']:.0%} per class, seed "
+             f"{r['seed']}); model {r['model']}, templates {r['templates']}"),
              f"  method {r['method']} ({params}), chosen by {how}",
-             f"  image features: {r['encoded_images']} encoded, {r['n_images'] - r['encoded_images']} from the "
-             f"cache; fit {r['seconds']['fit']:.2f} s",
+             (f"  image features: {r['encoded_images']} encoded, {r['n_images'] - r['encoded_images']} from the "
+             f"cache; fit {r['seconds']['fit']:.2f} s"),
              "", f"held-out images ({r['n_heldout']}), never used for training or selection:"]
     rows = [["zero-shot", pct(h["zero_shot"]["top1"]), pct(h["zero_shot"]["top5"])],
             [f"adapted ({r['method']})", pct(h["adapted"]["top1"]), pct(h["adapted"]["top5"])]]

@@ -16,12 +16,13 @@ hold out the same images.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import yaml
+from numpy.typing import ArrayLike
 
 from ...models.errors import InvalidInput
 
@@ -75,6 +76,8 @@ def _read_classes_yaml(root: Path, folders: Sequence[str]) -> dict[str, ClassInf
     out: dict[str, ClassInfo] = {}
     for folder, value in spec.items():
         folder = str(folder)
+        name: object
+        prompts: tuple[object, ...]
         if folder not in folders:
             raise InvalidInput(f"{path}: {folder!r} is not a class folder of {root} "
                                f"(folders: {', '.join(folders) or 'none'})")
@@ -82,15 +85,15 @@ def _read_classes_yaml(root: Path, folders: Sequence[str]) -> dict[str, ClassInf
             name, prompts = value, ()
         elif isinstance(value, dict) and set(value) <= {"name", "prompt", "prompts"}:
             name = value.get("name", folder.replace("_", " "))
-            prompts = value.get("prompts", value.get("prompt", ()))
-            prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts or ())
+            given = value.get("prompts", value.get("prompt", ()))
+            prompts = (given,) if isinstance(given, str) else tuple(given or ())
             if not all(isinstance(p, str) and p.strip() for p in prompts):
                 raise InvalidInput(f"{path}: {folder}: prompts must be non-empty strings")
         else:
             raise InvalidInput(f"{path}: {folder}: give a class name, or a mapping with 'name' and/or 'prompts'")
         if not isinstance(name, str) or not name.strip():
             raise InvalidInput(f"{path}: {folder}: the class name must be a non-empty string")
-        out[folder] = ClassInfo(folder, " ".join(name.split()), tuple(p.strip() for p in prompts))
+        out[folder] = ClassInfo(folder, " ".join(name.split()), tuple(str(p).strip() for p in prompts))
     return out
 
 
@@ -118,17 +121,17 @@ def load_image_folder(root: str | Path) -> ImageFolder:
     return ImageFolder(root, classes, images)
 
 
-def holdout_split(labels: Sequence[int], fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def holdout_split(class_labels: ArrayLike, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out indices): per class, round(fraction * n) images held out -- at least one and
     never all of them, so a class with n >= 2 images is in both parts; a class with 1 image trains only."""
     if not 0 < fraction < 1:
         raise InvalidInput(f"the held-out fraction must be between 0 and 1, got {fraction}")
-    labels = np.asarray(labels)
+    labels = np.asarray(class_labels)
     rng = np.random.default_rng(seed)
     train, held = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        k = min(max(1, int(round(fraction * len(idx)))), len(idx) - 1)
+        k = min(max(1, round(fraction * len(idx))), len(idx) - 1)
         held += idx[:k].tolist()
         train += idx[k:].tolist()
     return np.array(sorted(train), dtype=np.int64), np.array(sorted(held), dtype=np.int64)

@@ -16,9 +16,10 @@ import hashlib
 import os
 import re
 import sys
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -29,7 +30,7 @@ from .data import ImageFolder
 
 # Local files are the user's own: limits well above the service's, still guarded against bombs.
 MAX_FILE_BYTES = 256 * 1024 * 1024
-MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)  # PIL's default when the user has unset it
 
 
 def default_cache_dir() -> Path:
@@ -51,7 +52,7 @@ class Skipped:
     reason: str
 
 
-def read_folder(folder: ImageFolder, known: set[str] = frozenset(), skipped: list[Skipped] | None = None
+def read_folder(folder: ImageFolder, known: AbstractSet[str] = frozenset(), skipped: list[Skipped] | None = None
                 ) -> Iterator[ReadImage]:
     """Yield the folder's readable images in order; unreadable ones are appended to `skipped`.
     Files whose digest is in `known` are not decoded (image=None)."""
@@ -72,7 +73,7 @@ def read_folder(folder: ImageFolder, known: set[str] = frozenset(), skipped: lis
         except InvalidInput as exc:
             skipped.append(Skipped(rel, str(exc).removeprefix(f"{rel}: ")))
             continue
-        except Exception as exc:  # a decoder bug on one odd file must not end the run
+        except Exception as exc:  # noqa: BLE001 - a decoder bug on one odd file must not end the run
             skipped.append(Skipped(rel, f"failed to decode ({type(exc).__name__}: {exc})"))
             continue
         yield ReadImage(i, digest, data, image)
@@ -101,7 +102,7 @@ class FeatureCache:
             try:
                 with np.load(self.path) as z:
                     self._rows = dict(zip(z["digests"].tolist(), z["features"]))
-            except Exception:  # a damaged cache is a cache miss, not an error
+            except Exception:  # noqa: BLE001 - a damaged cache is a cache miss, not an error
                 self._rows = {}
 
     def __contains__(self, digest: str) -> bool:
@@ -178,6 +179,7 @@ def folder_features(folder: ImageFolder, encoder, cache: FeatureCache | None = N
         for item in read_folder(folder, known, skipped):
             digests[item.index] = item.digest
             if item.image is None:
+                assert cache is not None  # an image comes back unread only when its features are cached
                 rows[item.index] = cache.get(item.digest)
                 bar.update(1)
                 continue

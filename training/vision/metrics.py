@@ -14,9 +14,10 @@ sigmoid (SigLIP) model the confidence is the top label's own probability, which 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def ranking(probs: np.ndarray) -> np.ndarray:
@@ -29,7 +30,7 @@ def topk_hits(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (ranking(probs)[:, :k] == np.asarray(labels)[:, None]).any(axis=1)
 
 
-def confusion_matrix(labels: Sequence[int], predicted: Sequence[int], n_classes: int) -> np.ndarray:
+def confusion_matrix(labels: ArrayLike, predicted: ArrayLike, n_classes: int) -> np.ndarray:
     m = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(m, (np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
     return m
@@ -48,10 +49,10 @@ def per_class(confusion: np.ndarray, classes: Sequence[str]) -> list[dict]:
     return rows
 
 
-def summarize(probs: np.ndarray, labels: Sequence[int], classes: Sequence[str], k: int = 5) -> dict:
+def summarize(probs: np.ndarray, true_labels: ArrayLike, classes: Sequence[str], k: int = 5) -> dict:
     """top-1, top-k, balanced accuracy, per-class rows and the confusion matrix."""
     probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = np.asarray(true_labels, dtype=np.int64)
     n = len(labels)
     if n == 0:
         return {"n_images": 0, "top1": None, f"top{k}": None, "balanced_accuracy": None,

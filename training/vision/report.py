@@ -7,8 +7,8 @@ import base64
 import html
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -115,13 +115,13 @@ def read_reliability(path: str | Path) -> dict:
 def read_confusion(path: str | Path) -> dict:
     """The matrix stored in a PNG written by `draw_confusion`."""
     with Image.open(path) as img:
-        return json.loads(img.text[PNG_KEY])
+        return json.loads(img.info[PNG_KEY])  # PNG text chunks are in info too
 
 
 def _thumbnail(data: bytes, size: int = 160) -> str:
     from ...models.images import decode_image
 
-    img = decode_image(data, max_bytes=len(data) + 1, max_pixels=2 * Image.MAX_IMAGE_PIXELS)
+    img = decode_image(data, max_bytes=len(data) + 1, max_pixels=2 * (Image.MAX_IMAGE_PIXELS or 89_478_485))
     img.thumbnail((size, size))
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=85)
@@ -141,7 +141,7 @@ def failure_sheet(failures: Sequence[dict], path: str | Path, title: str, n_wron
             f"<b>{prob:.1%}</b></li>" for label, prob in f["top3"])
         try:
             img = f'<img src="{_thumbnail(f["data"])}" alt="">'
-        except Exception:
+        except Exception:  # noqa: BLE001 - an image that cannot be thumbnailed still gets its row
             img = '<div class="noimg">(no preview)</div>'
         cards.append(
             f'<figure class="failure">{img}<figcaption><div class="file">{html.escape(f["path"])}</div>'

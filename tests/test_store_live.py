@@ -1,0 +1,328 @@
+"""The store under a live server (tests/server.py): a 100k-vector collection migrated to Milvus while the server
+answers reads of it; writes on a full disk answer 507, store nothing, and work again once space returns.
+
+The full disk is a tmpfs of a few MB mounted by the test (needs root or CAP_SYS_ADMIN; skipped otherwise). The
+same refusal is also shown without privileges in `test_write_refused_by_file_size_limit`: RLIMIT_FSIZE=0 makes
+every file write fail (EFBIG), in a child process."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from tests.server import ROOT, free_port, start_server
+from tests.test_app_store import wait_port
+from zest.service.cli import main as zest_main
+from zest.store.embedded import EmbeddedSnapshot, EmbeddedStore
+from zest.store.milvus import MilvusStore
+
+N_BIG = 100_000
+
+
+@pytest.fixture
+def milvus_server(tmp_path):
+    port = free_port()
+    with open(tmp_path / "milvus.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir",
+                                 str(tmp_path / "milvus"), "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_port(port, proc)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def test_migrate_100k_collection_while_the_server_reads(tiny_checkpoint, tiny_encoder, rec_model_dir, tmp_path,
+                                                        milvus_server):
+    data = tmp_path / "home" / "data"
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(N_BIG, tiny_encoder.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"doc/{i}" for i in range(N_BIG)]
+    store = EmbeddedStore(data / "store-collections.sqlite3", ann_min_rows=10 * N_BIG)
+    store.create_collection("c_big", tiny_encoder.dim, "cosine", {"model": tiny_encoder.model_id})
+    for a in range(0, N_BIG, 20_000):  # straight through the store API
+        store.upsert("c_big", ids[a:a + 20_000], vectors[a:a + 20_000],
+                     [{"kind": "text", "text": f"text {i}", "metadata": {"n": i}} for i in range(a, a + 20_000)])
+    store.close()
+
+    srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home", ZEST_ANN_MIN_ROWS=str(10 * N_BIG))
+    reads, failures, stop = [0], [], threading.Event()
+
+    def reader() -> None:
+        k = 0
+        while not stop.is_set():
+            k += 1
+            i = (k * 7919) % N_BIG
+            for r in (requests.get(f"{srv.url}/collections/big", timeout=30),
+                      requests.get(f"{srv.url}/collections/big/items/doc/{i}", timeout=30),
+                      requests.post(f"{srv.url}/collections/big/search", timeout=30,
+                                    json={"vector": vectors[i].tolist(), "k": 3})):
+                if r.status_code != 200:
+                    failures.append((r.status_code, r.text[:200]))
+            if not failures:
+                hits = r.json()["results"]
+                if hits[0]["id"] != f"doc/{i}":
+                    failures.append(("wrong top hit", hits[0]["id"], i))
+            reads[0] += 3
+
+    t = threading.Thread(target=reader)
+    try:
+        t.start()
+        t0 = time.monotonic()
+        to = f"milvus://127.0.0.1:{milvus_server}"
+        assert zest_main(["store", "migrate", "--to", to, "--data-dir", str(data), "--collection", "big",
+                          "--quiet"]) == 0
+        took = time.monotonic() - t0
+        stop.set()
+        t.join(60)
+        assert not failures, failures[:5]
+        assert reads[0] >= 30, f"only {reads[0]} reads in {took:.0f}s of migration"
+        assert requests.get(f"{srv.url}/collections/big", timeout=30).json()["count"] == N_BIG
+    finally:
+        stop.set()
+        srv.stop()
+    m = MilvusStore(f"http://127.0.0.1:{milvus_server}")
+    try:
+        info = m.collection("c_big")
+        assert (info.dim, info.metric, info.meta) == (tiny_encoder.dim, "cosine", {"model": tiny_encoder.model_id})
+        assert m.count("c_big") == N_BIG
+        sample = [int(i) for i in rng.choice(N_BIG, 200, replace=False)]
+        got = m.get("c_big", [ids[i] for i in sample], with_vectors=True)
+        for i in sample:
+            assert got[ids[i]].payload == {"kind": "text", "text": f"text {i}", "metadata": {"n": i}}
+            np.testing.assert_allclose(got[ids[i]].vector, vectors[i], atol=1e-6)
+    finally:
+        m.close()
+
+
+# -- a full disk ---------------------------------------------------------------------------------------------------
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=False,
+                           capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def _fill(path: Path) -> Path:
+    """Truncate the stores' WAL files (so the next commit must grow one), then fill the disk to the last byte."""
+    for db in path.glob("store-*.sqlite3"):
+        con = sqlite3.connect(db, timeout=10)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+    filler = path / "filler"
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: every byte that fits is written, none left over
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError:
+                pass
+    return filler
+
+
+def test_full_disk_refuses_writes_keeps_reads_and_recovers(tiny_checkpoint, rec_model_dir, tmp_path):
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "24m"):
+        pytest.skip("mounting a tmpfs is not permitted here (needs root or CAP_SYS_ADMIN); "
+                    "test_write_refused_by_file_size_limit shows the refusal without it")
+    srv = None
+    try:
+        srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home", ZEST_DATA_DIR=str(disk))
+        url = srv.url
+
+        def post(path: str, body: dict) -> requests.Response:
+            return requests.post(f"{url}{path}", json=body, timeout=60)
+
+        assert post("/collections", {"name": "keep"}).status_code == 200
+        r = post("/collections/keep/items", {"items": [{"id": "a", "text": "a red car"}, {"id": "b", "text": "a cat"}]})
+        assert r.status_code == 200, r.text
+        assert post("/items", {"items": [{"id": "m1", "text": "A space opera"}, {"id": "m2", "text": "A comedy"}]}
+                    ).status_code == 200
+
+        filler = _fill(disk)
+        writes = [("POST", "/collections/keep/items", {"items": [{"id": "c", "text": "a blue boat " * 50}]}),
+                  ("POST", "/collections", {"name": "fresh"}),
+                  ("DELETE", "/collections/keep/items/a", None),
+                  ("POST", "/items", {"items": [{"id": "m3", "text": "A documentary " * 50}]}),
+                  ("DELETE", "/items/m1", None)]
+        for method, path, body in writes:
+            r = requests.request(method, f"{url}{path}", json=body, timeout=60)
+            assert r.status_code == 507, (method, path, r.status_code, r.text)
+            assert set(r.json()) == {"error"} and "nothing was stored" in r.json()["error"]
+        # reads go on, and show nothing of the refused writes
+        assert requests.get(f"{url}/collections/keep", timeout=30).json()["count"] == 2
+        assert [c["name"] for c in requests.get(f"{url}/collections", timeout=30).json()["collections"]] == ["keep"]
+        assert requests.get(f"{url}/collections/keep/items/a", timeout=30).status_code == 200
+        assert requests.get(f"{url}/collections/keep/items/c", timeout=30).status_code == 404
+        r = post("/collections/keep/search", {"text": "a red car", "k": 5})
+        assert r.status_code == 200 and sorted(x["id"] for x in r.json()["results"]) == ["a", "b"]
+        assert requests.get(f"{url}/items/m1", timeout=30).status_code == 200
+        assert requests.get(f"{url}/items/m3", timeout=30).status_code == 404
+        r = post("/recommend", {"history": ["m2"], "k": 5})
+        assert r.status_code == 200 and [i["id"] for i in r.json()["items"]] == ["m1"]
+        assert post("/classify", {"labels": ["novel label one", "novel label two"],
+                                  "images": [_png_b64()]}).status_code == 200  # its cache cannot write: still 200
+        assert post("/embed/text", {"texts": ["hello"]}).status_code == 200
+
+        filler.unlink()  # space returns: the same writes succeed
+        for method, path, body in writes:
+            r = requests.request(method, f"{url}{path}", json=body, timeout=60)
+            assert r.status_code == 200, (method, path, r.status_code, r.text)
+        assert requests.get(f"{url}/collections/keep", timeout=30).json()["count"] == 2  # +c, -a
+        assert requests.get(f"{url}/items/m1", timeout=30).status_code == 404
+        assert requests.get(f"{url}/items/m3", timeout=30).status_code == 200
+    finally:
+        if srv is not None:
+            srv.stop()
+        try:
+            # what is on disk is exactly what was acknowledged
+            for role, name, want in (("collections", "c_keep", ["b", "c"]), ("catalog", None, ["m2", "m3"])):
+                snap = EmbeddedSnapshot(disk / f"store-{role}.sqlite3")
+                name = name or next(c.name for c in snap.collections())
+                assert sorted(r.id for b in snap.scan(name) for r in b) == want
+                snap.close()
+        finally:
+            subprocess.run(["umount", "-l", str(disk)], check=False, capture_output=True, timeout=30)
+
+
+def _png_b64() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_write_refused_by_file_size_limit(tmp_path):
+    """Without privileges: RLIMIT_FSIZE=0 in a child process makes every file write fail (EFBIG), as a read-only
+    or full disk would; the write answers InsufficientStorage, nothing changes, and it works once lifted."""
+    script = textwrap.dedent(f"""
+        import resource, numpy as np
+        from zest.models.errors import InsufficientStorage
+        from zest.store.embedded import EmbeddedStore
+        s = EmbeddedStore({str(tmp_path / "s.sqlite3")!r})
+        s.create_collection("c", 4, "ip", {{}})
+        s.upsert("c", ["a", "b"], np.ones((2, 4)), [{{}}, {{}}])
+        limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, limits[1]))
+        refused = 0
+        for write in (lambda: s.upsert("c", ["x"], np.ones((1, 4)), [{{}}]), lambda: s.delete("c", ["a"]),
+                      lambda: s.create_collection("d", 4)):
+            try:
+                write()
+            except InsufficientStorage:
+                refused += 1
+        during = (s.count("c"), sorted(s.get("c", ["a", "b", "x"])), [c.name for c in s.collections()])
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        s.upsert("c", ["y"], np.ones((1, 4)), [{{}}])
+        s.close()
+        s = EmbeddedStore({str(tmp_path / "s.sqlite3")!r})
+        print(refused, during, sorted(s.get("c", ["a", "b", "x", "y"])))
+    """)
+    r = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "3 (2, ['a', 'b'], ['c']) ['a', 'b', 'y']"
+
+
+def test_backup_of_a_live_server_during_8_writers(tiny_checkpoint, rec_model_dir, tmp_path):
+    """`zest store backup` on the data directory of a server that 8 clients are writing to: the backup holds
+    every item acknowledged before it began, each item whole, and restores into a new data directory."""
+    srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home")
+    acked: list[tuple[float, str]] = []
+    lock, stop, failures = threading.Lock(), threading.Event(), []
+    try:
+        assert requests.post(f"{srv.url}/collections", json={"name": "live"}, timeout=60).status_code == 200
+
+        def writer(w: int) -> None:
+            n = 0
+            while not stop.is_set() and n < 400:
+                ids = [f"w{w}-{n}", f"w{w}-{n + 1}"]
+                r = requests.post(f"{srv.url}/collections/live/items", timeout=60, json={"items": [
+                    {"id": i, "text": f"note {i}", "metadata": {"writer": w}} for i in ids]})
+                if r.status_code != 200:
+                    failures.append(r.text[:200])
+                    return
+                done = time.monotonic()
+                with lock:
+                    acked.extend((done, i) for i in ids)
+                n += 2
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        began = time.monotonic()
+        assert zest_main(["store", "backup", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "home" / "data")]) == 0
+        time.sleep(2)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert not failures, failures[:3]
+    finally:
+        stop.set()
+        srv.stop()
+    before = {i for t, i in acked if t < began}
+    assert len(before) >= 16 and len(acked) > len(before), (len(before), len(acked))
+    restored = tmp_path / "restored"
+    assert zest_main(["store", "restore", str(tmp_path / "bk"), "--data-dir", str(restored)]) == 0
+    snap = EmbeddedSnapshot(restored / "store-collections.sqlite3")
+    try:
+        records = {r.id: r for b in snap.scan("c_live", with_vectors=True) for r in b}
+    finally:
+        snap.close()
+    assert before <= set(records)
+    for i, r in records.items():
+        assert r.payload == {"kind": "text", "text": f"note {i}", "metadata": {"writer": int(i[1:].split("-")[0])}}
+        assert abs(float(np.linalg.norm(r.vector)) - 1) < 1e-5
+
+
+def test_milvus_refusing_a_write_for_disk_is_507(tmp_path, monkeypatch):
+    """Milvus's own disk protection ("quota exceeded[reason=disk quota exceeded ...]") is the same 507; its other
+    errors are not."""
+    from pymilvus.exceptions import MilvusException
+
+    from zest.models.errors import InsufficientStorage
+
+    m = MilvusStore(str(tmp_path / "m.db"), index_type="FLAT", shared=False)
+    try:
+        m.create_collection("c", 4)
+        m.upsert("c", ["a"], np.ones((1, 4)), [{}])
+
+        def refuse(*_, **__):
+            raise MilvusException(code=53, message="quota exceeded[reason=disk quota exceeded, please allocate more "
+                                                   "resources]")
+
+        monkeypatch.setattr(m.client, "upsert", refuse)
+        monkeypatch.setattr(m.client, "delete", refuse)
+        with pytest.raises(InsufficientStorage, match="disk quota exceeded"):
+            m.upsert("c", ["b"], np.ones((1, 4)), [{}])
+        with pytest.raises(InsufficientStorage):
+            m.delete("c", ["a"])
+        monkeypatch.setattr(m.client, "upsert", lambda *_, **__: (_ for _ in ()).throw(
+            MilvusException(code=1100, message="invalid parameter")))
+        with pytest.raises(MilvusException):
+            m.upsert("c", ["b"], np.ones((1, 4)), [{}])
+        monkeypatch.undo()
+        assert m.count("c") == 1
+    finally:
+        m.close()
