@@ -67,7 +67,7 @@ def summarize(probs: np.ndarray, true_labels: ArrayLike, classes: Sequence[str],
             "balanced_accuracy": float(np.mean(recalls)), "per_class": rows, "confusion": confusion.tolist()}
 
 
-def calibration(probs: np.ndarray, labels: Sequence[int], n_bins: int = 15) -> dict:
+def calibration(probs: np.ndarray, labels: ArrayLike, n_bins: int = 15) -> dict:
     """Expected calibration error and the reliability bins (count, accuracy, mean confidence per bin)."""
     p = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
