@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import yaml
 from PIL import Image
 
 from tests.families import build
@@ -120,6 +121,9 @@ def test_hf_text_model_imported_packed_and_served_offline_from_the_bento(bento_w
     subprocess.run([sys.executable, "-m", "bentoml", "import", str(archive)], env=env, check=True, capture_output=True,
                    timeout=300)
     (bento,) = [p for p in (home / "bentos" / "zest").iterdir() if p.is_dir()]
+    # the image's step before BentoML copies src in: zest's subpackage links (service/image.py)
+    for command in yaml.safe_load((bento / "bento.yaml").read_text())["image"]["post_commands"]:
+        subprocess.run(["sh", "-c", command], cwd=bento, check=True, timeout=60)
     empty_hf = tmp_path / "empty-hf-home"
     empty_hf.mkdir()
     srv = Server({"BENTOML_HOME": str(home), "ZEST_MODEL": tag, "ZEST_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
