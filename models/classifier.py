@@ -13,7 +13,7 @@ from ..prompts import TemplateSet
 from .class_cache import ClassEmbeddingCache, text_tower_fingerprint
 from .errors import InvalidInput
 from .limits import check_chars, check_count
-from .zero_shot import class_embeddings, top_k, zero_shot_probs
+from .zero_shot import Scoring, class_embeddings, scoring_of, top_k, zero_shot_probs
 
 _SPACES = re.compile(r"\s+")
 
@@ -53,10 +53,12 @@ class ZeroShotClassifier:
 
     def __init__(self, encode_texts: Callable[[list[str]], np.ndarray], model_id: str, logit_scale: float,
                  cache_bytes: int = 256 * 2**20, cache_dir: str | Path | None = None,
-                 cache_observer: Callable[[int, int, int, int], None] | None = None):
+                 cache_observer: Callable[[int, int, int, int], None] | None = None,
+                 logit_bias: float | None = None):
         self.encode_texts = encode_texts
         self.model_id = model_id
         self.logit_scale = float(logit_scale)
+        self.logit_bias = None if logit_bias is None else float(logit_bias)  # set: sigmoid scoring (SigLIP)
         self._cache_bytes = cache_bytes
         self._cache_dir = cache_dir
         self._cache_observer = cache_observer
@@ -68,7 +70,11 @@ class ZeroShotClassifier:
     def from_encoder(cls, encoder, cache_bytes: int = 256 * 2**20,
                      cache_dir: str | Path | None = None) -> ZeroShotClassifier:
         return cls(encoder.encode_texts, encoder.model_id, encoder.logit_scale, cache_bytes=cache_bytes,
-                   cache_dir=cache_dir)
+                   cache_dir=cache_dir, logit_bias=getattr(encoder, "logit_bias", None))
+
+    @property
+    def scoring(self) -> Scoring:
+        return scoring_of(self.logit_bias)
 
     @property
     def cache(self) -> ClassEmbeddingCache:
@@ -99,11 +105,32 @@ class ZeroShotClassifier:
 
     def probabilities(self, image_features: np.ndarray, labels: Sequence[str],
                       templates: TemplateSet) -> np.ndarray:
-        return zero_shot_probs(image_features, self.class_embeddings(labels, templates), self.logit_scale)
+        """The model's own probabilities (its `scoring`), (n_images, n_labels) in label order."""
+        return zero_shot_probs(image_features, self.class_embeddings(labels, templates), self.logit_scale,
+                               self.logit_bias)
 
     def predict(self, image_features: np.ndarray, labels: Sequence[str], templates: TemplateSet,
-                k: int = 5) -> list[list[tuple[str, float]]]:
-        """Top-k (label, probability) per image, most probable first."""
+                k: int = 5, threshold: float | None = None) -> list[list[tuple[str, float]]]:
+        """Top-k (label, probability) per image, most probable first; with `threshold` (sigmoid scoring only),
+        only the labels whose probability is at least it."""
         if k < 1:
             raise InvalidInput("top_k must be at least 1")
-        return top_k(self.probabilities(image_features, labels, templates), list(labels), k)
+        threshold = check_threshold(threshold, self.scoring)
+        predictions = top_k(self.probabilities(image_features, labels, templates), list(labels), k)
+        if threshold is None:
+            return predictions
+        return [[(label, p) for label, p in row if p >= threshold] for row in predictions]
+
+
+def check_threshold(threshold: object, scoring: Scoring) -> float | None:
+    """`threshold` as a float (None stays None), or InvalidInput unless it is a probability in [0, 1] and the
+    model's scoring is sigmoid."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise InvalidInput("threshold must be a number between 0 and 1")
+    if scoring != "sigmoid":
+        raise InvalidInput("threshold needs a model with per-label (sigmoid) probabilities, such as SigLIP; this "
+                           "model's scoring is softmax: its probabilities are shared out among the labels given and "
+                           "sum to 1, so no threshold on them means 'none of these'. Leave threshold out and use top_k")
+    return float(threshold)

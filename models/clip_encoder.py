@@ -20,6 +20,7 @@ from .images import to_rgb
 from .loaded import LoadedClip
 from .runtimes import AUTO, FidelityReport, Towers, check_fidelity, get_runtime
 from .text_tower import content_lengths, pad_token_id
+from .zero_shot import Scoring, scoring_of
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,16 @@ class ClipEncoder:
         if self.model is None:
             return self._kept[0]
         return float(self.model.logit_scale.detach().exp().float().cpu().reshape(-1)[0])
+
+    @property
+    def logit_bias(self) -> float | None:
+        """The learned logit bias of a sigmoid-loss model (SigLIP), None for a softmax one (models/zero_shot.py)."""
+        bias = getattr(self.model, "logit_bias", None)
+        return None if bias is None else float(bias.detach().float().cpu().reshape(-1)[0])
+
+    @property
+    def scoring(self) -> Scoring:
+        return scoring_of(self.logit_bias)
 
     @property
     def context_length(self) -> int:

@@ -100,6 +100,47 @@ def hub_file(spec_id: str, repo_id: str, filenames: Sequence[str], revision: str
                          f"{', '.join(filenames)}")
 
 
+def hub_directory(spec_id: str, repo_id: str, required: Sequence[str], optional: Sequence[str] = (),
+                  revision: str | None = None) -> str:
+    """The snapshot directory of `repo_id` holding the first of `required` it has and every other one of
+    `required` and `optional` it has (downloaded, or from the cache when the hub cannot be reached): a tokenizer's files, which
+    `from_pretrained(directory)` then reads with no network. `ModelLoadError` as `hub_file`."""
+    from pathlib import Path
+
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError
+
+    first = Path(hub_file(spec_id, repo_id, required, revision))
+    directory = first.parent
+    online = not constants.HF_HUB_OFFLINE and _answers(repo_id, first.name, revision)
+    for filename in [f for f in (*required, *optional) if f != first.name]:
+        if online:
+            try:
+                path: str | None = hf_hub_download(repo_id, filename, revision=revision)
+            except EntryNotFoundError:
+                continue
+            except Exception as exc:  # the hub answered a moment ago and now fails
+                raise ModelLoadError(f"cannot load model '{spec_id}': downloading {repo_id}/{filename} from "
+                                     f"{endpoint()} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        else:
+            path = _cached(repo_id, filename, revision)
+        if path is not None and Path(path).parent != directory:
+            raise ModelLoadError(f"cannot load model '{spec_id}': the cached files of {repo_id} come from different "
+                                 f"revisions ({directory.name}, {Path(path).parent.name}); download it again")
+    return str(directory)
+
+
+def _answers(repo_id: str, filename: str, revision: str | None) -> bool:
+    """Whether the hub answers a HEAD for a file it has (one request, no retries)."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception:  # noqa: BLE001 - unreachable, or not serving: the cache decides
+        return False
+    return True
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -1,8 +1,14 @@
-"""The zero-shot head: pure functions over normalised features (no model, no state)."""
+"""The zero-shot head: pure functions over normalised features (no model, no state).
+
+A model's *scoring* is how its logits become probabilities, as it was trained: "softmax" over the labels for
+contrastive (InfoNCE) models such as OpenAI CLIP, "sigmoid" per label for models trained with the sigmoid
+loss (SigLIP, SigLIP 2), which carry a learned `logit_bias` (open_clip `CLIP.get_logits`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -28,10 +34,32 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def zero_shot_probs(image_features: np.ndarray, class_emb: np.ndarray, logit_scale: float) -> np.ndarray:
-    """softmax(logit_scale · image · classesᵀ), shape (n_images, n_classes)."""
-    logits = logit_scale * (image_features.astype(np.float32) @ class_emb.T.astype(np.float32))
-    return softmax(logits.astype(np.float64)).astype(np.float32)
+Scoring = Literal["softmax", "sigmoid"]
+
+
+def scoring_of(logit_bias: float | None) -> Scoring:
+    """A model with a learned logit bias was trained with the sigmoid loss: its probabilities are per label."""
+    return "softmax" if logit_bias is None else "sigmoid"
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * logits))  # exact, and no overflow warning for large |logits|
+
+
+def zero_shot_logits(image_features: np.ndarray, class_emb: np.ndarray, logit_scale: float,
+                     logit_bias: float | None = None) -> np.ndarray:
+    """open_clip's image logits: logit_scale · image · classesᵀ (+ logit_bias), float64 (n_images, n_classes)."""
+    logits = logit_scale * (image_features.astype(np.float64) @ class_emb.T.astype(np.float64))
+    return logits if logit_bias is None else logits + float(logit_bias)
+
+
+def zero_shot_probs(image_features: np.ndarray, class_emb: np.ndarray, logit_scale: float,
+                    logit_bias: float | None = None) -> np.ndarray:
+    """The model's own probabilities, (n_images, n_classes): softmax over the labels of the logits, or for a
+    model with a logit bias, sigmoid(logit_scale · sim + logit_bias) per label (these need not sum to 1)."""
+    logits = zero_shot_logits(image_features, class_emb, logit_scale, logit_bias)
+    probs = softmax(logits) if logit_bias is None else sigmoid(logits)
+    return probs.astype(np.float32)
 
 
 def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> list[list[tuple[str, float]]]:

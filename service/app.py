@@ -196,12 +196,13 @@ class Zest:
         (`images` files + the other fields) or JSON; `top_k` labels per image."""
         raw, fields = await read_images_and_fields(request, self.settings, ClassifyRequest)
         if isinstance(fields, dict):
-            fields = only_fields(fields, {"labels", "templates", "top_k", "head"})
-            labels, templates, top_k = fields.get("labels"), fields.get("templates"), fields.get("top_k", 5)
-            head = fields.get("head")
+            fields = only_fields(fields, {"labels", "templates", "top_k", "head", "threshold"})
+            labels, templates, top_k = fields.get("labels"), fields.get("templates"), fields.get("top_k")
+            head, threshold = fields.get("head"), fields.get("threshold")
         else:
             labels, templates, top_k, head = fields.labels, fields.templates, fields.top_k, fields.head
-        return await self._respond(lambda p: p.classify(raw, labels, templates, top_k, head=head))
+            threshold = fields.threshold
+        return await self._respond(lambda p: p.classify(raw, labels, templates, top_k, head=head, threshold=threshold))
 
     @app.get("/heads", response_model=HeadsResponse)
     async def list_heads(self):

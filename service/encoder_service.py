@@ -75,7 +75,7 @@ class ClipEncoderService:
         e = EncoderInfo.of(self.encoder)
         return {"model_id": e.model_id, "dim": e.dim, "logit_scale": e.logit_scale,
                 "context_length": e.context_length, "preprocess_cfg": e.preprocess_cfg, "runtime": e.runtime,
-                "device": e.device}
+                "device": e.device, "logit_bias": e.logit_bias}
 
     @bentoml.api
     def runtime(self) -> dict:

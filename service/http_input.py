@@ -100,7 +100,7 @@ def json_images(images: list[str | ImageRef]) -> list[RawImage]:
 
 def _form_field(key: str, value: Any) -> Any:
     """A multipart text field. `labels`/`templates`: a JSON list if it starts with '[', else text
-    (labels comma-separated, templates a set name); `top_k`: an integer."""
+    (labels comma-separated, templates a set name); `top_k`: an integer; `threshold`: a number."""
     if not isinstance(value, str):
         raise InvalidInput(f"field {key!r} must be text, got a file")
     text = value.strip()
@@ -116,6 +116,11 @@ def _form_field(key: str, value: Any) -> Any:
             return int(text)
         except ValueError:
             raise InvalidInput("top_k must be an integer >= 1") from None
+    if key == "threshold":
+        try:
+            return float(text)
+        except ValueError:
+            raise InvalidInput("threshold must be a number between 0 and 1") from None
     return value
 
 

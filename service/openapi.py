@@ -75,8 +75,9 @@ def form_schema(model: type[BaseModel], files_field: str = "images", notes: dict
         if name == files_field:
             properties[name] = {**FILES, "description": "image files (repeat the field for several)"}
             continue
-        is_int = prop.get("type") == "integer" or any(p.get("type") == "integer" for p in prop.get("anyOf", []))
-        field = {"type": "integer"} if is_int else {"type": "string"}
+        types = {prop.get("type")} | {p.get("type") for p in prop.get("anyOf", [])}
+        field = {"type": "integer"} if "integer" in types else {"type": "number"} if "number" in types else \
+            {"type": "string"}
         note = (notes or {}).get(name) or prop.get("description", "")
         if note:
             field["description"] = note

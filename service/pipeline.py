@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..models.classifier import ZeroShotClassifier, clean_labels
+from ..models.classifier import ZeroShotClassifier, check_threshold, clean_labels
 from ..models.errors import InvalidInput
 from ..models.heads import Heads
 from ..models.images import decode_image, to_rgb
@@ -32,6 +32,8 @@ from .schemas import (
     TemplatesUsed,
 )
 from .settings import Settings
+
+DEFAULT_TOP_K = 5
 
 
 @dataclass
@@ -52,11 +54,13 @@ class EncoderInfo:
     preprocess_cfg: dict
     runtime: str = ""  # what the encoder runs on, for GET /info
     device: str = ""
+    logit_bias: float | None = None  # set for sigmoid-loss models (SigLIP): their scoring is per-label sigmoid
 
     @classmethod
     def of(cls, encoder) -> EncoderInfo:
         return cls(encoder.model_id, encoder.dim, encoder.logit_scale, encoder.context_length,
-                   dict(encoder.preprocess_cfg), str(encoder.runtime), str(encoder.device))
+                   dict(encoder.preprocess_cfg), str(encoder.runtime), str(encoder.device),
+                   getattr(encoder, "logit_bias", None))
 
 
 class ClipPipeline:
@@ -72,7 +76,7 @@ class ClipPipeline:
         self.classifier = ZeroShotClassifier(encode_texts, info.model_id, info.logit_scale,
                                              cache_bytes=settings.class_cache_mb * 2**20,
                                              cache_dir=Path(settings.data_dir).expanduser() / "class-cache",
-                                             cache_observer=observe_class_cache)
+                                             cache_observer=observe_class_cache, logit_bias=info.logit_bias)
 
     # -- inputs ---------------------------------------------------------------------------
     def load_images(self, raw: Sequence[RawImage]) -> list[Image.Image]:
@@ -119,25 +123,31 @@ class ClipPipeline:
         return EmbedResponse(model=self.info.model_id, dim=self.info.dim, embeddings=np.asarray(feats).tolist())
 
     def classify(self, raw: Sequence[RawImage], labels: object, templates: str | list[str] | None,
-                 top_k: object = 5, head: object = None) -> ClassifyResponse:
+                 top_k: object = None, head: object = None, threshold: object = None) -> ClassifyResponse:
+        """`top_k`: None is 5, or with `threshold` every label that clears it."""
         s = self.settings
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise InvalidInput("top_k must be an integer >= 1")
         if head is not None:
-            return self.classify_with_head(raw, head, labels, templates, top_k)
+            if threshold is not None:
+                raise InvalidInput("threshold does not apply to a head: an adapted head's scoring is softmax")
+            return self.classify_with_head(raw, head, labels, templates, top_k or DEFAULT_TOP_K)
         if labels is None:
             raise InvalidInput("labels is missing: give class names, or head=NAME for an adapted head (GET /heads)")
         labels = clean_labels(labels, s.max_labels, s.max_label_chars)
+        cutoff = check_threshold(threshold, self.classifier.scoring)
+        k = top_k if top_k is not None else (len(labels) if threshold is not None else DEFAULT_TOP_K)
         template_set = self.resolve_templates(templates)
         images = self.load_images(raw)  # validate everything before any model work
         feats = np.asarray(self.encode_pixels(self.pixels(images)), dtype=np.float32)
-        predictions = self.classifier.predict(feats, labels, template_set, k=top_k)
+        predictions = self.classifier.predict(feats, labels, template_set, k=k, threshold=cutoff)
         results = [
             ImageResult(image=item.name, predictions=[Prediction(label=l, probability=p) for l, p in preds])
             for item, preds in zip(raw, predictions)
         ]
-        return ClassifyResponse(model=self.info.model_id,
+        return ClassifyResponse(model=self.info.model_id, scoring=self.classifier.scoring,
                                 templates=TemplatesUsed(name=template_set.name, count=len(template_set.templates)),
+                                threshold=cutoff,
                                 results=results)
 
     # -- adapted heads --------------------------------------------------------------------
@@ -154,7 +164,7 @@ class ClipPipeline:
             ImageResult(image=item.name, predictions=[Prediction(label=l, probability=p) for l, p in preds])
             for item, preds in zip(raw, head.predict(feats, k=top_k))
         ]
-        return ClassifyResponse(model=self.info.model_id, head=head.name, results=results)
+        return ClassifyResponse(model=self.info.model_id, scoring="softmax", head=head.name, results=results)
 
     def list_heads(self) -> HeadsResponse:
         heads = []

@@ -33,9 +33,14 @@ class ClassifyRequest(BaseModel):
     labels: list[str] | None = Field(None, description="class names (required unless `head` is given)")
     templates: str | list[str] | None = Field(
         None, description="a shipped template set name, or a list of templates with one {} each")
-    top_k: int = Field(5, description="labels returned per image", json_schema_extra=POSITIVE)
+    top_k: int | None = Field(None, description="labels returned per image (default 5; with `threshold`, every "
+                                                "label that clears it)", json_schema_extra=POSITIVE)
     head: str | None = Field(None, description="classify with this adapted head (GET /heads) instead of zero-shot: "
                                               "its classes are the labels; labels and templates are not given")
+    threshold: float | None = Field(
+        None, description="return only labels whose probability is at least this (0 to 1): 'none of these' when no "
+                          "label clears it. Only for models whose scoring is sigmoid (SigLIP): their probabilities "
+                          "are per label. A softmax model answers 400", json_schema_extra={"minimum": 0, "maximum": 1})
 
 
 class EmbedImageRequest(BaseModel):
@@ -66,8 +71,14 @@ class TemplatesUsed(BaseModel):
 
 class ClassifyResponse(BaseModel):
     model: str
+    scoring: Literal["softmax", "sigmoid"] = Field(
+        ..., description="how the probabilities were made: `softmax` over the labels given (they sum to 1; CLIP "
+                         "families, and adapted heads), or `sigmoid`: each label's own probability, "
+                         "sigmoid(logit_scale * similarity + logit_bias), independent of the other labels (SigLIP "
+                         "families, whose models carry a logit_bias)")
     templates: TemplatesUsed | None = Field(None, description="the templates used (null with a head)")
     head: str | None = Field(None, description="the adapted head used, if any")
+    threshold: float | None = Field(None, description="the threshold applied, if any")
     results: list[ImageResult]
 
 

@@ -90,7 +90,12 @@ def test_the_served_openapi_declares_a_request_body_on_every_post(server):
         assert images["type"] == "array" and images["items"]["format"] == "binary"
     classify = doc["components"]["schemas"]["ClassifyRequest"]
     assert classify["required"] == ["images"]  # labels, unless an adapted `head` is named instead
-    assert {"labels", "head", "templates", "top_k"} <= set(classify["properties"])
+    assert {"labels", "head", "templates", "top_k", "threshold"} <= set(classify["properties"])
+    scoring = doc["components"]["schemas"]["ClassifyResponse"]["properties"]["scoring"]
+    assert scoring["enum"] == ["softmax", "sigmoid"] and "logit_bias" in scoring["description"]
+    form = doc["paths"]["/classify"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["properties"]["threshold"]["type"] == "number" and "sigmoid" in form["properties"]["threshold"][
+        "description"]
     # every operation: its success, the one error model for its errors, never the 422 zest does not send
     for method, path, op in operations:
         responses = op["responses"]

@@ -54,6 +54,7 @@ def test_classify_multipart(server):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["templates"] == {"name": "imagenet", "count": 80}
+    assert body["scoring"] == "softmax" and body["threshold"] is None  # a CLIP: shared-out probabilities
     assert body["model"].startswith("local-dir:")
     assert [res["image"] for res in body["results"]] == ["red.png", "blue.png"]
     for res in body["results"]:
@@ -125,6 +126,7 @@ BAD_JSON_BODIES = {
     "format injection": ({"templates": ["{0.__class__}"]}, 400, "bare {}"),
     "unknown template set": ({"templates": "nope"}, 404, "unknown template set"),
     "top_k zero": ({"top_k": 0}, 400, "top_k"),
+    "threshold on a softmax model": ({"threshold": 0.5}, 400, "scoring is softmax"),
     "too many images": ({"images": [b64(png())] * 5}, 413, "limit of 4"),
     "no images": ({"images": []}, 400, "no images"),
     "url without allowlist": ({"images": [{"url": "http://127.0.0.1:9/x.png"}]}, 400, "not fetched"),

@@ -90,7 +90,7 @@ def test_adapt_on_words_the_model_never_saw(tmp_path, capsys):
     after `zest adapt` >= 90 % where zero-shot is far below; on canonical labels not worse than zero-shot."""
     root = _scene_folder(tmp_path / "shapes", synonyms=True)
     cache = tmp_path / "cache"
-    syn = _adapt(capsys, root, "crimson-shapes", tmp_path / "syn-head", cache)
+    syn = _adapt(capsys, root, "crimson-shapes", tmp_path / "syn-head", cache, "--no-refit")
     held = syn["heldout"]
     assert syn["n_classes"] == 12 and syn["n_images"] == 192 and syn["n_heldout"] == 48  # 4 per class
     assert "crimson ring" in syn["classes"] and syn["method"] == "tip-adapter"
@@ -105,6 +105,24 @@ def test_adapt_on_words_the_model_never_saw(tmp_path, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["excluded_training_images"] == 144 and evaluated["n_images"] == 48
     assert evaluated["top1"] == held["adapted"]["top1"]
+
+    assert syn["refit"] == {"on_all_images": False, "images": 144, "cache_size": 144}
+
+    # the default: the method and settings chosen on the 75 % are refit on every labelled image
+    full = _adapt(capsys, root, "crimson-shapes", tmp_path / "full-head", cache)
+    assert full["heldout"] == syn["heldout"] and full["params"] == syn["params"]  # measured and chosen as before
+    assert full["refit"] == {"on_all_images": True, "images": 192, "cache_size": 192}
+    refit = load_head(tmp_path / "full-head")
+    assert refit.summary()["cache_size"] == 192 and len(refit.meta["train_images"]) == 192
+    assert refit.meta["metrics"]["fit_images"] == 192 and refit.meta["metrics"]["refit_on_all"] is True
+    assert (refit.alpha, refit.beta) == (head.alpha, head.beta)
+    text = main(["adapt", str(root), "--name", "crimson-shapes", "--model", "zest-tiny", "--device", "cpu", "--out",
+                 str(tmp_path / "full-head-2"), "--no-store", "--no-progress", "--cache-dir", str(cache)])
+    assert text == 0 and "refit on all 192 labelled images (cache 192)" in capsys.readouterr().out
+    # and zest eval refuses to measure it on the images it was fit on
+    assert main(["eval", str(root), "--head", str(tmp_path / "full-head"), "--no-compare", "--no-progress",
+                 "--device", "cpu", "--cache-dir", str(cache), "--out", str(tmp_path / "eval-full")]) == 2
+    assert "was used to fit head 'crimson-shapes'" in capsys.readouterr().err
 
     write_names(root, synonyms=False)  # the same images, canonical names
     can = _adapt(capsys, root, "shapes", tmp_path / "can-head", cache, "--compare")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from fractions import Fraction
 
@@ -14,8 +15,8 @@ from zest.models.errors import InvalidInput
 from zest.training.vision.data import holdout_split, load_image_folder
 from zest.training.vision.evaluate import evaluate_folder, write_outputs
 from zest.training.vision.features import FeatureCache
-from zest.training.vision.metrics import summarize
-from zest.training.vision.report import format_eval, read_confusion
+from zest.training.vision.metrics import calibration, summarize
+from zest.training.vision.report import format_eval, read_confusion, read_reliability
 
 COLOURS = {"red": (230, 20, 20), "green": (20, 200, 30), "blue": (20, 30, 230)}
 
@@ -121,6 +122,19 @@ def test_top_k_and_ties_by_hand():
     assert [r["precision"] for r in s["per_class"]] == [0.0, None, 1.0]  # b never predicted: undefined
 
 
+def test_calibration_error_by_hand():
+    # confidences (top-1 probability) and whether top-1 is right: 0.9 yes, 0.6 no, 0.7 yes, 0.55 yes, 0.5 yes (a tie
+    # goes to class 0, the true one). 4 bins (lo, hi]: (0.75, 1] {0.9}, (0.5, 0.75] {0.6, 0.7, 0.55}, (0.25, 0.5] {0.5}
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55], [0.5, 0.5]])
+    c = calibration(probs, [0, 1, 1, 1, 0], n_bins=4)
+    assert [b["count"] for b in c["bins"]] == [0, 1, 3, 1]
+    assert c["bins"][2]["accuracy"] == pytest.approx(2 / 3) and c["bins"][2]["confidence"] == pytest.approx(1.85 / 3)
+    # 1/5 |1 - 0.9| + 3/5 |2/3 - 1.85/3| + 1/5 |1 - 0.5|
+    assert c["ece"] == pytest.approx(0.02 + 0.03 + 0.1)
+    assert calibration(np.array([[1.0, 0.0]]), [0])["ece"] == 0.0  # sure and right: perfectly calibrated
+    assert calibration(np.zeros((0, 2)), [])["ece"] is None
+
+
 def test_report_files_show_the_right_counts(tiny_folder, tmp_path):
     folder = load_image_folder(tiny_folder)
     report = evaluate_folder(folder, ColourEncoder(), templates="photo", compare=False, progress=False)
@@ -184,6 +198,19 @@ def test_cli_eval_with_zest_tiny(tmp_path, capsys):
     assert report["model"] == "zest-tiny" and report["classes"] == ["blue square", "green triangle", "red circle"]
     assert report["n_images"] == 9 and report["top1"] >= 8 / 9
     assert [s["path"] for s in report["skipped"]] == ["red_circle/truncated.jpg"]
-    assert all((out / f).is_file() for f in ("report.json", "confusion.png", "failures.html"))
+    assert all((out / f).is_file() for f in ("report.json", "confusion.png", "reliability.png", "failures.html"))
+    # the calibration error, by hand from the per-image top-1 probabilities: 15 bins (lo, hi]
+    conf = [p["top3"][0][1] for p in report["predictions"]]
+    right = [p["top3"][0][0] == p["true"] for p in report["predictions"]]
+    bins: dict[int, list[int]] = {}
+    for i, c in enumerate(conf):
+        bins.setdefault(max(0, math.ceil(c * 15) - 1), []).append(i)
+    ece = sum(len(ix) / len(conf) * abs(np.mean([right[i] for i in ix]) - np.mean([conf[i] for i in ix]))
+              for ix in bins.values())
+    assert report["scoring"] == "softmax" and report["calibration"]["ece"] == pytest.approx(ece, abs=1e-9)
+    assert read_reliability(out / "reliability.png") == report["calibration"]  # the PNG shows these bins
+    assert main(["eval", str(root), "--model", "zest-tiny", "--device", "cpu", "--templates", "photo", "--no-compare",
+                 "--no-progress", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "again")]) == 0
+    assert f"expected calibration error {report['calibration']['ece']:.3f}" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "missing")]) == 2
     assert "not a directory" in capsys.readouterr().err

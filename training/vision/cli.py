@@ -128,6 +128,8 @@ def adapt_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the CV folds (default 0)")
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS,
                    help=f"cross-validation folds on the training part (default {DEFAULT_FOLDS})")
+    p.add_argument("--no-refit", action="store_true", help="save the head fit on the training part only (default: "
+                   "once the method and its settings are chosen, refit them on every labelled image)")
     p.add_argument("--out", default=None, help="also write the head to this directory")
     p.add_argument("--no-store", action="store_true", help="do not save to the BentoML model store (needs --out)")
     return p
@@ -151,6 +153,11 @@ def format_adapt(r: dict) -> str:
             [f"adapted ({r['method']})", pct(h["adapted"]["top1"]), pct(h["adapted"]["top5"])]]
     rows += [[f"  {m}", pct(v["top1"]), pct(v["top5"])] for m, v in r.get("compare", {}).items() if m != r["method"]]
     lines.append(table(rows, ["", "top-1", "top-5"]))
+    refit = r.get("refit", {})
+    lines += ["", f"saved head: {r['method']} with the settings above, refit on all {refit['images']} labelled images"
+              + (f" (cache {refit['cache_size']})" if refit.get("cache_size") else "")
+              + "; the held-out numbers above are those of the head fit on the training part" if refit.get("on_all_images")
+              else f"saved head: the one fit on the {r['n_train']} training images (--no-refit)"]
     worst = sorted((c for c in h["per_class"] if c["support"]), key=lambda c: (c["adapted_recall"], c["class"]))[:5]
     if worst and worst[0]["adapted_recall"] < 1:
         lines += ["", "lowest held-out recall: " + ", ".join(
@@ -193,7 +200,7 @@ def adapt_main(argv: list[str] | None = None,
     head, report = adapt_folder(folder, encoder, args.name, method=args.method, templates=args.templates,
                                 holdout=args.holdout, seed=args.seed, folds=args.folds,
                                 cache=_cache(args, encoder), progress=False if args.no_progress else None,
-                                compare=args.compare, batch_size=args.batch_size)
+                                compare=args.compare, batch_size=args.batch_size, refit=not args.no_refit)
     if args.out:
         report["out"] = str(save_head(head, args.out))
     if not args.no_store:

@@ -21,12 +21,13 @@ import numpy as np
 
 from ...models.errors import InvalidInput
 from ...models.heads import Head
-from ...models.zero_shot import softmax
+from ...models.zero_shot import scoring_of, softmax
+from ...models.zero_shot import zero_shot_probs as model_probs
 from ...prompts import list_template_sets, load_template_set
 from .data import ClassInfo, ImageFolder
 from .features import FeatureCache, FolderFeatures, Skipped, folder_features, progress_bar, read_folder
-from .metrics import ranking, summarize
-from .report import draw_confusion, failure_sheet
+from .metrics import calibration, ranking, summarize
+from .report import draw_confusion, draw_reliability, failure_sheet
 
 # ------------------------------------------------------------------------------------------- class texts
 
@@ -55,7 +56,11 @@ class TextEmbeddings:
         return (means / np.linalg.norm(means, axis=1, keepdims=True)).astype(np.float32)
 
 
-def zero_shot_probs(features: np.ndarray, class_emb: np.ndarray, logit_scale: float) -> np.ndarray:
+def zero_shot_probs(features: np.ndarray, class_emb: np.ndarray, logit_scale: float,
+                    logit_bias: float | None = None) -> np.ndarray:
+    """The model's own probabilities: softmax, or per-label sigmoid for a model with a logit bias (SigLIP)."""
+    if logit_bias is not None:
+        return model_probs(features, class_emb, logit_scale, logit_bias).astype(np.float64)
     return softmax(logit_scale * (features.astype(np.float64) @ class_emb.T.astype(np.float64)))
 
 
@@ -75,8 +80,8 @@ def build_report(folder: ImageFolder, classes: Sequence[str], probs: np.ndarray,
     confusions = [{"true": t, "predicted": p, "count": c} for c, t, p in sorted(off, key=lambda x: (-x[0], x[1], x[2]))]
     return {"dir": str(folder.root), **info, "n_classes": len(classes), "classes": list(classes),
             "n_images": s["n_images"], "top1": s["top1"], "top5": s["top5"],
-            "balanced_accuracy": s["balanced_accuracy"], "per_class": s["per_class"], "confusion": s["confusion"],
-            "confusions": confusions, "skipped": [{"path": x.path, "reason": x.reason} for x in skipped],
+            "balanced_accuracy": s["balanced_accuracy"], "calibration": calibration(probs, labels),
+            "per_class": s["per_class"], "confusion": s["confusion"], "confusions": confusions, "skipped": [{"path": x.path, "reason": x.reason} for x in skipped],
             "predictions": predictions}
 
 
@@ -88,11 +93,14 @@ def write_outputs(report: dict, folder: ImageFolder, out_dir: str | Path, n_fail
     title = f"{report['model']} on {folder.root.name} ({how})"
     conf = draw_confusion(report["confusion"], report["classes"], out / "confusion.png",
                           title=f"{title}: top-1 {report['top1'] or 0:.1%}")
+    reliability = draw_reliability(report["calibration"], out / "reliability.png",
+                                   title=f"{title}: {report.get('scoring', 'softmax')} probabilities")
     wrong = [p for p in report["predictions"] if p["top3"] and p["top3"][0][0] != p["true"]]
     wrong.sort(key=lambda p: (-p["top3"][0][1], p["path"]))
     shown = [{**p, "data": (folder.root / p["path"]).read_bytes()} for p in wrong[:n_failures]]
     fail = failure_sheet(shown, out / "failures.html", f"Failures: {title}", len(wrong), report["n_images"])
-    files = {"report_json": str(out / "report.json"), "confusion_png": str(conf), "failures_html": str(fail)}
+    files = {"report_json": str(out / "report.json"), "confusion_png": str(conf),
+             "reliability_png": str(reliability), "failures_html": str(fail)}
     report["files"] = files
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return files
@@ -137,18 +145,24 @@ def evaluate_folder(folder: ImageFolder, encoder, templates: str = "imagenet-sim
     feats = folder_features(folder, encoder, cache=cache, batch_size=batch_size, progress=progress)
     texts = TextEmbeddings(encoder.encode_texts)
     info = {"model": encoder.model_id, "mode": "in-process", "templates": template_set.name,
+            "scoring": "softmax" if head is not None else scoring_of(getattr(encoder, "logit_bias", None)),
             "head": head.name if head else None, "encoded_images": feats.encoded}
     rows = template_comparison(texts, folder.classes, feats, encoder.logit_scale) if compare else []
     info |= {"template_sets": rows, "best_template_set": best_set(rows)}
     if head is None:
         classes = folder.names
         emb = texts.class_embeddings(class_texts(folder.classes, template_set.templates))
-        probs, labels, indices = zero_shot_probs(feats.features, emb, encoder.logit_scale), feats.labels, feats.indices
+        probs = zero_shot_probs(feats.features, emb, encoder.logit_scale, getattr(encoder, "logit_bias", None))
+        labels, indices = feats.labels, feats.indices
     else:
         classes = list(head.classes)
         trained = set(head.meta.get("train_images", ()))
         keep = np.array([d not in trained for d in feats.digests], dtype=bool)
         info["excluded_training_images"] = int((~keep).sum())
+        if not keep.any():
+            raise InvalidInput(f"every image in {folder.root} was used to fit head {head.name!r} (`zest adapt` refits "
+                               "on all labelled images): evaluate it on other images, or adapt with --no-refit to "
+                               "keep its held-out part unseen")
         labels = head_labels(folder, head)[feats.labels[keep]]
         probs, indices = head.probabilities(feats.features[keep]), feats.indices[keep]
     return build_report(folder, classes, probs, labels, indices, feats.skipped, **info)
@@ -164,6 +178,7 @@ class Remote:
 
         self.url = url.rstrip("/")
         self.batch_size = max(1, batch_size)
+        self.scoring = "softmax"  # what the server's /classify says its probabilities are
         self.client = httpx.Client(timeout=timeout)
 
     def _error(self, r) -> str:
@@ -197,7 +212,7 @@ class Remote:
             if r.status_code != 200:
                 raise InvalidInput(f"{self.url}/classify answered {r.status_code}: {self._error(r)}")
             body = r.json()
-            model = body["model"]
+            model, self.scoring = body["model"], body.get("scoring", "softmax")
             for row, res in zip(probs[i:i + len(batch)], body["results"]):
                 for p in res["predictions"]:
                     row[index[p["label"]]] = p["probability"]
@@ -248,4 +263,5 @@ def evaluate_url(folder: ImageFolder, url: str, templates: str = "imagenet-simpl
             s = summarize(p, labels, names)
             rows.append({"name": ts.name, "count": len(ts.templates), "top1": s["top1"], "top5": s["top5"]})
         info |= {"template_sets": rows, "best_template_set": best_set(rows)}
-    return build_report(folder, classes, probs, labels, indices, skipped, model=model or "unknown", **info)
+    return build_report(folder, classes, probs, labels, indices, skipped, model=model or "unknown",
+                        scoring=remote.scoring, **info)

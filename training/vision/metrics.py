@@ -5,6 +5,11 @@ rows and predicted classes as columns; a class's precision is correct / predicte
 nothing was predicted as it), its recall correct / support (None when it has no images). Top-k counts an
 image as right when its true class is among the k most probable (ties keep class order, like the
 service's top_k).
+
+Calibration (Guo et al., "On Calibration of Modern Neural Networks", 2017): each image's confidence is its
+top-1 probability; images are put in `n_bins` equal-width bins of confidence, (lo, hi] with 0 in the first;
+the expected calibration error is the image-weighted mean over bins of |accuracy - mean confidence|. For a
+sigmoid (SigLIP) model the confidence is the top label's own probability, which is what its scores claim.
 """
 
 from __future__ import annotations
@@ -60,3 +65,27 @@ def summarize(probs: np.ndarray, true_labels: ArrayLike, classes: Sequence[str],
     return {"n_images": n, "top1": float(topk_hits(probs, labels, 1).mean()),
             f"top{k}": float(topk_hits(probs, labels, k).mean()),
             "balanced_accuracy": float(np.mean(recalls)), "per_class": rows, "confusion": confusion.tolist()}
+
+
+def calibration(probs: np.ndarray, labels: ArrayLike, n_bins: int = 15) -> dict:
+    """Expected calibration error and the reliability bins (count, accuracy, mean confidence per bin)."""
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    if len(y) == 0:
+        return {"ece": None, "n_bins": n_bins, "bins": []}
+    confidence = p.max(axis=1)
+    correct = ranking(p)[:, 0] == y
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        inside = which == b
+        count = int(inside.sum())
+        bin_row: dict = {"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count, "accuracy": None,
+                         "confidence": None}
+        if count:
+            accuracy, mean_conf = float(correct[inside].mean()), float(confidence[inside].mean())
+            ece += count / len(y) * abs(accuracy - mean_conf)
+            bin_row |= {"accuracy": accuracy, "confidence": mean_conf}
+        bins.append(bin_row)
+    return {"ece": float(ece), "n_bins": n_bins, "bins": bins}

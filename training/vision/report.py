@@ -1,4 +1,5 @@
-"""What `zest eval` writes for people: the confusion-matrix PNG, the failure sheet and text tables."""
+"""What `zest eval` writes for people: the confusion-matrix and reliability-diagram PNGs, the failure sheet and
+text tables."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 PNG_KEY = "zest:confusion"  # the PNG carries its matrix as a text chunk (machines can read what people see)
+RELIABILITY_KEY = "zest:reliability"  # the reliability PNG carries its bins the same way
 
 
 def draw_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
@@ -60,6 +62,54 @@ def draw_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], p
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, pnginfo=info)
     return path
+
+
+def draw_reliability(calibration: dict, path: str | Path, title: str = "") -> Path:
+    """The reliability diagram: per confidence bin, a bar as high as the bin's accuracy (blue), the diagonal of
+    perfect calibration, and the gap to the bin's mean confidence (red); the ECE in the caption. The bins are
+    also stored in the PNG's `zest:reliability` text chunk."""
+    from PIL.PngImagePlugin import PngInfo
+
+    font = ImageFont.load_default()
+    side, left, top, bottom = 300, 40, 24 if title else 8, 40
+    img = Image.new("RGB", (left + side + 16, top + side + bottom), "white")
+    draw = ImageDraw.Draw(img)
+    if title:
+        draw.text((4, 4), title, fill="black", font=font)
+
+    def xy(conf: float, acc: float) -> tuple[float, float]:
+        return left + conf * side, top + (1 - acc) * side
+
+    for b in calibration["bins"]:
+        if not b["count"]:
+            continue
+        x0, y0 = xy(b["lo"], b["accuracy"])
+        x1, y1 = xy(b["hi"], 0.0)
+        draw.rectangle([x0 + 1, y0, x1 - 1, y1], fill=(90, 130, 220), outline=(40, 70, 160))
+        gy = xy(0, b["confidence"])[1]
+        draw.line([(x0 + 1, gy), (x1 - 1, gy)], fill=(220, 40, 40), width=2)
+    draw.line([xy(0, 0), xy(1, 1)], fill=(120, 120, 120), width=1)
+    draw.rectangle([left, top, left + side, top + side], outline="black")
+    for v in (0.0, 0.5, 1.0):
+        draw.text((xy(v, 0)[0] - 8, top + side + 4), f"{v:.1f}", fill="black", font=font)
+        draw.text((4, xy(0, v)[1] - 5), f"{v:.1f}", fill="black", font=font)
+    ece = calibration.get("ece")
+    caption = "x: confidence (top-1 probability), y: accuracy; red: mean confidence"
+    draw.text((4, top + side + 16), caption, fill=(90, 90, 90), font=font)
+    draw.text((4, top + side + 28), f"ECE {ece:.4f}" if ece is not None else "ECE: no images", fill="black",
+              font=font)
+    info = PngInfo()
+    info.add_text(RELIABILITY_KEY, json.dumps(calibration))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, pnginfo=info)
+    return path
+
+
+def read_reliability(path: str | Path) -> dict:
+    """The calibration (ECE and bins) stored in a PNG written by `draw_reliability`."""
+    with Image.open(path) as img:
+        return json.loads(img.info[RELIABILITY_KEY])
 
 
 def read_confusion(path: str | Path) -> dict:
@@ -125,6 +175,10 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+def _ece(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def num(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -146,7 +200,9 @@ def format_eval(report: dict) -> str:
                 if report.get("excluded_training_images") else ""),
              f"model {report['model']} ({report['mode']}), {how}",
              (f"top-1 {pct(report['top1'])}   top-5 {pct(report['top5'])}   "
-             f"balanced accuracy {pct(report['balanced_accuracy'])}"), ""]
+              f"balanced accuracy {pct(report['balanced_accuracy'])}   "
+              f"expected calibration error {_ece(report.get('calibration', {}).get('ece'))} "
+              f"({report.get('scoring', 'softmax')} probabilities)"), ""]
     lines.append(table([[r["class"], num(r["precision"]), num(r["recall"]), num(r["f1"]), str(r["support"])]
                         for r in report["per_class"]], ["class", "precision", "recall", "f1", "support"]))
     if report.get("template_sets"):
