@@ -108,6 +108,8 @@ class InfoResponse(BaseModel):
     dim: int | None = Field(..., description="its embedding dimension")
     runtime: str | None = Field(..., description="what runs it: torch, onnx, onnx-int8 or int8")
     device: str | None = Field(..., description="where it runs: cpu, cuda, ...")
+    scoring: str | None = Field(None, description="how /classify turns similarities into probabilities: softmax "
+                                                  "over the labels, or sigmoid per label (SigLIP-family models)")
     heads: list[str] = Field(..., description="adapted heads loaded (GET /heads has their details)")
     template_sets: list[str] = Field(..., description="shipped prompt template sets (GET /templates)")
     services: dict[str, bool] = Field(..., description="model service name -> answers its readiness probe now")

@@ -14,5 +14,6 @@ def server_info(pipeline: ClipPipeline | None, services: dict[str, bool], recomm
     info = pipeline.info if pipeline is not None else None
     return InfoResponse(version=__version__, model=info.model_id if info else None, dim=info.dim if info else None,
                         runtime=(info.runtime or None) if info else None, device=(info.device or None) if info else None,
+                        scoring=pipeline.classifier.scoring if pipeline is not None else None,
                         heads=heads, template_sets=[s.name for s in list_template_sets()], services=services,
                         recommender=recommender)

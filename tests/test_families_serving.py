@@ -81,6 +81,7 @@ def test_siglip_from_the_hub_then_from_the_cache_with_the_hub_down(tmp_path):
                 assert r.status_code == 200, r.text
                 kept = {p["label"] for p in r.json()["results"][0]["predictions"]}
                 assert kept == {label for label, p in zip(LABELS, expected[0]) if p >= cut}
+                assert requests.get(f"{srv.url}/info", timeout=30).json()["scoring"] == "sigmoid"
             finally:
                 srv.stop()
             if phase == "download":
