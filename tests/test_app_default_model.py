@@ -3,12 +3,11 @@ HTTP, and the shipped ZESRec model recommends from descriptions."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import requests
 from PIL import Image, ImageDraw
 
+from tests.images import encode
 from tests.server import Server
 from zest.training.embedded import scenes as S
 
@@ -27,12 +26,6 @@ def server(tmp_path_factory):
         srv.stop()
 
 
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 def _classify(server, images: list[bytes]) -> list[str]:
     files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
     r = requests.post(f"{server.url}/classify", files=files, timeout=120,
@@ -45,7 +38,7 @@ def _classify(server, images: list[bytes]) -> list[str]:
 def test_held_out_combinations_over_http(server):
     scenes = S.make_scenes(seed=99, n=16, split="heldout", stream=S.STREAM_EVAL_HELDOUT)
     truth = [f"{sc.spec.combo[0]} {sc.spec.combo[1]}" for sc in scenes]
-    got = _classify(server, [_png(sc.image) for sc in scenes])
+    got = _classify(server, [encode(sc.image) for sc in scenes])
     correct = sum(g == t for g, t in zip(got, truth))
     assert correct >= 14, list(zip(truth, got))  # the floor is 95 %; 14/16 leaves room for sampling
 
@@ -62,7 +55,7 @@ def test_shapes_from_another_renderer(server):
     for draw in drawings.values():
         img = Image.new("RGB", (200, 200), "white")
         draw(ImageDraw.Draw(img))
-        images.append(_png(img))
+        images.append(encode(img))
     got = _classify(server, images)
     assert got == list(drawings), got
 

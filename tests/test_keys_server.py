@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import io
 import threading
 import time
 
 import pytest
 import requests
-from PIL import Image
 
+from tests.images import png
 from tests.server import start_server
 
 SECRETS = {"admin": "srv-admin-71f3", "writer": "srv-writer-c40e", "reader": "srv-reader-9ab2",
@@ -31,15 +30,9 @@ LEVEL = {"read": 1, "write": 2, "admin": 3}
 KEYS = {"admin": ("admin", None), "writer": ("write", None), "reader": ("read", None), "tenant": ("write", {"alpha"})}
 
 
-def png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), "blue").save(buf, "PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def image_server():
-    body = png()
+    body = png("blue", (32, 32))
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):

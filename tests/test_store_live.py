@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from tests.faults import limited_server
+from tests.images import b64, png
 from tests.server import ROOT, Server, free_port, start_server
 from tests.test_app_store import wait_port
 from zest.service.cli import main as zest_main
@@ -181,7 +182,7 @@ def test_full_disk_refuses_writes_keeps_reads_and_recovers(tiny_checkpoint, rec_
         r = post("/recommend", {"history": ["m2"], "k": 5})
         assert r.status_code == 200 and [i["id"] for i in r.json()["items"]] == ["m1"]
         assert post("/classify", {"labels": ["novel label one", "novel label two"],
-                                  "images": [_png_b64()]}).status_code == 200  # its cache cannot write: still 200
+                                  "images": [b64(png("red", (32, 32)))]}).status_code == 200  # its cache: unwritable
         assert post("/embed/text", {"texts": ["hello"]}).status_code == 200
 
         filler.unlink()  # space returns: the same writes succeed
@@ -203,17 +204,6 @@ def test_full_disk_refuses_writes_keeps_reads_and_recovers(tiny_checkpoint, rec_
                 snap.close()
         finally:
             subprocess.run(["umount", "-l", str(disk)], check=False, capture_output=True, timeout=30)
-
-
-def _png_b64() -> str:
-    import base64
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), "red").save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def test_write_refused_by_file_size_limit(tmp_path):
