@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.images import png
-from tests.server import start_server
+from tests.server import running_server
 
 KEYS = ("zest-test-key-one-5f1c", "zest-test-key-two-9a7e")
 AUTH = {"Authorization": f"Bearer {KEYS[0]}"}
@@ -30,11 +30,10 @@ def server(tiny_checkpoint, rec_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("api")
     keys = home / "api-keys"
     keys.write_text(f"# zest API keys\n{KEYS[0]}\n\n{KEYS[1]}\n")
-    srv = start_server(tiny_checkpoint, rec_model_dir, home, ZEST_API_KEYS=str(keys), ZEST_MAX_IMAGES="4",
-                       ZEST_MAX_IMAGE_BYTES="200000", ZEST_MAX_LABELS="20", ZEST_MAX_TEXTS="8",
-                       ZEST_MAX_TEXT_CHARS="2000", ZEST_MAX_REC_ITEMS="10")
-    yield srv
-    srv.stop()
+    with running_server(tiny_checkpoint, rec_model_dir, home, ZEST_API_KEYS=str(keys), ZEST_MAX_IMAGES="4",
+                        ZEST_MAX_IMAGE_BYTES="200000", ZEST_MAX_LABELS="20", ZEST_MAX_TEXTS="8",
+                        ZEST_MAX_TEXT_CHARS="2000", ZEST_MAX_REC_ITEMS="10") as srv:
+        yield srv
 
 
 def get(srv, path, **kw):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import requests
 from PIL import Image
 
 from tests.images import b64, encode, png
-from tests.server import Server, start_server
+from tests.server import Server, running_server
 from zest.models.limits import too_large
 
 SIZE = (48, 48)  # the images these tests send
@@ -20,16 +21,15 @@ LIMITS = {"ZEST_MAX_IMAGES": "4", "ZEST_MAX_IMAGE_BYTES": "200000", "ZEST_MAX_IM
           "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8", "ZEST_MAX_REC_ITEMS": "10"}
 
 
-def start(tiny_checkpoint, rec_model_dir, home, data_dir) -> Server:
-    return start_server(tiny_checkpoint, rec_model_dir, home, ZEST_DATA_DIR=str(data_dir), **LIMITS)
+def start(tiny_checkpoint, rec_model_dir, home, data_dir) -> AbstractContextManager[Server]:
+    return running_server(tiny_checkpoint, rec_model_dir, home, ZEST_DATA_DIR=str(data_dir), **LIMITS)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, rec_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml-home")
-    srv = start(tiny_checkpoint, rec_model_dir, home, home / "data")
-    yield srv
-    srv.stop()
+    with start(tiny_checkpoint, rec_model_dir, home, home / "data") as srv:
+        yield srv
 
 
 def classify_json(server, **body):
@@ -245,8 +245,7 @@ def _classify_labels(server, labels: list[str]) -> None:
 def test_items_and_class_cache_survive_a_restart(tiny_checkpoint, rec_model_dir, tmp_path):
     (tmp_path / "home1").mkdir(), (tmp_path / "home2").mkdir()
     labels = ["cat", "dog", "car", "tree", "boat"]
-    srv = start(tiny_checkpoint, rec_model_dir, tmp_path / "home1", tmp_path / "data")
-    try:
+    with start(tiny_checkpoint, rec_model_dir, tmp_path / "home1", tmp_path / "data") as srv:
         assert requests.post(f"{srv.url}/items", json={"items": ITEMS}, timeout=60).status_code == 200
         bad = requests.post(f"{srv.url}/items", json={"items": [{"id": "m9", "text": "ok"}, {"id": "", "text": "x"}]},
                             timeout=60)
@@ -254,10 +253,7 @@ def test_items_and_class_cache_survive_a_restart(tiny_checkpoint, rec_model_dir,
         before = requests.post(f"{srv.url}/recommend", json={"history": ["m3"], "k": 3}, timeout=60).json()
         _classify_labels(srv, labels)
         assert _metric(srv, "zest_class_cache_misses_total") == len(labels)
-    finally:
-        srv.stop()
-    srv = start(tiny_checkpoint, rec_model_dir, tmp_path / "home2", tmp_path / "data")
-    try:
+    with start(tiny_checkpoint, rec_model_dir, tmp_path / "home2", tmp_path / "data") as srv:
         assert requests.get(f"{srv.url}/items/m1", timeout=10).json()["text"] == ITEMS[0]["text"]
         assert requests.get(f"{srv.url}/items/m9", timeout=10).status_code == 404
         after = requests.post(f"{srv.url}/recommend", json={"history": ["m3"], "k": 3}, timeout=60).json()
@@ -268,5 +264,3 @@ def test_items_and_class_cache_survive_a_restart(tiny_checkpoint, rec_model_dir,
         _classify_labels(srv, labels + ["bicycle"])
         assert _metric(srv, "zest_class_cache_misses_total") == 1
         assert _metric(srv, "zest_class_cache_entries") == len(labels) + 1
-    finally:
-        srv.stop()

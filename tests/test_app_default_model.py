@@ -8,7 +8,7 @@ import requests
 from PIL import Image, ImageDraw
 
 from tests.images import encode
-from tests.server import Server
+from tests.server import Server, serving
 from zest.training.embedded import scenes as S
 
 LABELS = [f"{c} {s}" for c, s in S.ALL_COMBOS]
@@ -17,13 +17,9 @@ LABELS = [f"{c} {s}" for c, s in S.ALL_COMBOS]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml-home")
-    srv = Server({"ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home)},
-                 home / "server.log")  # ZEST_MODEL and ZEST_REC_MODEL unset: the shipped defaults
-    try:
-        srv.wait_ready()
+    with serving(Server({"ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home)},
+                        home / "server.log")) as srv:  # ZEST_MODEL and ZEST_REC_MODEL unset: the shipped defaults
         yield srv
-    finally:
-        srv.stop()
 
 
 def _classify(server, images: list[bytes]) -> list[str]:

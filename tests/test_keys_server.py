@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.images import png
-from tests.server import start_server
+from tests.server import running_server
 
 SECRETS = {"admin": "srv-admin-71f3", "writer": "srv-writer-c40e", "reader": "srv-reader-9ab2",
            "tenant": "srv-tenant-e5d1", "tenant-admin": "srv-tadmin-0c9f", "limited": "srv-limited-3b7a"}
@@ -54,10 +54,9 @@ def image_server():
 def server(tiny_checkpoint, rec_model_dir, tmp_path_factory, image_server):
     home = tmp_path_factory.mktemp("keys-server")
     (home / "keys.yaml").write_text(KEY_FILE)
-    srv = start_server(tiny_checkpoint, rec_model_dir, home, ZEST_API_KEYS=str(home / "keys.yaml"),
-                       ZEST_URL_ALLOWLIST="localhost,127.0.0.1", ZEST_URL_ALLOW_PRIVATE="127.0.0.1")
-    yield srv
-    srv.stop()
+    with running_server(tiny_checkpoint, rec_model_dir, home, ZEST_API_KEYS=str(home / "keys.yaml"),
+                        ZEST_URL_ALLOWLIST="localhost,127.0.0.1", ZEST_URL_ALLOW_PRIVATE="127.0.0.1") as srv:
+        yield srv
 
 
 def req(srv, method: str, path: str, key: str | None, **kw) -> requests.Response:
