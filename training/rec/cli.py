@@ -14,9 +14,9 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -85,7 +85,7 @@ def train_zesrec(catalog: ItemTexts, interactions: Interactions, seed: int = 0, 
         raise InvalidInput("every user has fewer than two interactions; nothing to learn a sequence from")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    n_val = int(round(val_frac * n)) if n >= 20 else 0
+    n_val = round(val_frac * n) if n >= 20 else 0
     val_items = np.sort(perm[:n_val])
     role = np.zeros(n, bool)
     role[val_items] = True
@@ -109,7 +109,7 @@ def train_zesrec(catalog: ItemTexts, interactions: Interactions, seed: int = 0, 
     report: dict = {"items": n, "interactions": len(interactions), "users": interactions.n_users, "seed": seed}
     if val_task is not None and any(len(s) >= 2 for s in train_seqs):
         fr: FitResult = fit(emb, emb, train_seqs, catalogue, mc, tc, val_fn)
-        report.update(val_items=int(n_val), val_users=int(len(val_task.users)), best_epoch=fr.best_epoch,
+        report.update(val_items=int(n_val), val_users=len(val_task.users), best_epoch=fr.best_epoch,
                       **{"val_" + VAL_METRIC: round(fr.best_val, 5)}, early_stopping_seconds=round(fr.seconds, 1))
         epochs = fr.best_epoch
         if refit:
@@ -185,9 +185,19 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="one seed, cold protocol, fewer epochs")
     p.add_argument("--out-md", default=None, help="[benchmarks/results/rec_eval.md] (quick: rec_eval_quick.md)")
     p.add_argument("--out-json", default=None)
+    p.add_argument("--transfer", action="store_true",
+                   help="zero-shot transfer: the --model (trained on --movielens) ranks MovieLens ml-100k, not trained on it")
+    p.add_argument("--model", default=None, help="with --transfer: ZESRec model directory [the shipped checkpoint]")
+    p.add_argument("--data-cache", default=None, help="with --transfer: where recbole's wheel (ml-100k) is kept")
+    p.add_argument("--users", type=int, default=None, help="with --transfer: only the first N ml-100k users")
+    p.add_argument("--no-in-domain", action="store_true", help="with --transfer: skip ZESRec trained on ml-100k")
     _common(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.transfer:
+        from .transfer import transfer_main
+
+        return transfer_main(args, list(argv) if argv is not None else sys.argv[1:])
     seeds = args.seeds or ([3] if args.quick else [3, 4, 5])
     protocols = args.protocols or (["cold"] if args.quick else ["cold", "warm"])
     stem = "rec_eval_quick" if args.quick else "rec_eval"

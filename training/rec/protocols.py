@@ -4,8 +4,8 @@ validation and test tasks (described in zest.training.rec.evaluation's docstring
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -91,6 +91,40 @@ class Task:
     def mean(self, scores: np.ndarray) -> dict[str, float]:
         return {k: float(v.mean()) for k, v in self.metrics(scores).items()}
 
+    def restrict(self, keep: np.ndarray) -> TaskView:
+        """The same task ranked among only the candidates whose item is in ``keep`` (a mask over items);
+        users left without a relevant candidate drop out."""
+        cols = np.flatnonzero(np.asarray(keep, bool)[self.candidates])
+        new_pos = np.full(len(self.candidates), -1, np.int64)
+        new_pos[cols] = np.arange(len(cols))
+        rows, relevant, exclude = [], [], []
+        for r, rel in enumerate(self.relevant):
+            rel2 = new_pos[rel]
+            rel2 = rel2[rel2 >= 0]
+            if len(rel2):
+                rows.append(r)
+                relevant.append(rel2)
+                if self.exclude is not None:
+                    ex = new_pos[self.exclude[r]]
+                    exclude.append(ex[ex >= 0])
+        if not rows:
+            raise InvalidInput("no user has a relevant item among the kept candidates")
+        task = Task(self.users[rows], [self.histories[r] for r in rows], self.candidates[cols], relevant,
+                    exclude if self.exclude is not None else None)
+        return TaskView(np.asarray(rows), cols, task)
+
+
+@dataclass
+class TaskView:
+    """A sub-task of a task: its users ``rows`` and candidate columns ``cols`` (score matrices are sliced)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    task: Task
+
+    def mean(self, scores: np.ndarray) -> dict[str, float]:
+        return self.task.mean(np.asarray(scores)[np.ix_(self.rows, self.cols)])
+
 
 def make_task(hist: dict[int, np.ndarray], targets: dict[int, np.ndarray], candidates: np.ndarray,
               n_items: int, exclude_history: bool) -> Task:
@@ -133,6 +167,14 @@ class Split:
     test: Task
     info: dict = field(default_factory=dict)
     known_counts: np.ndarray | None = None  # per-item counts of every interaction known at test time
+    views: dict[str, TaskView] = field(default_factory=dict)  # extra test columns, e.g. "strict" candidates
+
+    def test_metrics(self, scores: np.ndarray) -> dict[str, float]:
+        """Test metrics of a (test users, test candidates) score matrix, plus ``"<view>:<metric>"`` per view."""
+        out = self.test.mean(scores)
+        for name, view in self.views.items():
+            out.update({f"{name}:{k}": v for k, v in view.mean(scores).items()})
+        return out
 
     @property
     def train_seqs(self) -> list[np.ndarray]:
@@ -151,9 +193,9 @@ def cold_split(data: EvalData, encoder: TextEncoder, seed: int, cold_frac: float
     n = data.n_items
     rng = np.random.default_rng(10_000 + seed)
     perm = rng.permutation(n)
-    n_cold = int(round(cold_frac * n))
+    n_cold = round(cold_frac * n)
     cold, warm = perm[:n_cold], perm[n_cold:]
-    n_val = int(round(val_frac * len(warm)))
+    n_val = round(val_frac * len(warm))
     val_items, train_items = warm[:n_val], warm[n_val:]
     role = np.zeros(n, np.int8)
     role[val_items] = 1
@@ -177,9 +219,9 @@ def cold_split(data: EvalData, encoder: TextEncoder, seed: int, cold_frac: float
     val = make_task(train_seqs, user_targets(inter.subset(r == 1)), np.sort(val_items), n, exclude_history=False)
     test = make_task(warm_seqs, user_targets(inter.subset(r == 2)), np.sort(cold), n, exclude_history=False)
     info = {
-        "items": {"train": int(len(train_items)), "val": int(n_val), "cold": int(n_cold)},
+        "items": {"train": len(train_items), "val": int(n_val), "cold": int(n_cold)},
         "interactions": {"train": int((r == 0).sum()), "val": int((r == 1).sum()), "cold": int((r == 2).sum())},
-        "users": {"train": int(len(train_seqs)), "val": int(len(val.users)), "test": int(len(test.users))},
+        "users": {"train": len(train_seqs), "val": len(val.users), "test": len(test.users)},
         "cold_item_tags": cold_item_tags,
     }
     return Split("cold", seed, input_emb, target_emb, tokens, train, np.sort(train_items), val, test, info)
@@ -213,7 +255,7 @@ def warm_split(data: EvalData, encoder: TextEncoder, seed: int, n_test: int = 5,
     test = make_task(known_seqs, user_targets(inter.subset(role_orig == 2)), all_items, n, exclude_history=True)
     info = {
         "interactions": {"train": int((role == 0).sum()), "val": int((role == 1).sum()), "test": int((role == 2).sum())},
-        "users": {"train": int(len(train_seqs)), "val": int(len(val.users)), "test": int(len(test.users))},
+        "users": {"train": len(train_seqs), "val": len(val.users), "test": len(test.users)},
         "items": {"candidates": int(n)},
     }
     return Split("warm", seed, emb, emb, tokens, train, all_items, val, test, info,
