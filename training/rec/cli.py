@@ -140,12 +140,14 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-rating", type=float, default=None, help="keep interactions with rating >= this")
     p.add_argument("--text-cols", default=None, help="comma-separated item text columns (default: text or all)")
     p.add_argument("--no-refit", action="store_true", help="keep the early-stopped model (trained on 90%% of items)")
+    p.add_argument("--no-tags", action="store_true", help="--movielens: describe items without user tags")
     _common(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         if args.movielens:
             ml = load_movielens(args.movielens, min_rating=args.min_rating)
+            ml = ml.without_tags() if args.no_tags else ml
             catalog, inter = ml.catalog, ml.interactions
         else:
             if not args.items or not args.interactions:
@@ -182,6 +184,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cold-item-tags", choices=["drop", "keep"], default="drop",
                    help="describe cold items without user tags (honest, default) or with them (leaky)")
     p.add_argument("--no-lightfm", action="store_true")
+    p.add_argument("--no-tags", action="store_true", help="describe every item without user tags (train and test)")
     p.add_argument("--quick", action="store_true", help="one seed, cold protocol, fewer epochs")
     p.add_argument("--out-md", default=None, help="[benchmarks/results/rec_eval.md] (quick: rec_eval_quick.md)")
     p.add_argument("--out-json", default=None)
@@ -212,7 +215,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                                      name=Path(args.items).parent.name or "custom")
         else:
             ml = load_movielens(args.movielens or "data/ml-latest-small", min_rating=args.min_rating)
-            data = movielens_eval_data(ml)
+            data = movielens_eval_data(ml.without_tags() if args.no_tags else ml)
         mc, tc = _configs(args)
         results = evaluate(data, _encoder(args), seeds, protocols, mc, tc, lightfm=not args.no_lightfm,
                            cold_item_tags=args.cold_item_tags)

@@ -25,10 +25,10 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class Interactions:
     def n_users(self) -> int:
         return len(self.user_ids)
 
-    def subset(self, mask: np.ndarray) -> "Interactions":
+    def subset(self, mask: np.ndarray) -> Interactions:
         return Interactions(self.user[mask], self.item[mask], self.time[mask], self.user_ids)
 
     def sequences(self) -> dict[int, np.ndarray]:
@@ -147,7 +147,7 @@ def _parse_time(value: str, path, line: int) -> float:
         t = float(v)
     except ValueError:
         try:
-            t = datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+            t = datetime.fromisoformat(v).timestamp()
         except ValueError:
             raise InvalidInput(
                 f"{str(path)!r} line {line}: timestamp {v!r} is neither a number nor an ISO-8601 date"
@@ -311,6 +311,13 @@ class MovieLens:
                     continue
                 per_item[item].append(tag)
         return [movie_text(t, g, tg) for t, g, tg in zip(self.titles, self.genres, per_item)]
+
+    def without_tags(self) -> MovieLens:
+        """The same data with no user tags: item text is title (year) + genres, as for a catalogue without tags."""
+        ml = MovieLens(ItemTexts(list(self.catalog.ids), [""] * len(self.titles)), self.interactions, self.titles,
+                       self.genres, self.years, [], [])
+        ml.catalog.texts = ml.texts(with_tags=False)
+        return ml
 
     def item_tag_tokens(self, exclude_pairs: set[tuple[str, int]] | None = None) -> list[set[str]]:
         out: list[set[str]] = [set() for _ in self.titles]
