@@ -141,3 +141,16 @@ def unseen_titles(target_titles: list[str], source_titles: list[str]) -> np.ndar
         inside = inside or any(f" {a} " in f" {b} " for a in long for b in names)
         out.append(not (keys & names) and not inside)
     return np.asarray(out, bool)
+
+
+def first_users(ml: MovieLens, n_users: int) -> MovieLens:
+    """The first ``n_users`` users (in file order) and only the items they interacted with: a small catalogue."""
+    inter = ml.interactions
+    keep = inter.user < n_users
+    items = np.unique(inter.item[keep])
+    new = np.full(len(ml.catalog), -1, np.int64)
+    new[items] = np.arange(len(items))
+    sub = MovieLens(ItemTexts([ml.catalog.ids[i] for i in items], [ml.catalog.texts[i] for i in items]),
+                    Interactions(inter.user[keep], new[inter.item[keep]], inter.time[keep], inter.user_ids[:n_users]),
+                    [ml.titles[i] for i in items], [ml.genres[i] for i in items], [ml.years[i] for i in items], [], [])
+    return sub

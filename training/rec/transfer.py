@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...models.errors import InvalidInput
 from ...models.rec.model import ZesRecConfig
 from ...models.rec.text import TextEncoder
 from ...models.rec.zesrec import ZesRec
@@ -73,7 +74,7 @@ def bootstrap_std(split: Split, scores: np.ndarray, n: int = 1000, seed: int = 0
         sub = np.asarray(scores)[np.ix_(view.rows, view.cols)]
         per_user.update({f"{name}:{k}": v for k, v in view.task.metrics(sub).items()})
     out = {}
-    for k in REPORTED:
+    for k in (k for k in REPORTED if k in per_user):
         v = per_user[k]
         idx = rng.integers(0, len(v), size=(n, len(v)))
         out[k] = float(v[idx].mean(axis=1).std(ddof=1))
@@ -94,6 +95,10 @@ def zero_shot_rows(model: ZesRec, split: Split, texts_emb: dict[str, np.ndarray]
             out[name] = (MethodResult(split.test_metrics(s), float("nan"), {"trained_on_target": False},
                                       time.perf_counter() - t0), bootstrap_std(split, s))
     return out
+
+
+def _fmt(m: dict[str, float]) -> str:
+    return " ".join(f"{k}={m[k]:.4f}" for k in REPORTED if k in m)
 
 
 def summarize(per_seed: list[dict]) -> dict:
@@ -125,11 +130,15 @@ def transfer_split(target: MovieLens, source_titles: Sequence[str], encoder: Tex
         target = replace(target, interactions=replace(target.interactions.subset(keep),
                                                       user_ids=target.interactions.user_ids[:users]))
     split = warm_split(movielens_eval_data(target), encoder, seed)
-    split.views["strict"] = split.test.restrict(unseen_titles(target.titles, list(source_titles)))
-    strict = split.views["strict"].task
-    split.info["strict"] = {"items": int(unseen_titles(target.titles, list(source_titles)).sum()),
-                            "candidates": len(strict.candidates), "users": len(strict.users),
-                            "relevant": int(sum(len(r) for r in strict.relevant))}
+    unseen = unseen_titles(target.titles, list(source_titles))
+    try:
+        split.views["strict"] = split.test.restrict(unseen)
+    except InvalidInput:  # a small subset may have no test item with an unseen title
+        log.warning("no test user has an item with a title unseen in the source; no strict view")
+    strict = split.views["strict"].task if "strict" in split.views else None
+    split.info["strict"] = {"items": int(unseen.sum()), "candidates": len(strict.candidates) if strict else 0,
+                            "users": len(strict.users) if strict else 0,
+                            "relevant": sum(len(r) for r in strict.relevant) if strict else 0}
     return split
 
 
@@ -143,7 +152,7 @@ def evaluate_transfer(model: ZesRec, source_titles: Sequence[str], target: Movie
     texts_emb = {"zest": base.input_emb, "generic CSV": encoder.encode(generic_csv_texts(target))}
     zero = zero_shot_rows(model, base, texts_emb)
     for name, (r, _) in zero.items():
-        progress(f"[transfer] {name}: " + " ".join(f"{k}={r.test[k]:.4f}" for k in REPORTED))
+        progress(f"[transfer] {name}: " + _fmt(r.test))
     per_seed = []
     for seed in seeds:
         t0 = time.perf_counter()
@@ -151,11 +160,11 @@ def evaluate_transfer(model: ZesRec, source_titles: Sequence[str], target: Movie
         rows = {name: r for name, (r, _) in zero.items()}
         for name, r in run_baselines(split, seed, lightfm=lightfm).items():
             rows[name] = r
-            progress(f"[transfer seed {seed}] {name}: " + " ".join(f"{k}={r.test[k]:.4f}" for k in REPORTED))
+            progress(f"[transfer seed {seed}] {name}: " + _fmt(r.test))
         if in_domain:
             zr, _ = run_zesrec(split, model_cfg, train_cfg)
             rows["ZESRec trained on ml-100k (in-domain)"] = zr
-            progress(f"[transfer seed {seed}] ZESRec in-domain: " + " ".join(f"{k}={zr.test[k]:.4f}" for k in REPORTED))
+            progress(f"[transfer seed {seed}] ZESRec in-domain: " + _fmt(zr.test))
         per_seed.append({"seed": seed, "seconds": round(time.perf_counter() - t0, 1),
                          "methods": {k: {"test": v.test, "val_" + VAL_METRIC: v.val, "params": v.params,
                                          "seconds": round(v.seconds, 1)} for k, v in rows.items()}})
@@ -202,7 +211,9 @@ def to_markdown(res: dict, command: str = "") -> str:
         fitted = "no" if name.startswith(SHIPPED) or name == "random" else "yes"
         cells = []
         for k in REPORTED:
-            if name in boot:
+            if k not in row:
+                cells.append("-")
+            elif name in boot:
                 cells.append(f"{row[k]['mean']:.4f} ± {boot[name][k]:.4f} [b]")
             else:
                 cells.append(f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}")
