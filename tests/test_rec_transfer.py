@@ -136,3 +136,18 @@ def test_transfer_over_http_equals_in_process(ml, source, shipped, tiny_checkpoi
     for k, v in in_process.items():
         assert over_http[k] == pytest.approx(v, abs=1e-9), k
     assert in_process["recall@20"] > 0 and "strict:recall@20" in in_process  # the candidates path is used too
+
+
+def test_task_restrict_ranks_among_the_kept_candidates_only():
+    from zest.training.rec.protocols import Task
+
+    task = Task(np.array([0, 1]), [np.array([0]), np.array([1])], np.arange(6),
+                [np.array([2, 4]), np.array([3])], [np.array([0]), np.array([1])])
+    view = task.restrict(np.array([True, False, False, True, True, True]))  # items 0, 3, 4, 5
+    assert view.rows.tolist() == [0, 1] and view.cols.tolist() == [0, 3, 4, 5]
+    assert [r.tolist() for r in view.task.relevant] == [[2], [1]] and [e.tolist() for e in view.task.exclude] == [[0], []]
+    scores = np.array([[9, 0, 0, 0, 5, 1], [0, 0, 0, 1, 0, 2]], float)  # user 0: item 4 first once 0 is excluded
+    m = view.mean(scores)
+    assert m["recall@10"] == 1.0 and m["ndcg@10"] == pytest.approx((1 + 1 / np.log2(3)) / 2)
+    with pytest.raises(Exception, match="no user"):
+        task.restrict(np.array([True, True, False, False, False, False]))
