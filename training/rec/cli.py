@@ -200,7 +200,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     if args.transfer:
         from .transfer import transfer_main
 
-        return transfer_main(args, list(argv) if argv is not None else sys.argv[1:])
+        mc, tc = _configs(args)
+        return transfer_main(args, list(argv) if argv is not None else sys.argv[1:], _encoder(args), mc, tc)
     seeds = args.seeds or ([3] if args.quick else [3, 4, 5])
     protocols = args.protocols or (["cold"] if args.quick else ["cold", "warm"])
     stem = "rec_eval_quick" if args.quick else "rec_eval"

@@ -229,15 +229,15 @@ def to_markdown(res: dict, command: str = "") -> str:
     return "\n".join(lines)
 
 
-def transfer_main(args, argv: list[str]) -> int:
-    """``zest rec eval --transfer``: run :func:`evaluate_transfer`, write benchmarks/results/rec_transfer.{md,json}."""
+def transfer_main(args, argv: list[str], encoder: TextEncoder, model_cfg: ZesRecConfig, train_cfg: TrainConfig) -> int:
+    """``zest rec eval --transfer`` (``args`` as parsed there, configs for the in-domain ZESRec): run
+    :func:`evaluate_transfer`, write benchmarks/results/rec_transfer.{md,json}."""
     import json
     import shlex
     import sys
 
     from ...models.errors import ZestError
     from ...models.rec.zesrec import load
-    from .cli import _configs, _encoder
     from .data import load_movielens
     from .ml100k import load_ml100k
 
@@ -246,13 +246,11 @@ def transfer_main(args, argv: list[str]) -> int:
     out_md = Path(args.out_md or f"benchmarks/results/{stem}.md")
     out_json = Path(args.out_json or out_md.with_suffix(".json"))
     try:
-        encoder = _encoder(args)
         model_dir = args.model or str(Path(__file__).resolve().parents[2] / "models" / "rec" / "checkpoint")
         model = load(model_dir, encoder=encoder)
         source = load_movielens(args.movielens or "data/ml-latest-small")
         target = load_ml100k(args.data_cache)
-        mc, tc = _configs(args)
-        res = evaluate_transfer(model, source.titles, target, encoder, seeds, mc, tc, lightfm=not args.no_lightfm,
+        res = evaluate_transfer(model, source.titles, target, encoder, seeds, model_cfg, train_cfg, lightfm=not args.no_lightfm,
                                 in_domain=not args.no_in_domain, users=args.users)
     except ZestError as exc:
         print(f"error: {exc}", file=sys.stderr)
