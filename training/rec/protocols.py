@@ -91,6 +91,40 @@ class Task:
     def mean(self, scores: np.ndarray) -> dict[str, float]:
         return {k: float(v.mean()) for k, v in self.metrics(scores).items()}
 
+    def restrict(self, keep: np.ndarray) -> TaskView:
+        """The same task ranked among only the candidates whose item is in ``keep`` (a mask over items);
+        users left without a relevant candidate drop out."""
+        cols = np.flatnonzero(np.asarray(keep, bool)[self.candidates])
+        new_pos = np.full(len(self.candidates), -1, np.int64)
+        new_pos[cols] = np.arange(len(cols))
+        rows, relevant, exclude = [], [], []
+        for r, rel in enumerate(self.relevant):
+            rel2 = new_pos[rel]
+            rel2 = rel2[rel2 >= 0]
+            if len(rel2):
+                rows.append(r)
+                relevant.append(rel2)
+                if self.exclude is not None:
+                    ex = new_pos[self.exclude[r]]
+                    exclude.append(ex[ex >= 0])
+        if not rows:
+            raise InvalidInput("no user has a relevant item among the kept candidates")
+        task = Task(self.users[rows], [self.histories[r] for r in rows], self.candidates[cols], relevant,
+                    exclude if self.exclude is not None else None)
+        return TaskView(np.asarray(rows), cols, task)
+
+
+@dataclass
+class TaskView:
+    """A sub-task of a task: its users ``rows`` and candidate columns ``cols`` (score matrices are sliced)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    task: Task
+
+    def mean(self, scores: np.ndarray) -> dict[str, float]:
+        return self.task.mean(np.asarray(scores)[np.ix_(self.rows, self.cols)])
+
 
 def make_task(hist: dict[int, np.ndarray], targets: dict[int, np.ndarray], candidates: np.ndarray,
               n_items: int, exclude_history: bool) -> Task:
@@ -133,6 +167,14 @@ class Split:
     test: Task
     info: dict = field(default_factory=dict)
     known_counts: np.ndarray | None = None  # per-item counts of every interaction known at test time
+    views: dict[str, TaskView] = field(default_factory=dict)  # extra test columns, e.g. "strict" candidates
+
+    def test_metrics(self, scores: np.ndarray) -> dict[str, float]:
+        """Test metrics of a (test users, test candidates) score matrix, plus ``"<view>:<metric>"`` per view."""
+        out = self.test.mean(scores)
+        for name, view in self.views.items():
+            out.update({f"{name}:{k}": v for k, v in view.mean(scores).items()})
+        return out
 
     @property
     def train_seqs(self) -> list[np.ndarray]:
