@@ -181,7 +181,7 @@ def summary_of(operation: dict) -> str:
 
 
 def document(spec: dict, keys_on: bool) -> None:
-    """Complete FastAPI's document of the routes in place: request bodies, error responses (module doc), a tag
+    """Complete FastAPI's document of the routes in place: request bodies, error responses, a tag
     per area and readable summaries."""
     bodies = request_bodies()
     for path, item in spec["paths"].items():
