@@ -2,9 +2,10 @@
 
     python benchmarks/rec_eval.py            # 3 seeds, cold + warm protocols -> benchmarks/results/rec_eval.{md,json}
     python benchmarks/rec_eval.py --quick    # 1 seed, cold protocol, fewer epochs -> rec_eval_quick.{md,json}
+    python benchmarks/rec_eval.py --transfer # the shipped model zero-shot on ml-100k -> rec_transfer.{md,json}
 
 Any `zest rec eval` option can be added (see --help). LightFM rows need `pip install lightfm`
-(build it with `pip install setuptools wheel cython && pip install --no-build-isolation lightfm`).
+(`pip install -e '.[bench]'`; it compiles from source).
 """
 
 import os

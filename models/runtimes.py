@@ -1,28 +1,11 @@
-"""CPU fast paths for a loaded CLIP model, chosen by one setting (``ZEST_RUNTIME``), each admitted only
-through a fidelity gate.
+"""CPU fast paths for a loaded CLIP model, chosen by one setting (``ZEST_RUNTIME``: torch, int8, onnx,
+onnx-int8, openvino, auto; the README's settings table says what each runs), each admitted only through a
+fidelity gate.
 
-| runtime | what runs                                                                 | devices |
-|---------|---------------------------------------------------------------------------|---------|
-| torch   | the model as loaded (fp32 on CPU; bf16/fp16 autocast on CUDA)             | all     |
-| int8    | PyTorch dynamic int8 quantisation of every ``nn.Linear`` (weights int8,   | CPU     |
-|         | activations quantised per batch); convolutions and norms stay fp32        |         |
-| onnx    | both towers exported to ONNX, run by ONNX Runtime in fp32                 | CPU     |
-| onnx-int8 | the same graphs with int8 MatMul/Gemm weights (ONNX Runtime dynamic     | CPU     |
-|         | quantisation, per channel)                                                |         |
-| openvino | the onnx runtime's fp32 graphs compiled by OpenVINO at fp32 (optional install; | CPU  |
-|         | models/openvino_runtime.py)                                               |         |
-| auto    | the fastest *exact* one on this machine (torch, onnx, openvino; models/auto_runtime.py) | all |
-
-PyTorch's dynamic quantisation takes seconds at start-up, so it is redone at each start rather than cached.
-The ONNX exports are converted once per model and kept on disk (models/onnx_runtime.py), keyed by model id,
-a digest of the weights and the library versions.
-
-A runtime turns the encoder's model into `Towers`: the functions that encode pixels and tokens.
-
-The **fidelity gate** (`check_fidelity`) runs at start-up on a fixed probe set — seeded synthetic images
-and prompts — comparing the candidate with the fp32 model: every feature's cosine similarity must be at
-least ``MIN_COSINE`` and zero-shot top-1 over the probe labels must agree on at least ``MIN_AGREEMENT`` of
-the probe images. A runtime that fails is refused with one log line, and zest serves with torch.
+A runtime turns the encoder's model into `Towers`: the functions that encode pixels and tokens. int8 is
+re-quantised at each start (seconds); ONNX exports are kept on disk (models/onnx_runtime.py); `auto` picks the
+fastest exact one (models/auto_runtime.py). The gate, `check_fidelity`, compares the candidate with fp32 on a
+fixed probe set (``MIN_COSINE``, ``MIN_AGREEMENT``); a runtime that fails is refused and zest serves torch.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ Three services run in one bento:
 - `RecommenderService` (service/recommender_service.py) holds the ZESRec model and the persistent item
   catalogue (request logic: service/recommender.py). It runs as a single worker so the catalogue has one writer.
 - `Zest`, here, is the public API. It decodes, validates and preprocesses requests (service/http_input.py),
-  keeps the class-embedding cache and the adapted heads (service/heads.py), and calls the other two through
+  keeps the class-embedding cache and the adapted heads (service/served_heads.py), and calls the other two through
   `bentoml.depends`.
 
-What all three read once per process (settings, API keys, the model services' options): service/config.py.
+What all three read once per process (settings, API keys, the model services' options): service/process.py.
 How the services call each other, retry and report health: service/transport.py. Exceptions to responses,
 and user errors across the service boundary: service/errors.py. Size limits: models/limits.py. Time limits on
 clients: service/http_limits.py. SIGTERM, and a model that cannot load: service/lifecycle.py. API keys:
@@ -33,10 +33,9 @@ from .. import __version__
 from ..models.errors import Unavailable
 from . import errors, openai_api, openapi, playground, scopes
 from .auth import ApiKeyMiddleware
+from .bento_image import bento_image
 from .compat import install_header_timeout, release_request_timers
-from .config import API_KEYS, PUBLIC_SERVICE, SETTINGS, log
 from .encoder_service import ClipEncoderService
-from .heads import declare_heads, load_served_heads
 from .http_input import (
     only_fields,
     parse_model,
@@ -46,10 +45,10 @@ from .http_input import (
     read_json,
 )
 from .http_limits import BodyTimeoutMiddleware
-from .image import bento_image
 from .keyfile import Scope
 from .lifecycle import install_drain
 from .pipeline import ClipPipeline, EncoderInfo
+from .process import API_KEYS, PUBLIC_SERVICE, SETTINGS, log
 from .recommender import NO_MODEL, has_model
 from .recommender_service import RecommenderService
 from .schemas import (
@@ -81,6 +80,7 @@ from .schemas import (
     TemplatesResponse,
 )
 from .scopes import PUBLIC, READ, WRITE, Access
+from .served_heads import declare_heads, load_served_heads
 from .server_info import server_info
 from .transport import Dependencies, Dependency
 
@@ -109,8 +109,9 @@ INFO_DEADLINE_S = 10.0  # the encoder's `info` is instant when it is up: a longe
 class Zest:
     """The public REST API."""
 
-    encoder = bentoml.depends(ClipEncoderService)
-    recommender = bentoml.depends(RecommenderService)
+    # BentoML's proxies to the model services; the app calls them through `self.encoder` / `self.recommender`
+    encoder_proxy = bentoml.depends(ClipEncoderService)
+    recommender_proxy = bentoml.depends(RecommenderService)
 
     def __init__(self) -> None:
         s = self.settings = SETTINGS
@@ -121,10 +122,10 @@ class Zest:
         self._collections = None
         self._collections_lock = asyncio.Lock()
         self._stopping = False
-        self.enc = Dependency("zest-clip-encoder", self.encoder, s.probe_timeout_s)
-        self.rec = Dependency("zest-recommender", self.recommender, s.probe_timeout_s)
+        self.encoder = Dependency("zest-clip-encoder", self.encoder_proxy, s.probe_timeout_s)
+        self.recommender = Dependency("zest-recommender", self.recommender_proxy, s.probe_timeout_s)
         self.has_rec_model = has_model(s)  # without one, /items and /recommend answer 503 here
-        self.deps = Dependencies([self.enc, self.rec])
+        self.deps = Dependencies([self.encoder, self.recommender])
         install_header_timeout(s.header_timeout_s)  # this worker's uvicorn, before it accepts anything
         install_drain(PUBLIC_SERVICE, s.shutdown_timeout_s, on_term=self._on_term)
         log.info(API_KEYS.describe())
@@ -134,10 +135,10 @@ class Zest:
         if self._pipeline is None:
             async with self._pipeline_lock:
                 if self._pipeline is None:
-                    info = await self.enc.call("info", idempotent=True, deadline_s=INFO_DEADLINE_S)
+                    info = await self.encoder.call("info", idempotent=True, deadline_s=INFO_DEADLINE_S)
                     self._pipeline = ClipPipeline(self.settings, EncoderInfo(**info),
-                                                  self.enc.sync("encode_pixels", idempotent=True),
-                                                  self.enc.sync("encode_texts", idempotent=True),
+                                                  self.encoder.sync("encode_pixels", idempotent=True),
+                                                  self.encoder.sync("encode_texts", idempotent=True),
                                                   heads=self.loaded_heads)
                     for head in self.loaded_heads:
                         if head.model_id != info["model_id"]:
@@ -251,7 +252,7 @@ class Zest:
         if not self.has_rec_model:
             raise Unavailable(NO_MODEL)
         # An upsert by id, a read or a ranking can be sent again; a delete is not: never repeated.
-        return await self.rec.call(method, *args, idempotent=method != "delete_item")
+        return await self.recommender.call(method, *args, idempotent=method != "delete_item")
 
     @app.post("/items", response_model=ItemsResponse)
     async def upsert_items(self, request: Request):
@@ -358,7 +359,7 @@ class Zest:
             result, tokens = await self._run(lambda p: p.embed_images(raw)), 0
         else:
             result = await self._run(lambda p: p.embed_texts(inputs))
-            tokens = sum(await self.enc.call("count_tokens", inputs, idempotent=True))
+            tokens = sum(await self.encoder.call("count_tokens", inputs, idempotent=True))
         response = openai_api.response(result.embeddings, body.encoding_format, info.model_id, tokens)
         return Response(OpenAIEmbeddingsResponse(**response).model_dump_json(), media_type="application/json")
 

@@ -1,26 +1,10 @@
 """Optional API keys: `ZEST_API_KEYS` set -> every request needs `Authorization: Bearer <key>`, and the key's
-scope, collections and rate limit decide what it may do.
+scope, collections and rate limit decide what it may do (README: "API keys and scopes").
 
-- **Where the keys come from.** service/keyfile.py: a comma-separated list or a one-key-per-line file (every
-  key `admin`), or a YAML/JSON file giving each key a name, a scope (`read`, `write`, `admin`), optionally its
-  collections and a rate limit; a key may be stored as `sha256:<hex>`. Read at start-up: restart to apply a
-  change. A file that is missing, unreadable, malformed or holds no key stops the start with an error that
-  names the file (and the entry), never a key.
-- **What is open.** The probes (`/livez`, `/readyz`, `/healthz`) and `/metrics`, so an orchestrator and
-  Prometheus need no secret; the Swagger page (`/`, its static files) and every route the scope table
-  (`ROUTE_SCOPES`, service/app.py) calls public (`/docs.json`). Everything else, unknown paths included (a 401,
-  not a 404, so routes are not probed without a key), needs a key.
-- **What a key may do.** `ROUTE_SCOPES` names every route's scope (service/scopes.py): a key below it, or one
-  limited to other collections, gets 403 naming what is missing. A key with a rate limit gets 429 with
-  `Retry-After` once its bucket is empty (service/ratelimit.py). 401 stays for no key or a wrong one.
-- **How it is checked.** The presented key's SHA-256 digest is compared with every configured key's by
-  `hmac.compare_digest`, all of them every time, so neither the position of a match nor a key's length shows
-  in the response time.
-- **Never logged.** Keys are not in `Settings`' repr, in an error message or in a log line; the start-up
-  line says only whether keys are on, how many and where from. Every write (a route needing `write` or
-  `admin`), and every 403 or 429, gets an access line `zest.access` naming the key by its *name*. A 401 is
-  `{"error": ...}` with `WWW-Authenticate: Bearer realm="zest"` (RFC 6750; `error="invalid_token"` for a
-  wrong key).
+Keys are read at start-up by service/keyfile.py; each route's scope is `ROUTE_SCOPES` (service/scopes.py), rate
+limits service/ratelimit.py. The presented key's SHA-256 is compared with every configured key's by
+`hmac.compare_digest`, all of them every time (no timing signal). Keys are never logged: access lines name a key
+by its name; a 401 carries `WWW-Authenticate: Bearer realm="zest"` (RFC 6750).
 """
 
 from __future__ import annotations
@@ -46,7 +30,7 @@ access_log = logging.getLogger("zest.access")
 
 
 def load_api_keys(raw: str) -> ApiKeys:
-    """The keys `ZEST_API_KEYS` names (see the module doc). Raises ValueError naming the file, never a key."""
+    """The keys `ZEST_API_KEYS` names (formats: service/keyfile.py). Raises ValueError naming the file, never a key."""
     if not raw.strip():
         return ApiKeys([], "ZEST_API_KEYS")
     keys, source = read_keys(raw)

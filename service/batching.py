@@ -1,11 +1,8 @@
 """`GreedyBatcher`: merge concurrent requests into one model call when they overlap, never wait for company.
 
-BentoML's adaptive batcher holds a request for a while, hoping others arrive; after a burst its latency
-estimate keeps a lone client waiting (measured in issue #12: 370-490 ms per request against 199 ms fresh).
-This batcher never waits: a request that finds the model idle runs at once, alone. Requests that arrive
-while the model is busy queue up, and when it frees, everything queued (up to ``max_batch`` items, at
-least one request) runs as one call. Under load that gives large batches; at rest, zero added latency —
-the scheme Infinity and most LLM servers use.
+A request that finds the model idle runs at once, alone; requests that arrive while it is busy queue up
+and, when it frees, everything queued (up to ``max_batch`` items, at least one request) runs as one call.
+Why not BentoML's adaptive batcher: benchmarks/README.md ("Decisions the numbers made").
 
 A request is a sequence whose first axis counts items (an array of preprocessed images, a list of
 texts); ``fn`` maps the concatenation of several requests to one row per item. If a merged call fails,

@@ -155,7 +155,7 @@ def cmd_eval_embedded(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """`zest eval DIR ...`: metrics, confusion PNG and failure sheet on a labelled folder (training/vision)."""
     from ..training.vision.cli import eval_main
-    from .model_store import store_path
+    from .bento_models import store_path
 
     return eval_main(args.rest, resolve_head=store_path)
 
@@ -163,7 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_adapt(args: argparse.Namespace) -> int:
     """`zest adapt DIR --name NAME ...`: a few-shot head, saved to the BentoML model store (training/vision)."""
     from ..training.vision.cli import adapt_main
-    from .model_store import save_to_store
+    from .bento_models import save_to_store
 
     return adapt_main(args.rest, save_to_store=save_to_store)
 
@@ -185,7 +185,7 @@ def cmd_rec(args: argparse.Namespace) -> int:
         code = rec_cli.train_main(rest)
         if code != 0 or args.no_store:
             return code
-        from .model_store import save_to_store
+        from .bento_models import save_to_store
 
         out = rest[rest.index("--out") + 1]
         tag = save_to_store(out, args.store_name, metadata={"trained_with": " ".join(args.rest)})
@@ -196,7 +196,7 @@ def cmd_rec(args: argparse.Namespace) -> int:
 
 def cmd_models_import(args: argparse.Namespace) -> int:
     """`zest models import SPEC [--name NAME]`: a CLIP model's config and weights into the BentoML model store."""
-    from .model_store import import_clip
+    from .bento_models import import_clip
 
     print(f"loading {args.spec} ...", file=sys.stderr)
     tag = import_clip(args.spec, args.name)

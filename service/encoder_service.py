@@ -17,10 +17,10 @@ import torch
 
 from ..models.spec import bento_tag
 from .batching import GreedyBatcher
-from .config import CALLEE, PUBLIC_SERVICE, RESOURCES, SETTINGS, log
 from .lifecycle import fail_start, install_drain
 from .metrics import observe_batch, observe_runtime
 from .pipeline import EncoderInfo
+from .process import CALLEE, PUBLIC_SERVICE, RESOURCES, SETTINGS, log
 
 
 @bentoml.service(name="zest-clip-encoder", resources=RESOURCES, workers=1, **CALLEE)

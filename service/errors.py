@@ -1,21 +1,10 @@
 """How the public API turns exceptions into responses: every error is `{"error": "..."}` with a status.
 
-`register(app)` installs the handlers once, on the FastAPI app in service/app.py. The rule they keep:
-the client's fault is a 4xx with a message naming the problem; a model service that is down or did
-not answer is a 503 (with `Retry-After`) or 504 the client may retry; anything else is a 500 whose details
-go to the log only. FastAPI's and Starlette's own errors (a wrong method, a validation error) get the same
-shape. Responses made outside the FastAPI app -- BentoML's 404 for a path no route has, its probes' 503s --
-are plain text; `ErrorShapeMiddleware`, around the whole public service, gives them the shape too.
-
-**A user error raised in a model service** (the recommender's unknown item id, its k over the limit) reaches
-the client with its status and message. How BentoML 1.4 carries an exception from a callee's `@bentoml.api`
-method to its caller (service/compat.py, `BENTOML_CALLEE_ERRORS`): a `BentoMLException` whose `error_code` is a 4xx other than 401/403 is
-answered with that status and the body `[{"error": str(exc)}]` (sic: a one-element list); any other exception,
-or a 5xx, without its message. The caller's client raises `BentoMLException.error_mapping.get(status,
-BentoMLException)(body, error_code=status)`. So the callee raises `CalleeUserError` (`user_errors_to_caller`)
-and the caller's transport turns what its client raises back into the zest error of that status with the same
-message (`from_callee`, in `Dependency.call`): one mapping, `USER_ERRORS`. Such an error is the request's
-fault, answered by a service that is up: never retried, never a 503.
+`register(app)` installs the handlers on the FastAPI app: the client's fault is a 4xx naming the problem, a
+model service that is down or silent a 503 (with `Retry-After`) or 504, anything else a 500 whose details go to
+the log only; `ErrorShapeMiddleware` gives BentoML's own responses outside the app the same shape. A user error
+raised in a model service reaches the client with its status and message (`user_errors_to_caller` there,
+`from_callee` here, one mapping `USER_ERRORS`): never retried, never a 503.
 """
 
 from __future__ import annotations
@@ -69,7 +58,10 @@ class UnsupportedMediaType(InvalidInput):
     status_code = 415
 
 
-# -- user errors across the service boundary (see the module doc) ----------------------------------------------
+# -- user errors across the service boundary ---------------------------------------------------------------
+# BentoML 1.4 answers a callee's `BentoMLException` with a 4xx `error_code` (but 401/403) with that status and the
+# body `[{"error": str(exc)}]`, anything else without its message; the caller's client raises
+# `BentoMLException.error_mapping.get(status)(body, error_code=status)` (service/compat.py, BENTOML_CALLEE_ERRORS).
 USER_ERRORS: dict[int, type[InvalidInput]] = {
     cls.status_code: cls for cls in (InvalidInput, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType)}
 UNCARRIED = (401, 403)  # 4xx statuses BentoML answers without the exception's message

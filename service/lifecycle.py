@@ -1,33 +1,9 @@
-"""Stopping: SIGTERM drains in-flight requests within a bound, public service first, model services last.
+"""Stopping: SIGTERM drains in-flight requests within a bound, public service first, model services last;
+and a model that cannot load stops the server once instead of being respawned for ever.
 
-BentoML's arbiter (circus) sends SIGTERM to every worker at once and then waits for them with a
-`graceful_timeout` of 86,400 s; uvicorn in each worker stops accepting, waits for its open requests with
-no time limit (`timeout_graceful_shutdown` is not passed to the model services, and only by a hidden
-`bentoml serve` flag to the public one), then exits. Two things go wrong: a request that never finishes
-keeps the worker alive for ever, and a public request that still has to call the encoder finds it gone.
-
-`install_drain(...)`, called from each service's `__init__` (main thread, inside uvicorn's signal capture),
-wraps uvicorn's SIGTERM/SIGINT handler:
-
-- every worker starts a deadline at the first signal: still alive `ZEST_SHUTDOWN_TIMEOUT_S` later (model
-  services: plus `MODEL_EXTRA_S`), it logs what it was waiting for and exits;
-- the public worker runs `on_term` (zest: fail calls to a model service that is already down, so they
-  answer 503 at once instead of waiting for the deadline) and lets uvicorn drain;
-- a model service keeps serving until no worker of the public service is left (it looks at its sibling
-  processes under the arbiter), then lets uvicorn drain — so every request the public worker accepted can
-  still use it.
-
-A second signal goes straight to uvicorn (its force-quit). Outside a BentoML worker process of the service
-itself (e.g. `bentoml serve --development`, where all services share one process) nothing is installed.
-
-**A model that cannot load** (`fail_start`). BentoML's arbiter respawns a worker whose `__init__` raised, at
-once and for ever: a model that cannot load (a wrong path, a hub that does not answer and no cache) meant a
-server that never became ready and never exited, the same error in the log every few seconds. Instead the
-model service logs the error once and stops the whole server: it sends SIGTERM to the arbiter (its parent),
-which stops every worker the usual way, and exits. `zest serve` (service/cli.py) names a file in
-`ZEST_FATAL_FILE` where the error is written, and when the server has stopped prints it and exits 1. In a
-container (BENTOML_CONTAINERIZED) BentoML respawns nothing: the worker just exits, and BentoML stops the
-server with exit code 1 at its next worker check (every 10 s).
+`install_drain(...)` (from each service's `__init__`) bounds each worker's drain by `ZEST_SHUTDOWN_TIMEOUT_S`
+and keeps the model services serving until the public one has drained; `fail_start(...)` logs a load error
+once and stops the whole server (`zest serve` prints it from `ZEST_FATAL_FILE` and exits 1).
 """
 
 from __future__ import annotations
@@ -100,9 +76,15 @@ def _forward_when_gone(public_service: str, forward: Callable, sig: int, timeout
 
 def install_drain(who: str, shutdown_timeout_s: float, *, public_service: str | None = None,
                   on_term: Callable[[], Awaitable[None]] | None = None) -> bool:
-    """Wrap this worker's SIGTERM/SIGINT handling (see the module doc). `who`: this service's name.
-    `public_service`: for a model service, the service to outlive. `on_term`: a coroutine function run in
-    the event loop at the first signal. Returns False (and does nothing) outside a uvicorn worker."""
+    """Wrap this worker's SIGTERM/SIGINT handling. `who`: this service's name. `public_service`: for a model
+    service, the service to outlive. `on_term`: a coroutine function run in the event loop at the first
+    signal. Returns False (and does nothing) outside a uvicorn worker of `who` (e.g. `--development`).
+
+    BentoML's arbiter signals every worker at once and waits up to a day; uvicorn then waits for open
+    requests with no limit. So at the first signal every worker starts a deadline (`shutdown_timeout_s`,
+    model services plus `MODEL_EXTRA_S`) after which it logs what it waited for and exits; the public worker
+    runs `on_term` and drains; a model service keeps serving until no public worker is left, then drains,
+    so every request the public service accepted can still call it. A second signal goes straight to uvicorn."""
     if threading.current_thread() is not threading.main_thread() or not signal_drain():
         return False
     try:  # only in this service's own worker: `bentoml serve --development` runs all services in one
@@ -154,8 +136,10 @@ def _in_own_worker(who: str) -> bool:
 
 def fail_start(who: str, exc: BaseException) -> NoReturn:
     """A model service's `__init__` failed (its model cannot load): log it once and stop the server instead
-    of being respawned into the same failure (module doc). Outside a BentoML worker of `who` (tests,
-    `--development`) the exception is raised as it is."""
+    of being respawned into the same failure for ever: SIGTERM to the arbiter, which stops every worker, and
+    the error in `ZEST_FATAL_FILE` for `zest serve`. In a container BentoML respawns nothing and stops the
+    server itself at its next worker check. Outside a BentoML worker of `who` (tests, `--development`) the
+    exception is raised as it is."""
     from ..models.errors import ZestError
 
     if not _in_own_worker(who):

@@ -1,25 +1,9 @@
 """The OpenAI-compatible embeddings API (`POST /v1/embeddings`, `GET /v1/models`), independent of HTTP.
 
-What clients built for OpenAI's embeddings API send (the official `openai` package, LangChain's and
-LlamaIndex's OpenAI embeddings, vector-database integrations), answered from the same pipeline as
-/embed/text and /embed/image, so the vectors are the same:
-
-- `input`: a string or a list of strings. Texts by default; with `"modality": "image"` (Infinity's
-  extension of the API) images, each a data URI (`data:image/png;base64,...`), plain base64 bytes, or an
-  http(s) URL (fetched only from ZEST_URL_ALLOWLIST hosts, like everywhere in zest). Token arrays (lists of
-  ints, which OpenAI also takes) are refused with a message saying to send text: zest's tokenizer is the
-  model's own, not tiktoken (LangChain: `OpenAIEmbeddings(..., check_embedding_ctx_length=False)`).
-- `model`: must be the served model's id (GET /v1/models lists it); anything else is a 404.
-- `encoding_format`: `float` (default) or `base64` -- the little-endian float32 bytes, which is what the
-  `openai` package asks for by default and decodes.
-- `dimensions`: only the model's own dimension. CLIP embeddings are not trained to be shortened (they are
-  not Matryoshka embeddings), so truncating them would silently degrade every search: refused, saying so.
-- `usage`: `prompt_tokens` counts the tokens the text tower actually read -- the model's own tokenizer,
-  each text truncated to its context the way the encoder truncates it, start and end tokens included.
-  Images are not tokens: they count 0.
-
-Errors are zest's one shape, `{"error": "..."}` (the `openai` package raises `BadRequestError`,
-`NotFoundError`, ... with that message).
+Answers what clients built for OpenAI's API send (the `openai` package, LangChain, LlamaIndex) from the same
+pipeline as /embed/text and /embed/image, so the vectors are the same; images as Infinity's `"modality":
+"image"` extension. What is accepted and refused (token arrays, other `dimensions`) and why: the README's
+"OpenAI-compatible embeddings" section. Errors are zest's one shape, `{"error": "..."}`.
 """
 
 from __future__ import annotations

@@ -1,23 +1,10 @@
 """The one OpenAPI document of the public API, served at `/docs.json` and shown by the Swagger UI at `/`.
 
-**Where it is served.** BentoML serves an asgi_app service's docs itself: `/` is its Swagger UI page, which
-loads `./docs.json`, and BentoML's own `/docs.json` route builds a spec from the mounted FastAPI app's
-routes (`_bentoml_sdk/service/openapi.py`: `get_openapi(routes=app.routes)`, plus BentoML's task and
-exception schemas and its README as the description). BentoML mounts the app (`PassiveMount`) *before* it
-adds that route, and a `PassiveMount` takes every path one of the app's routes matches, so the FastAPI
-app's own spec route, moved to `/docs.json` (`openapi_url` in service/app.py), answers there instead. FastAPI's
-`/docs`, `/redoc` and `/openapi.json` are off: one spec, one UI.
-
-**What it says.** zest parses request bodies itself (service/http_input.py: JSON or multipart from the raw
-request), so FastAPI sees no body parameter and documents none, and it documents a 422 zest never sends.
-`spec()` takes FastAPI's document of the routes and completes it: each POST's request body from the same
-pydantic models that validate the JSON (multipart first where an endpoint takes files, so Swagger's "Try it
-out" offers file pickers for `images`); each operation's error statuses with the one error model,
-`ErrorResponse` (`{"error": "..."}`), and `default` for the rest (405, 408, 500, 504); what BentoML serves
-outside the app (the probes and /metrics); the API-key scheme when keys are on (service/auth.py). It works on
-the finished document rather than on the routes: the routes stay as they are (BentoML rebinds them to the
-service class at import, `make_fastapi_class_views`), and the bento's own `apis/openapi.yaml`, which
-`bentoml build` writes with BentoML's generator, is not this document -- `/docs.json` of a running server is.
+FastAPI's own spec route, moved to `/docs.json` (service/app.py), answers there before BentoML's route of that
+name (BentoML mounts the app first); FastAPI's /docs, /redoc and /openapi.json are off. `document()` completes
+FastAPI's document of the routes: the request bodies zest parses itself (service/http_input.py), each error
+status with the one `ErrorResponse`, what BentoML serves outside the app (probes, /metrics), the API-key
+scheme, tags and summaries. The bento's `apis/openapi.yaml` (BentoML's generator) is not this document.
 """
 
 from __future__ import annotations
@@ -194,7 +181,7 @@ def summary_of(operation: dict) -> str:
 
 
 def document(spec: dict, keys_on: bool) -> None:
-    """Complete FastAPI's document of the routes in place: request bodies, error responses (module doc), a tag
+    """Complete FastAPI's document of the routes in place: request bodies, error responses, a tag
     per area and readable summaries."""
     bodies = request_bodies()
     for path, item in spec["paths"].items():

@@ -14,8 +14,8 @@ import bentoml
 from bentoml.exceptions import ServiceUnavailable
 
 from . import errors
-from .config import CALLEE, PUBLIC_SERVICE, SETTINGS, log
 from .lifecycle import fail_start, install_drain
+from .process import CALLEE, PUBLIC_SERVICE, SETTINGS, log
 from .recommender import NO_MODEL, build_recommender, has_model, shipped_model_dir
 from .schemas import ItemDeletedResponse, ItemIn, ItemResponse, ItemsResponse, RecommendRequest, RecommendResponse
 

@@ -1,45 +1,8 @@
 """Calls from the public `Zest` service to the model services, and what zest knows about their health.
 
-**The connection.** `bentoml.depends` gives `Zest` a `RemoteProxy` per model service
-(BentoML's client; what zest reads of it is in service/compat.py). Its `SessionManager` replaces the shared aiohttp session every
-`max_requests` calls (100) or `max_age` seconds (300) and closes the old session while other calls are
-still using it: those fail with `ServerDisconnectedError` or `RuntimeError('Connection closed.')`, or
-never return (measured on bentoml 1.4.39: 2 of 3,692 requests hung, 156 retries, in 60 s of 8 clients).
-BentoML reads the *callee's* `runner_connection: {max_requests, max_age}` service setting when it
-builds the proxy (`RemoteProxy.__init__`; schema `RunnerConnectionSchema` in
-`_bentoml_sdk/service/config.py`), so `RUNNER_CONNECTION` below, set on both model services, switches
-the refresh off: one session for the life of the worker, as aiohttp intends. Upstream:
-https://github.com/bentoml/BentoML/issues/5540, https://github.com/bentoml/BentoML/issues/5544,
-https://github.com/bentoml/BentoML/pull/5541 (merged: a fresh connector per refresh, the race stays) and
-https://github.com/bentoml/BentoML/pull/5698 (open). Remove `RUNNER_CONNECTION` once a BentoML release
-no longer closes a session that calls are using (the no-fault load test in tests/test_transport.py
-says whether it does).
-
-**Retries** are for faults, not for the transport: a call that fails with a transient error (the
-connection dropped, aiohttp's `Connection closed.`, a short deadline of our own passed) is repeated only
-if it is idempotent — a call whose connection could not even be opened was never sent, so it may be
-repeated whatever it is — at most `ATTEMPTS` times, after a jittered back-off, and only if the service
-answers a readiness probe first, so a dead service costs one probe (`probe_timeout_s`), not a request
-timeout. Non-idempotent calls (DELETE) that may have been sent are never repeated. Every failure that is
-not retried becomes `DependencyDown`, a 503. A user error the service answers (a 4xx: an unknown item id,
-k over the limit) is neither: it is raised again as the zest error it was, with its status and message
-(service/errors.py, `from_callee`), at once.
-
-**Health.** `probe()` asks the service's `/readyz` over a fresh connection with a short timeout. A model
-worker that died or is still loading does not answer: BentoML's arbiter keeps the listening socket, so the
-connection is accepted and nothing replies; only a timeout tells — or the process table. When the service
-runs on this host under the same arbiter (a Unix socket), the probe also looks at its worker processes:
-no living worker is "down" at once, without waiting for the timeout; and a timeout from the *same* worker
-that answered the previous probe counts as busy, not down, for up to `SLOW_PROBES` probes in a row (a
-loaded machine answers late; readiness must not flap and shed traffic because of it). A new worker (a
-respawn) is down until it has answered once. While a service is known to be down, calls probe it first
-and fail fast with 503 instead of waiting in a dead socket's backlog.
-
-**Stopping.** When the arbiter stops, BentoML deletes the Unix sockets' directory first (its `Arbiter.stop`
-runs `shutil.rmtree(uds_path)` before stopping the workers): from then on no new connection to a model
-service can be opened, only pooled ones reused. So after SIGTERM (`stopping()`) a service counts as up
-while its worker process lives, and a call that could not connect is retried until a pooled connection
-is free (service/lifecycle.py keeps the model services serving until the public one has drained).
+`Dependency` wraps the proxy `bentoml.depends` gives (read through service/compat.py): calls with retries for
+faults (idempotent calls only, after a readiness probe), a user error raised again as itself, and health from
+`/readyz` probes and the process table; `Dependencies` is readiness and liveness over all of them.
 """
 
 from __future__ import annotations
@@ -63,7 +26,12 @@ from .lifecycle import in_container, sibling_workers
 log = logging.getLogger("zest")
 
 # Set on the *callee* services (`@bentoml.service(runner_connection=...)`): never replace the session.
-# The v2 config schema wants an int and a float, both > 0: "never" is a very large number.
+# BentoML's client replaces its aiohttp session every `max_requests` calls / `max_age` s and closes the old
+# one under running calls (they fail or hang); BentoML reads these from the callee's settings when it builds
+# the proxy. Upstream: https://github.com/bentoml/BentoML/issues/5540, issues/5544, pull/5541 (merged, the
+# race stays), pull/5698 (open). Remove once a release no longer closes a session in use (the no-fault load
+# test in tests/test_transport.py says whether it does). The v2 config schema wants an int and a float, both
+# > 0: "never" is a very large number.
 RUNNER_CONNECTION = {"max_requests": 2**62, "max_age": 1e12}
 
 ATTEMPTS = 3
@@ -103,7 +71,22 @@ def _backoff(attempt: int) -> float:
 
 
 class Dependency:
-    """One model service as `Zest` sees it: calls with the retry policy above, and its health."""
+    """One model service as `Zest` sees it: calls, and its health.
+
+    Retries are for faults, not for the transport: a transient failure (a dropped connection, aiohttp's
+    `Connection closed.`, our own short deadline) is repeated only if the call is idempotent or was never
+    sent (no connection), at most `ATTEMPTS` times after a jittered back-off, and only once the service
+    answers a probe, so a dead service costs one probe, not a request timeout. Any other failure is
+    `DependencyDown` (503); a user error the service answers (a 4xx) is raised again at once as the zest
+    error it was (service/errors.py, `from_callee`).
+
+    Health: `probe()` asks `/readyz` over a fresh connection. A dead or loading worker does not answer (the
+    arbiter keeps the socket), so on this host the probe also reads the service's worker processes: no
+    living worker is down at once; a timeout from the worker that answered last counts as busy for up to
+    `SLOW_PROBES` probes (readiness must not flap on a loaded machine); a respawned worker is down until it
+    answers. After SIGTERM (`stopping`) BentoML has already deleted its Unix sockets' directory, so a
+    service counts as up while its worker lives and a call that cannot connect waits for a pooled connection.
+    """
 
     def __init__(self, name: str, proxy: Any, probe_timeout_s: float) -> None:
         self.name = name
@@ -119,7 +102,7 @@ class Dependency:
         self._probe_failure = ""
         self._ok_pids: frozenset[int] | None = None  # the workers that answered the last good probe
         self._slow = 0
-        self.stopping = False  # this worker got SIGTERM: no new connections (see the module doc)
+        self.stopping = False  # this worker got SIGTERM: no new connections (see the class doc)
 
     # -- health -------------------------------------------------------------------------------------
     def _probe_session(self) -> aiohttp.ClientSession:

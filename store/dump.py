@@ -1,23 +1,10 @@
 """A portable, versioned dump of zest's vector store (`zest store export` / `import` / `migrate`), readable by
 any backend and by anything that reads JSON and NumPy.
 
-A dump is a directory:
-
-    manifest.json                          written last: a dump without one is incomplete and never imported
-    <store name>/records-000000.jsonl      one line per record: {"id": ..., "payload": {...}}
-    <store name>/vectors-000000.npy        float32 (rows, dim); row i is line i of the records file
-    ...                                    chunks of at most `chunk_rows` records
-
-`manifest.json`: {"format": "zest-store-dump", "version": 1, "zest_version", "created_at", "source",
-"collections": [{"role", "name", "store_name", "dim", "metric", "meta", "model", "count", "chunks": [{"records",
-"vectors", "count", "sha256": {"records", "vectors"}}]}]}. `role` is "collections" (a CLIP collection, store name
-`c_<name>`) or "catalog" (the recommender's items, `rec_catalog_<dim>`); `model` is what makes the vectors
-comparable (the CLIP model id, or the item model's fingerprint); `payload` is carried as it is, whatever it holds.
-
-Export and import stream: one chunk (or one batch) is in memory at a time, never the collection. Import creates
-a missing collection as it was dumped, or merges by id into an existing one made by the same model (a dump of
-another model, dimension or metric is refused with 409), and checks every chunk's checksum before writing it
-and the final count after.
+A dump is a directory: per collection `records-NNNNNN.jsonl` (id, payload) and `vectors-NNNNNN.npy` (float32)
+chunks, and `manifest.json`, written last (its fields: the README's "Backup and migration"; `export` below).
+Export and import stream one chunk at a time; import creates or merges by id into a collection of the same
+model (else 409) and checks every chunk's checksum and the final count.
 """
 
 from __future__ import annotations
@@ -149,6 +136,9 @@ def export(sources: Iterable[tuple[str, Source]], out: str | Path, selection: Se
     entries = []
     for role, source, info in selected(sources, selection):
         entries.append(_export_one(source, role, info, out, chunk_rows, progress))
+    # role: "collections" (a CLIP collection, store name c_<name>) or "catalog" (the recommender's items,
+    # rec_catalog_<dim>); each entry's `model` is what makes vectors comparable (CLIP model id, item model's
+    # fingerprint); payloads are carried as they are.
     manifest = {"format": FORMAT, "version": VERSION, "zest_version": __version__,
                 "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "source": source_name, "collections": entries}

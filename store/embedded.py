@@ -1,24 +1,6 @@
 """The embedded backend: SQLite is the source of truth, every collection is also held in memory
 (store/memory.py) and scored there -- by an exact scan, or by a faiss IVF index once a collection is large.
-
-Concurrency (one process; the BentoML service that owns the store):
-
-- Writers (upsert, delete, create, drop) are serialised by one lock; each is one SQLite transaction, and
-  memory changes only after the commit succeeded, so a failed write changes nothing.
-- Readers take no store lock. A collection's in-memory state is a published snapshot (rows buffer, ids,
-  `alive` mask, row count); writers append rows past the published count or flip `alive` bits, and swap in
-  a new snapshot when the buffer grows. A reader therefore never waits for a writer; payloads are read from
-  SQLite through per-thread read connections (WAL), which never wait for the writer either.
-- Rows are immutable once written: an update appends a new row and tombstones the old one; a delete
-  tombstones (O(1)). Tombstoned rows are masked out of every search and compacted away in a background
-  thread once they are a quarter of the rows (amortised O(1) per delete; searches keep using the old
-  snapshot while the copy is made).
-
-Search: below `ann_min_rows` live rows (default 100,000), an exact scan (buffer @ query). Above it, a faiss
-`IndexIVFFlat` (inner product) is built in a background thread -- exact scan serves until it is ready --
-and then searched with `nprobe` lists and a bitmap of the live rows, so tombstones and excluded ids never
-take a slot in the top-k; new rows are added to it as they are written. Filtered searches select the
-matching rows in SQLite (`json_extract`) and scan them exactly.
+How writers, readers and search share it: `EmbeddedStore`'s docstring.
 """
 
 from __future__ import annotations
@@ -74,6 +56,26 @@ def storage_error(exc: sqlite3.Error, path: Path) -> Exception:
 
 
 class EmbeddedStore(VectorStore):
+    """The store of one process (the BentoML service that owns it).
+
+    - Writers (upsert, delete, create, drop) are serialised by one lock; each is one SQLite transaction, and
+      memory changes only after the commit succeeded, so a failed write changes nothing.
+    - Readers take no store lock. A collection's in-memory state is a published snapshot (rows buffer, ids,
+      `alive` mask, row count); writers append rows past the published count or flip `alive` bits, and swap in
+      a new snapshot when the buffer grows. A reader therefore never waits for a writer; payloads are read from
+      SQLite through per-thread read connections (WAL), which never wait for the writer either.
+    - Rows are immutable once written: an update appends a new row and tombstones the old one; a delete
+      tombstones (O(1)). Tombstoned rows are masked out of every search and compacted away in a background
+      thread once they are a quarter of the rows (amortised O(1) per delete; searches keep using the old
+      snapshot while the copy is made).
+
+    Search: below `ann_min_rows` live rows (default 100,000), an exact scan (buffer @ query). Above it, a faiss
+    `IndexIVFFlat` (inner product) is built in a background thread -- exact scan serves until it is ready --
+    and then searched with `nprobe` lists and a bitmap of the live rows, so tombstones and excluded ids never
+    take a slot in the top-k; new rows are added to it as they are written. Filtered searches select the
+    matching rows in SQLite (`json_extract`) and scan them exactly.
+    """
+
     kind = "embedded"
     shared = False
 

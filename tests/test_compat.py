@@ -179,6 +179,23 @@ def test_open_clip_trimmed_text_tower_needs_the_attributes_it_reads(tiny_encoder
     assert any("lacks the internals" in m for m in warnings)
 
 
+def test_the_declared_dependencies_admit_only_the_versions_each_patch_was_checked_on():
+    """pyproject.toml pins open_clip, BentoML and uvicorn to the ranges their patches were checked on, so an
+    install never silently lands on a release where a patch is disabled (widen both together)."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    declared = {(r := Requirement(line)).name.replace("_", "-").lower(): r.specifier
+                for line in project["dependencies"]}
+    for patch in ALL_PATCHES:
+        name = patch.distribution.replace("_", "-").lower()
+        assert declared[name] == SpecifierSet(patch.checked), (patch.name, str(declared[name]), patch.checked)
+
+
 def test_bentoml_request_timeout_releases_each_request_when_it_ends():
     """BentoML's TimeoutMiddleware armed a 300 s timer per request that kept the request's context (its
     OpenTelemetry span, ...) alive until it fired: the soak (tests/test_soak.py) grew by hundreds of MB. Patched by

@@ -1,4 +1,4 @@
-"""Process-wide settings every service worker applies when it imports service/config.py."""
+"""Process-wide settings every service worker applies when it imports service/process.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def test_service_processes_run_blas_single_threaded(tmp_path):
     code = ("import json, numpy\n"
             "from threadpoolctl import threadpool_info\n"
             "before = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
-            "import zest.service.config\n"
+            "import zest.service.process\n"
             "after = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
             "print(json.dumps([before, after]))\n")
     env = {"ZEST_DATA_DIR": str(tmp_path), "OPENBLAS_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}

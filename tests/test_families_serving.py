@@ -115,7 +115,7 @@ def test_hf_text_model_imported_packed_and_served_offline_from_the_bento(bento_w
     subprocess.run([sys.executable, "-m", "bentoml", "import", str(archive)], env=env, check=True, capture_output=True,
                    timeout=300)
     (bento,) = [p for p in (home / "bentos" / "zest").iterdir() if p.is_dir()]
-    # the image's step before BentoML copies src in: zest's subpackage links (service/image.py)
+    # the image's step before BentoML copies src in: zest's subpackage links (service/bento_image.py)
     for command in yaml.safe_load((bento / "bento.yaml").read_text())["image"]["post_commands"]:
         subprocess.run(["sh", "-c", command], cwd=bento, check=True, timeout=60)
     empty_hf = tmp_path / "empty-hf-home"

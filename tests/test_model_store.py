@@ -18,7 +18,7 @@ from tests.server import Server
 from tests.test_packaging import _clean_copy, build_and_export
 from zest.models.errors import ModelLoadError
 from zest.models.spec import bento_tag, parse_spec
-from zest.service.model_store import default_store_name
+from zest.service.bento_models import default_store_name
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from zest.service.image import link_command, subpackage_links
+from zest.service.bento_image import link_command, subpackage_links
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,16 +65,16 @@ def test_every_directly_imported_library_is_declared():
 @pytest.mark.parametrize("bentofile", ["bentofile.yaml", "bentofile.gpu.yaml"])
 def test_bentofiles_declare_no_second_package_list(bentofile):
     """A bentofile may say where the wheels come from (the CPU one: PyTorch's CPU index), never which packages."""
-    from zest.service.image import CPU_TORCH_INDEX
+    from zest.service.bento_image import CPU_TORCH_INDEX
 
     config = yaml.safe_load((ROOT / bentofile).read_text())
-    assert "docker" not in config, "the image comes from service/image.py"
+    assert "docker" not in config, "the image comes from service/bento_image.py"
     assert config.get("python", {}) == ({"extra_index_url": [CPU_TORCH_INDEX]} if bentofile == "bentofile.yaml"
-                                        else {}), "packages come from pyproject via service/image.py"
+                                        else {}), "packages come from pyproject via service/bento_image.py"
 
 
 def test_bento_image_installs_exactly_the_declared_dependencies():
-    from zest.service.image import bento_image, declared_dependencies
+    from zest.service.bento_image import bento_image, declared_dependencies
 
     assert declared_dependencies() == _pyproject_deps()
     assert bento_image().python_requirements.split("\n")[:-1] == _pyproject_deps()
@@ -113,7 +113,7 @@ def build_and_export(src: Path, env: dict[str, str], home: Path, service: str, t
 def _check_image(requirements: list[str], dockerfile: str, envs: dict[str, str], device: str) -> None:
     """The image: CPU torch from PyTorch's CPU index (whose torch==2.14.1 is the +cpu wheel, with
     no nvidia-*/triton), CUDA torch from PyPI for the GPU bento; no compilers or git; no layer twice."""
-    from zest.service.image import CPU_TORCH_INDEX
+    from zest.service.bento_image import CPU_TORCH_INDEX
 
     index_lines = [r for r in requirements if r.startswith("--")]
     torch_pins = [r for r in requirements if r.startswith(("torch==", "torchvision=="))]
@@ -181,7 +181,7 @@ def test_bento_packs_the_stored_recommender_model(rec_model_dir, tmp_path):
     src = _clean_copy(tmp_path / "checkout")
     home = tmp_path / "bentoml-home"
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
-    save = subprocess.run([sys.executable, "-c", ("import sys; from zest.service.model_store import save_to_store; "
+    save = subprocess.run([sys.executable, "-c", ("import sys; from zest.service.bento_models import save_to_store; "
                                                   "print(save_to_store(sys.argv[1], 'zesrec'))"), str(rec_model_dir)],
                           cwd=src, env=env, capture_output=True, text=True, check=True)
     tag = save.stdout.strip().splitlines()[-1]

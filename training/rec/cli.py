@@ -141,12 +141,14 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-rating", type=float, default=None, help="keep interactions with rating >= this")
     p.add_argument("--text-cols", default=None, help="comma-separated item text columns (default: text or all)")
     p.add_argument("--no-refit", action="store_true", help="keep the early-stopped model (trained on 90%% of items)")
+    p.add_argument("--no-tags", action="store_true", help="--movielens: describe items without user tags")
     _common(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         if args.movielens:
             ml = load_movielens(args.movielens, min_rating=args.min_rating)
+            ml = ml.without_tags() if args.no_tags else ml
             catalog, inter = ml.catalog, ml.interactions
         else:
             if not args.items or not args.interactions:
@@ -183,12 +185,24 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cold-item-tags", choices=["drop", "keep"], default="drop",
                    help="describe cold items without user tags (honest, default) or with them (leaky)")
     p.add_argument("--no-lightfm", action="store_true")
+    p.add_argument("--no-tags", action="store_true", help="describe every item without user tags (train and test)")
     p.add_argument("--quick", action="store_true", help="one seed, cold protocol, fewer epochs")
     p.add_argument("--out-md", default=None, help="[benchmarks/results/rec_eval.md] (quick: rec_eval_quick.md)")
     p.add_argument("--out-json", default=None)
+    p.add_argument("--transfer", action="store_true",
+                   help="zero-shot transfer: the --model (trained on --movielens) ranks MovieLens ml-100k, not trained on it")
+    p.add_argument("--model", default=None, help="with --transfer: ZESRec model directory [the shipped checkpoint]")
+    p.add_argument("--data-cache", default=None, help="with --transfer: where recbole's wheel (ml-100k) is kept")
+    p.add_argument("--users", type=int, default=None, help="with --transfer: only the first N ml-100k users")
+    p.add_argument("--no-in-domain", action="store_true", help="with --transfer: skip ZESRec trained on ml-100k")
     _common(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.transfer:
+        from .transfer import transfer_main
+
+        mc, tc = _configs(args)
+        return transfer_main(args, list(argv) if argv is not None else sys.argv[1:], _encoder(args), mc, tc)
     seeds = args.seeds or ([3] if args.quick else [3, 4, 5])
     protocols = args.protocols or (["cold"] if args.quick else ["cold", "warm"])
     stem = "rec_eval_quick" if args.quick else "rec_eval"
@@ -203,7 +217,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                                      name=Path(args.items).parent.name or "custom")
         else:
             ml = load_movielens(args.movielens or "data/ml-latest-small", min_rating=args.min_rating)
-            data = movielens_eval_data(ml)
+            data = movielens_eval_data(ml.without_tags() if args.no_tags else ml)
         mc, tc = _configs(args)
         results = evaluate(data, _encoder(args), seeds, protocols, mc, tc, lightfm=not args.no_lightfm,
                            cold_item_tags=args.cold_item_tags)

@@ -313,6 +313,13 @@ class MovieLens:
                 per_item[item].append(tag)
         return [movie_text(t, g, tg) for t, g, tg in zip(self.titles, self.genres, per_item)]
 
+    def without_tags(self) -> MovieLens:
+        """The same data with no user tags: item text is title (year) + genres, as for a catalogue without tags."""
+        ml = MovieLens(ItemTexts(list(self.catalog.ids), [""] * len(self.titles)), self.interactions, self.titles,
+                       self.genres, self.years, [], [])
+        ml.catalog.texts = ml.texts(with_tags=False)
+        return ml
+
     def item_tag_tokens(self, exclude_pairs: set[tuple[str, int]] | None = None) -> list[set[str]]:
         out: list[set[str]] = [set() for _ in self.titles]
         for (_, item, tag, _), raw_user in zip(self.tags, self.tag_user_ids):

@@ -1,39 +1,10 @@
 """The ZESRec benchmark (``zest rec eval``): runs every method on every seed of each protocol.
 
-Modules by job: :mod:`.protocols` (data views, cold/warm splits, tasks), :mod:`.methods` (ZESRec and the
-baselines on one split), :mod:`.report` (summaries, Markdown), this module (the driver).
-
-Cold-item protocol (the one ZESRec is for), per seed:
-
-1. Items (the whole catalogue, including items nobody interacted with) are shuffled with the seed and split
-   into **cold** (20 %) and **warm** (80 %); 20 % of the warm items (16 % of all, about as many as the
-   cold items, so validation ranks a candidate set of similar size) are further held out as
-   **validation-cold** items, the rest (64 %) are the **training catalogue**.
-2. Training sees only interactions with training-catalogue items. No interaction with a cold or
-   validation item is ever used to train any model (ZESRec, LightFM, the popularity ridge); cold items
-   are not even negatives.
-3. Cold and validation items are described *without user-generated tags* (MovieLens ``tags.csv``): a
-   brand-new item has no tags yet, and in ml-latest-small tags are themselves interaction traces (92 % of
-   distinct (user, movie) tag pairs come from a user who also rated the movie; tagged movies have ~5x the ratings of
-   untagged ones), so keeping them would leak the held-out interactions. Warm items keep their tags.
-   (``cold_item_tags="keep"`` reproduces the leaky variant for reference.)
-4. Validation task: every user with >= 1 interaction with a validation item; history = the user's
-   training interactions (chronological); candidates = all validation items; relevant = the user's
-   validation items. All hyper-parameters (ZESRec early stopping, ridge alpha, blend weight, content-KNN
-   history variant, LightFM epochs / identity features) are chosen on this task only.
-5. Test task: every user with >= 1 interaction with a cold item and >= 1 warm interaction; history = the
-   user's warm (training + validation) interactions; candidates = **all cold items**; relevant = the
-   user's cold items. Models are not re-fitted on validation items.
-
-Warm-item protocol, per seed: each user's interactions sorted by time; the last 5 are test, the 5 before
-are validation, the rest train (users with < 13 interactions only train). Candidates = the whole
-catalogue minus the user's known items; tags a user applied to one of their own held-out items are
-removed from the item text (and from LightFM's features) so the held-out interaction cannot leak through
-its tag.
-
-Interactions: every MovieLens rating (any value) is one implicit interaction ("the user watched and rated
-it"); ``--min-rating`` changes that. Metrics: Recall@K (truncated) and NDCG@K from
-:mod:`zest.training.rec.metrics`, mean over test users, then mean ± sample std over seeds.
+Modules by job: :mod:`.protocols` (data views; the cold-item and warm-item protocols: `cold_split`,
+`warm_split`), :mod:`.methods` (ZESRec and the baselines on one split), :mod:`.report` (summaries, Markdown),
+this module (the driver). Every MovieLens rating is one implicit interaction (``--min-rating`` changes that).
+Metrics: Recall@K (truncated) and NDCG@K (:mod:`zest.training.rec.metrics`), mean over test users, then
+mean ± sample std over seeds.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def run_zesrec(split: Split, model_cfg: ZesRecConfig, train_cfg: TrainConfig) ->
     cfg = copy.deepcopy(train_cfg)
     cfg.seed = split.seed
     fr = fit(split.input_emb, split.target_emb, split.train_seqs, split.catalogue, model_cfg, cfg, val_fn)
-    test = split.test.mean(scores(fr.net, split.test))
+    test = split.test_metrics(scores(fr.net, split.test))
     params = {"best_epoch": fr.best_epoch, "epochs_run": len(fr.history), "train_seconds": round(fr.seconds, 1)}
     return MethodResult(test, fr.best_val, params, time.perf_counter() - t0), fr
 
@@ -67,7 +67,7 @@ def run_baselines(split: Split, seed: int, lightfm: bool = True, lightfm_epochs:
     n_items = len(split.input_emb)
 
     t0 = time.perf_counter()
-    out["random"] = MethodResult(test.mean(random_scores(len(test.users), len(test.candidates), seed)),
+    out["random"] = MethodResult(split.test_metrics(random_scores(len(test.users), len(test.candidates), seed)),
                                  val.mean(random_scores(len(val.users), len(val.candidates), seed))[VAL_METRIC], {},
                                  time.perf_counter() - t0)
 
@@ -78,7 +78,7 @@ def run_baselines(split: Split, seed: int, lightfm: bool = True, lightfm_epochs:
         # at test time the validation interactions are known too, so they count
         counts_test = split.known_counts if split.known_counts is not None else counts
         out["popularity (train counts)"] = MethodResult(
-            test.mean(np.tile(counts_test[test.candidates], (len(test.users), 1))), pop_val, {}, time.perf_counter() - t0)
+            split.test_metrics(np.tile(counts_test[test.candidates], (len(test.users), 1))), pop_val, {}, time.perf_counter() - t0)
 
     # content-KNN: history profile from tagged (input) or untagged (target) texts; chosen on validation
     t0 = time.perf_counter()
@@ -89,7 +89,7 @@ def run_baselines(split: Split, seed: int, lightfm: bool = True, lightfm_epochs:
     knn_val_m = {k: val.mean(s)[VAL_METRIC] for k, s in knn_val.items()}
     knn_var = max(knn_val_m, key=knn_val_m.get)
     knn_test = content_knn_scores(variants[knn_var], test.histories, split.target_emb[test.candidates])
-    out["content-KNN"] = MethodResult(test.mean(knn_test), knn_val_m[knn_var], {"history_text": knn_var},
+    out["content-KNN"] = MethodResult(split.test_metrics(knn_test), knn_val_m[knn_var], {"history_text": knn_var},
                                       time.perf_counter() - t0)
 
     # text-popularity: ridge text embedding -> log(1 + count) over the training catalogue
@@ -104,7 +104,7 @@ def run_baselines(split: Split, seed: int, lightfm: bool = True, lightfm_epochs:
             best = (m, alpha, tp, pv)
     tp_val, alpha, tp, pop_val_scores = best
     pop_test_scores = tp.predict(split.target_emb[test.candidates])
-    out["text-popularity"] = MethodResult(test.mean(np.tile(pop_test_scores, (len(test.users), 1))), tp_val,
+    out["text-popularity"] = MethodResult(split.test_metrics(np.tile(pop_test_scores, (len(test.users), 1))), tp_val,
                                           {"alpha": alpha}, time.perf_counter() - t0)
 
     t0 = time.perf_counter()
@@ -114,7 +114,7 @@ def run_baselines(split: Split, seed: int, lightfm: bool = True, lightfm_epochs:
         if best is None or m > best[0]:
             best = (m, float(w))
     out["text-popularity + content-KNN blend"] = MethodResult(
-        test.mean(blend_scores(knn_test, pop_test_scores, best[1])), best[0],
+        split.test_metrics(blend_scores(knn_test, pop_test_scores, best[1])), best[0],
         {"knn_weight": best[1], "alpha": alpha, "history_text": knn_var}, time.perf_counter() - t0)
 
     if lightfm:
@@ -146,7 +146,7 @@ def run_lightfm(split: Split, seed: int, max_epochs: int = 40, step: int = 2, pa
             best_overall = (best[0], best[1], best[2], use_identity, F, lf)
     m, ep, model, use_identity, F, lf = best_overall
     lf.model = model
-    test = split.test.mean(lf.scores(split.test.users, split.test.candidates, F))
+    test = split.test_metrics(lf.scores(split.test.users, split.test.candidates, F))
     params = {"epochs": ep, "identity_features": use_identity, "n_features": int(F.shape[1]),
               "no_components": lf.params["no_components"]}
     return MethodResult(test, m, params, time.perf_counter() - t0)

@@ -1,5 +1,5 @@
 """Evaluation data views and the cold-item / warm-item protocols: how interactions become train,
-validation and test tasks (described in zest.training.rec.evaluation's docstring)."""
+validation and test tasks (each protocol: `cold_split`, `warm_split`)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,40 @@ class Task:
     def mean(self, scores: np.ndarray) -> dict[str, float]:
         return {k: float(v.mean()) for k, v in self.metrics(scores).items()}
 
+    def restrict(self, keep: np.ndarray) -> TaskView:
+        """The same task ranked among only the candidates whose item is in ``keep`` (a mask over items);
+        users left without a relevant candidate drop out."""
+        cols = np.flatnonzero(np.asarray(keep, bool)[self.candidates])
+        new_pos = np.full(len(self.candidates), -1, np.int64)
+        new_pos[cols] = np.arange(len(cols))
+        rows, relevant, exclude = [], [], []
+        for r, rel in enumerate(self.relevant):
+            rel2 = new_pos[rel]
+            rel2 = rel2[rel2 >= 0]
+            if len(rel2):
+                rows.append(r)
+                relevant.append(rel2)
+                if self.exclude is not None:
+                    ex = new_pos[self.exclude[r]]
+                    exclude.append(ex[ex >= 0])
+        if not rows:
+            raise InvalidInput("no user has a relevant item among the kept candidates")
+        task = Task(self.users[rows], [self.histories[r] for r in rows], self.candidates[cols], relevant,
+                    exclude if self.exclude is not None else None)
+        return TaskView(np.asarray(rows), cols, task)
+
+
+@dataclass
+class TaskView:
+    """A sub-task of a task: its users ``rows`` and candidate columns ``cols`` (score matrices are sliced)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    task: Task
+
+    def mean(self, scores: np.ndarray) -> dict[str, float]:
+        return self.task.mean(np.asarray(scores)[np.ix_(self.rows, self.cols)])
+
 
 def make_task(hist: dict[int, np.ndarray], targets: dict[int, np.ndarray], candidates: np.ndarray,
               n_items: int, exclude_history: bool) -> Task:
@@ -133,6 +167,14 @@ class Split:
     test: Task
     info: dict = field(default_factory=dict)
     known_counts: np.ndarray | None = None  # per-item counts of every interaction known at test time
+    views: dict[str, TaskView] = field(default_factory=dict)  # extra test columns, e.g. "strict" candidates
+
+    def test_metrics(self, scores: np.ndarray) -> dict[str, float]:
+        """Test metrics of a (test users, test candidates) score matrix, plus ``"<view>:<metric>"`` per view."""
+        out = self.test.mean(scores)
+        for name, view in self.views.items():
+            out.update({f"{name}:{k}": v for k, v in view.mean(scores).items()})
+        return out
 
     @property
     def train_seqs(self) -> list[np.ndarray]:
@@ -148,6 +190,28 @@ def user_targets(inter: Interactions) -> dict[int, np.ndarray]:
 
 def cold_split(data: EvalData, encoder: TextEncoder, seed: int, cold_frac: float = 0.2, val_frac: float = 0.2,
                cold_item_tags: str = "drop") -> Split:
+    """The cold-item protocol (the one ZESRec is for), per seed:
+
+    1. Items (the whole catalogue, including items nobody interacted with) are shuffled with the seed and split
+       into **cold** (20 %) and **warm** (80 %); 20 % of the warm items (16 % of all, about as many as the
+       cold items, so validation ranks a candidate set of similar size) are further held out as
+       **validation-cold** items, the rest (64 %) are the **training catalogue**.
+    2. Training sees only interactions with training-catalogue items. No interaction with a cold or
+       validation item is ever used to train any model (ZESRec, LightFM, the popularity ridge); cold items
+       are not even negatives.
+    3. Cold and validation items are described *without user-generated tags* (MovieLens ``tags.csv``): a
+       brand-new item has no tags yet, and in ml-latest-small tags are themselves interaction traces (92 % of
+       distinct (user, movie) tag pairs come from a user who also rated the movie; tagged movies have ~5x the ratings of
+       untagged ones), so keeping them would leak the held-out interactions. Warm items keep their tags.
+       (``cold_item_tags="keep"`` reproduces the leaky variant for reference.)
+    4. Validation task: every user with >= 1 interaction with a validation item; history = the user's
+       training interactions (chronological); candidates = all validation items; relevant = the user's
+       validation items. All hyper-parameters (ZESRec early stopping, ridge alpha, blend weight, content-KNN
+       history variant, LightFM epochs / identity features) are chosen on this task only.
+    5. Test task: every user with >= 1 interaction with a cold item and >= 1 warm interaction; history = the
+       user's warm (training + validation) interactions; candidates = **all cold items**; relevant = the
+       user's cold items. Models are not re-fitted on validation items.
+    """
     n = data.n_items
     rng = np.random.default_rng(10_000 + seed)
     perm = rng.permutation(n)
@@ -186,6 +250,11 @@ def cold_split(data: EvalData, encoder: TextEncoder, seed: int, cold_frac: float
 
 
 def warm_split(data: EvalData, encoder: TextEncoder, seed: int, n_test: int = 5, n_val: int = 5, min_train: int = 3) -> Split:
+    """The warm-item protocol, per seed: each user's interactions sorted by time; the last 5 are test, the 5 before
+    are validation, the rest train (users with < 13 interactions only train). Candidates = the whole
+    catalogue minus the user's known items; tags a user applied to one of their own held-out items are
+    removed from the item text (and from LightFM's features) so the held-out interaction cannot leak through
+    its tag."""
     inter = data.interactions
     n = data.n_items
     # chronological order per user (ties: file order); seed only matters for the models

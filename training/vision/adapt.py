@@ -1,53 +1,9 @@
-"""Few-shot adaptation of the zero-shot head, on cached image features (seconds on a CPU).
+"""Few-shot adaptation of the zero-shot head, on cached image features (seconds on a CPU): `fit` and
+`adapt_folder` (`zest adapt`).
 
-Every method starts from the zero-shot classifier -- the class embeddings W0 of the class names under a
-template set, at the model's logit scale -- and has a setting at which it *is* that classifier, so
-hyperparameter selection can always fall back to zero-shot when the examples do not help:
-
-* ``tip-adapter`` (default; Zhang et al., "Tip-Adapter", ECCV 2022, training-free): keep W0 and add a
-  cache of the training images' features; logits = s·f·W0ᵀ + α·exp(−β(1 − f·Kᵀ))·onehot(V). α = 0 is
-  zero-shot.
-* ``linear``: a linear head (W, b) initialised at (W0, 0), trained with cross-entropy plus λ‖W − W0‖²
-  (weight decay toward the zero-shot weights, not toward 0); full-batch L-BFGS. λ = ∞ is zero-shot.
-* ``wise-ft`` (Wortsman et al., CVPR 2022, applied to the head): fine-tune the linear head from W0 with
-  no pull toward it, then interpolate the weights: W = (1 − α)·W0 + α·W_ft. α = 0 is zero-shot.
-
-Hyperparameters (α and β, λ, or α) are chosen by stratified k-fold cross-validation **on the training
-images only**: highest pooled fold accuracy; ties go to the setting closest to zero-shot (smallest α,
-largest λ), then to the lower log-loss. The held-out images of `zest adapt` are never seen here. With a
-single training image per class there is nothing to validate on, and fixed defaults are used (the
-report says so).
-
-Why Tip-Adapter is the default -- measured by `python -m zest.training.vision.compare` (zest-tiny, all 42
-colour × shape classes of the scene generator; k training images per class, 10 other images per class
-held out; 2 scene seeds × 2 draws of the k-shot set; mean held-out top-1; 6 min on the shared 2 cores):
-
-    labels                            k   zero-shot  tip-adapter  linear  wise-ft
-    synonyms ("crimson ring")         1     15.0 %      80.1 %    76.5 %   65.1 %   (defaults, no CV)
-                                      2     15.0 %      92.4 %    87.0 %   87.0 %
-                                      4     15.0 %      96.1 %    95.2 %   95.0 %
-                                      8     15.0 %      97.3 %    96.7 %   96.5 %
-    canonical ("red circle")          1     98.1 %      96.0 %    97.6 %   97.3 %   (defaults, no CV)
-                                      2     98.1 %      97.9 %    98.0 %   98.0 %
-                                      4     98.1 %      98.0 %    97.7 %   97.9 %
-                                      8     98.1 %      98.0 %    97.7 %   98.0 %
-    issue #15: 12 classes, 16 images each, 25 % held out, 3 seeds:
-      synonyms                              36.1 %     100.0 %   100.0 %  100.0 %
-      canonical                            100.0 %     100.0 %   100.0 %  100.0 %
-
-* Where the text tower maps the labels poorly, Tip-Adapter is the best at every k, by 0.6 to 5.4
-  points over the linear head and WiSE-FT (most at 2 shots).
-* Where zero-shot is already right (98.1 %), no method beats it; from 2 shots on all three stay within
-  0.4 points of it and Tip-Adapter within 0.2. With one image per class (no validation possible) the
-  defaults cost Tip-Adapter 2.1 points there: give at least 2 training images per class (`zest adapt`
-  holds out 25 % more).
-* It trains nothing (milliseconds), and its CV grid is cheap; the first selection rule tried (ties to the
-  lower log-loss) lost 0.8 points to zero-shot on canonical labels at 2 shots, so ties now go to zero-shot.
-
-The served head holds the cache (N×D: the training images' features), so it grows with the number of
-examples; for thousands of images per class prefer ``--method linear`` (a C×D head; in the literature
-a trained linear head overtakes the training-free cache once examples are plentiful: Tip-Adapter-F,
-LP++).
+Every method starts from the zero-shot classifier and has a setting at which it *is* that classifier, so
+cross-validation can always fall back to zero-shot. Why Tip-Adapter is the default, measured by
+`python -m zest.training.vision.compare`: the README's "How it adapts".
 """
 
 from __future__ import annotations
@@ -62,6 +18,14 @@ import numpy as np
 from ...models.heads import HeadParams
 from ...models.zero_shot import softmax
 
+# W0: the class embeddings of the class names under a template set, at the model's logit scale `s`.
+# - tip-adapter (Zhang et al., ECCV 2022; training-free): W0 plus a cache of the training features K with labels
+#   V: logits = s·f·W0ᵀ + α·exp(−β(1 − f·Kᵀ))·onehot(V); α = 0 is zero-shot. The head holds K (N×D), so for
+#   thousands of images per class prefer linear (C×D).
+# - linear: (W, b) from (W0, 0), cross-entropy + λ‖W − W0‖² (decay toward zero-shot), full-batch L-BFGS;
+#   λ = ∞ is zero-shot.
+# - wise-ft (Wortsman et al., CVPR 2022, on the head): fine-tune from W0 with no pull toward it, then
+#   W = (1 − α)·W0 + α·W_ft; α = 0 is zero-shot.
 METHODS = ("tip-adapter", "linear", "wise-ft")
 DEFAULT_METHOD = "tip-adapter"
 DEFAULT_FOLDS = 4
@@ -173,7 +137,11 @@ def _closeness(method: str, params: dict) -> float:
 
 def fit(method: str, features: np.ndarray, labels: np.ndarray, w0: np.ndarray, logit_scale: float,
         folds: int = DEFAULT_FOLDS, seed: int = 0) -> Fitted:
-    """Adapt the zero-shot head `w0` (C×D class embeddings) to labelled training features."""
+    """Adapt the zero-shot head `w0` (C×D class embeddings) to labelled training features.
+
+    The method's hyperparameters are chosen by stratified k-fold cross-validation on these features only:
+    highest pooled fold accuracy, ties to the setting closest to zero-shot (smallest α, largest λ), then to
+    the lower log-loss. With one example per class nothing can be validated: `DEFAULTS` are used."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: one of {', '.join(METHODS)}")
     features = np.asarray(features, dtype=np.float32)

@@ -12,8 +12,7 @@ table is the issue's setting: 12 classes (red/blue/green/yellow × circle/square
 crimson/navy/lime/canary × ring/box/delta), 16 images per class, 25 % held out as `zest adapt` does
 by default, 3 seeds.
 
-The recorded run and what it decided are in adapt.py's docstring and the README section "Evaluate and adapt
-on your own images".
+The recorded run and what it decided are in the README section "Evaluate and adapt on your own images".
 """
 
 from __future__ import annotations
