@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -34,7 +36,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115  (open while the server runs)
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                     "BENTOML_DO_NOT_TRACK": "True", **env}
         argv = (list(command) if command is not None
@@ -80,6 +82,17 @@ class Server:
         self._log.close()
 
 
+@contextmanager
+def serving(srv: Server, timeout: float = 180) -> Iterator[Server]:
+    """`srv` once it is ready, stopped again when the block ends, however it ends (a server that never gets
+    ready is stopped too)."""
+    try:
+        srv.wait_ready(timeout)
+        yield srv
+    finally:
+        srv.stop()
+
+
 def start_server(tiny_checkpoint: str, rec_model_dir, home: Path, **env: str) -> Server:
     """The real server on the test suite's tiny CLIP and ZESRec models, with its BentoML home, log and (unless
     `ZEST_DATA_DIR` is given) data under `home`; returned ready, or stopped again if it never gets there."""
@@ -93,3 +106,13 @@ def start_server(tiny_checkpoint: str, rec_model_dir, home: Path, **env: str) ->
         srv.stop()
         raise
     return srv
+
+
+@contextmanager
+def running_server(tiny_checkpoint: str, rec_model_dir, home: Path, **env: str) -> Iterator[Server]:
+    """`start_server(...)` for the length of a `with` block (or of a fixture that yields inside one)."""
+    srv = start_server(tiny_checkpoint, rec_model_dir, home, **env)
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -2,54 +2,45 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import re
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
-from tests.server import Server, start_server
+from tests.images import b64, encode, png
+from tests.server import Server, running_server
 from zest.models.limits import too_large
+
+SIZE = (48, 48)  # the images these tests send
 
 LIMITS = {"ZEST_MAX_IMAGES": "4", "ZEST_MAX_IMAGE_BYTES": "200000", "ZEST_MAX_IMAGE_PIXELS": "1000000",
           "ZEST_MAX_LABELS": "50", "ZEST_MAX_TEXTS": "8", "ZEST_MAX_REC_ITEMS": "10"}
 
 
-def start(tiny_checkpoint, rec_model_dir, home, data_dir) -> Server:
-    return start_server(tiny_checkpoint, rec_model_dir, home, ZEST_DATA_DIR=str(data_dir), **LIMITS)
+def start(tiny_checkpoint, rec_model_dir, home, data_dir) -> AbstractContextManager[Server]:
+    return running_server(tiny_checkpoint, rec_model_dir, home, ZEST_DATA_DIR=str(data_dir), **LIMITS)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, rec_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml-home")
-    srv = start(tiny_checkpoint, rec_model_dir, home, home / "data")
-    yield srv
-    srv.stop()
-
-
-def png(color="red", size=(48, 48)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+    with start(tiny_checkpoint, rec_model_dir, home, home / "data") as srv:
+        yield srv
 
 
 def classify_json(server, **body):
-    body = {"images": [b64(png())], "labels": ["cat", "dog", "car"], **body}
+    body = {"images": [b64(png("red", SIZE))], "labels": ["cat", "dog", "car"], **body}
     return requests.post(f"{server.url}/classify", json=body, timeout=60)
 
 
 def test_classify_multipart(server):
     r = requests.post(f"{server.url}/classify",
-                      files=[("images", ("red.png", png("red"), "image/png")),
-                             ("images", ("blue.png", png("blue"), "image/png"))],
+                      files=[("images", ("red.png", png("red", SIZE), "image/png")),
+                             ("images", ("blue.png", png("blue", SIZE), "image/png"))],
                       data={"labels": "cat,dog,car", "top_k": "2", "templates": "imagenet"}, timeout=60)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -79,12 +70,14 @@ def test_embeddings_are_unit_norm(server):
     emb = np.array(body["embeddings"])
     assert body["dim"] == 32 and emb.shape == (2, 32)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
-    r = requests.post(f"{server.url}/embed/image", files=[("images", ("x.png", png(), "image/png"))], timeout=60)
+    r = requests.post(f"{server.url}/embed/image", files=[("images", ("x.png", png("red", SIZE), "image/png"))],
+                      timeout=60)
     assert r.status_code == 200, r.text
     emb = np.array(r.json()["embeddings"])
     assert emb.shape == (1, 32)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
-    r2 = requests.post(f"{server.url}/embed/image", json={"images": [{"base64": b64(png()), "name": "x"}]}, timeout=60)
+    r2 = requests.post(f"{server.url}/embed/image", json={"images": [{"base64": b64(png("red", SIZE)), "name": "x"}]},
+                       timeout=60)
     np.testing.assert_allclose(np.array(r2.json()["embeddings"]), emb, atol=1e-6)
 
 
@@ -99,16 +92,12 @@ def test_templates_and_probes(server):
 
 
 def _bomb() -> bytes:
-    buf = io.BytesIO()
-    Image.new("L", (4000, 4000)).save(buf, "PNG", optimize=True)
-    return buf.getvalue()
+    return encode(Image.new("L", (4000, 4000)), optimize=True)
 
 
 def _noise_png(side: int) -> bytes:
     arr = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
-    return buf.getvalue()
+    return encode(Image.fromarray(arr))
 
 
 BAD_JSON_BODIES = {
@@ -127,7 +116,7 @@ BAD_JSON_BODIES = {
     "unknown template set": ({"templates": "nope"}, 404, "unknown template set"),
     "top_k zero": ({"top_k": 0}, 400, "top_k"),
     "threshold on a softmax model": ({"threshold": 0.5}, 400, "scoring is softmax"),
-    "too many images": ({"images": [b64(png())] * 5}, 413, "limit of 4"),
+    "too many images": ({"images": [b64(png("red", SIZE))] * 5}, 413, "limit of 4"),
     "no images": ({"images": []}, 400, "no images"),
     "url without allowlist": ({"images": [{"url": "http://127.0.0.1:9/x.png"}]}, 400, "not fetched"),
     "unknown field": ({"lables": ["x"]}, 400, "lables"),
@@ -145,11 +134,12 @@ def test_bad_input_gets_4xx_and_server_keeps_serving(server, case):
 
 def test_bad_multipart_and_bodies(server):
     cases = [
-        (dict(files=[("images", ("t.txt", b"just text", "text/plain"))], data={"labels": "a,b"}), 400),
-        (dict(files=[("images", ("x.png", png(), "image/png"))], data={"labels": "a,b", "top_k": "many"}), 400),
-        (dict(files=[("images", ("x.png", png(), "image/png"))]), 400),  # labels missing
-        (dict(data=b"\x00\xff\x10", headers={"content-type": "application/json"}), 400),
-        (dict(data=b"{}", headers={"content-type": "application/json"}), 400),
+        ({"files": [("images", ("t.txt", b"just text", "text/plain"))], "data": {"labels": "a,b"}}, 400),
+        ({"files": [("images", ("x.png", png("red", SIZE), "image/png"))], "data": {"labels": "a,b", "top_k": "many"}},
+         400),
+        ({"files": [("images", ("x.png", png("red", SIZE), "image/png"))]}, 400),  # labels missing
+        ({"data": b"\x00\xff\x10", "headers": {"content-type": "application/json"}}, 400),
+        ({"data": b"{}", "headers": {"content-type": "application/json"}}, 400),
     ]
     for kwargs, status in cases:
         r = requests.post(f"{server.url}/classify", timeout=60, **kwargs)
@@ -173,7 +163,7 @@ def test_concurrent_single_image_requests_are_batched(server):
     sum0, count0 = _batch_histogram(server)
     n = 32
     with ThreadPoolExecutor(max_workers=n) as pool:
-        responses = list(pool.map(lambda i: classify_json(server, images=[b64(png((i * 7 % 255, 0, 0)))]),
+        responses = list(pool.map(lambda i: classify_json(server, images=[b64(png((i * 7 % 255, 0, 0), SIZE))]),
                                   range(n)))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
     sum1, count1 = _batch_histogram(server)
@@ -243,7 +233,7 @@ def test_recommender_user_errors_cross_to_the_client_with_status_and_message(ser
 
 def _metric(server, name: str) -> float:
     text = requests.get(f"{server.url}/metrics", timeout=10).text
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, flags=re.M))
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, flags=re.MULTILINE))
 
 
 def _classify_labels(server, labels: list[str]) -> None:
@@ -255,8 +245,7 @@ def _classify_labels(server, labels: list[str]) -> None:
 def test_items_and_class_cache_survive_a_restart(tiny_checkpoint, rec_model_dir, tmp_path):
     (tmp_path / "home1").mkdir(), (tmp_path / "home2").mkdir()
     labels = ["cat", "dog", "car", "tree", "boat"]
-    srv = start(tiny_checkpoint, rec_model_dir, tmp_path / "home1", tmp_path / "data")
-    try:
+    with start(tiny_checkpoint, rec_model_dir, tmp_path / "home1", tmp_path / "data") as srv:
         assert requests.post(f"{srv.url}/items", json={"items": ITEMS}, timeout=60).status_code == 200
         bad = requests.post(f"{srv.url}/items", json={"items": [{"id": "m9", "text": "ok"}, {"id": "", "text": "x"}]},
                             timeout=60)
@@ -264,10 +253,7 @@ def test_items_and_class_cache_survive_a_restart(tiny_checkpoint, rec_model_dir,
         before = requests.post(f"{srv.url}/recommend", json={"history": ["m3"], "k": 3}, timeout=60).json()
         _classify_labels(srv, labels)
         assert _metric(srv, "zest_class_cache_misses_total") == len(labels)
-    finally:
-        srv.stop()
-    srv = start(tiny_checkpoint, rec_model_dir, tmp_path / "home2", tmp_path / "data")
-    try:
+    with start(tiny_checkpoint, rec_model_dir, tmp_path / "home2", tmp_path / "data") as srv:
         assert requests.get(f"{srv.url}/items/m1", timeout=10).json()["text"] == ITEMS[0]["text"]
         assert requests.get(f"{srv.url}/items/m9", timeout=10).status_code == 404
         after = requests.post(f"{srv.url}/recommend", json={"history": ["m3"], "k": 3}, timeout=60).json()
@@ -278,5 +264,3 @@ def test_items_and_class_cache_survive_a_restart(tiny_checkpoint, rec_model_dir,
         _classify_labels(srv, labels + ["bicycle"])
         assert _metric(srv, "zest_class_cache_misses_total") == 1
         assert _metric(srv, "zest_class_cache_entries") == len(labels) + 1
-    finally:
-        srv.stop()

@@ -3,13 +3,12 @@ HTTP, and the shipped ZESRec model recommends from descriptions."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from tests.server import Server
+from tests.images import encode
+from tests.server import Server, serving
 from zest.training.embedded import scenes as S
 
 LABELS = [f"{c} {s}" for c, s in S.ALL_COMBOS]
@@ -18,19 +17,9 @@ LABELS = [f"{c} {s}" for c, s in S.ALL_COMBOS]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml-home")
-    srv = Server({"ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home)},
-                 home / "server.log")  # ZEST_MODEL and ZEST_REC_MODEL unset: the shipped defaults
-    try:
-        srv.wait_ready()
+    with serving(Server({"ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home)},
+                        home / "server.log")) as srv:  # ZEST_MODEL and ZEST_REC_MODEL unset: the shipped defaults
         yield srv
-    finally:
-        srv.stop()
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
 
 
 def _classify(server, images: list[bytes]) -> list[str]:
@@ -45,7 +34,7 @@ def _classify(server, images: list[bytes]) -> list[str]:
 def test_held_out_combinations_over_http(server):
     scenes = S.make_scenes(seed=99, n=16, split="heldout", stream=S.STREAM_EVAL_HELDOUT)
     truth = [f"{sc.spec.combo[0]} {sc.spec.combo[1]}" for sc in scenes]
-    got = _classify(server, [_png(sc.image) for sc in scenes])
+    got = _classify(server, [encode(sc.image) for sc in scenes])
     correct = sum(g == t for g, t in zip(got, truth))
     assert correct >= 14, list(zip(truth, got))  # the floor is 95 %; 14/16 leaves room for sampling
 
@@ -62,7 +51,7 @@ def test_shapes_from_another_renderer(server):
     for draw in drawings.values():
         img = Image.new("RGB", (200, 200), "white")
         draw(ImageDraw.Draw(img))
-        images.append(_png(img))
+        images.append(encode(img))
     got = _classify(server, images)
     assert got == list(drawings), got
 

@@ -21,14 +21,11 @@ import pytest
 import requests
 from PIL import Image
 
+from tests.images import png
 from tests.server import Server, free_port, start_server
 from zest.service.cli import main as zest_main
 
-
-def png(color, size=(48, 48)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, "PNG")
-    return buf.getvalue()
+SIZE = (48, 48)  # the images these tests send
 
 
 def start(tiny_checkpoint, rec_model_dir, home, extra: dict) -> Server:
@@ -52,7 +49,7 @@ def milvus(tmp_path_factory):
     """milvus-lite as a local gRPC server, bound to loopback (the URI zest gets is milvus://...)."""
     data = tmp_path_factory.mktemp("milvus")
     port = free_port()
-    log = open(data / "milvus.log", "wb")
+    log = open(data / "milvus.log", "wb")  # noqa: SIM115  (open while milvus runs)
     proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data / "db"),
                              "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -101,8 +98,8 @@ def test_two_servers_share_collections(two_servers):
     assert requests.post(f"{a.url}/collections", json={"name": "photos"}, timeout=60).status_code == 200
     assert requests.post(f"{b.url}/collections", json={"name": "photos"}, timeout=60).status_code == 409
     r = requests.post(f"{a.url}/collections/photos/items", timeout=60,
-                      files=[("images", ("red.png", png("red"), "image/png")),
-                             ("images", ("blue.png", png("blue"), "image/png"))],
+                      files=[("images", ("red.png", png("red", SIZE), "image/png")),
+                             ("images", ("blue.png", png("blue", SIZE), "image/png"))],
                       data={"metadata": json.dumps({"source": "a"})})
     assert r.status_code == 200, r.text
     assert r.json()["count"] == 2
@@ -151,7 +148,7 @@ def test_zest_index_and_bad_input_over_http(two_servers, tmp_path):
     folder = tmp_path / "images"
     (folder / "sub").mkdir(parents=True)
     for name, colour in [("red.png", "red"), ("green.png", "green"), ("sub/blue.png", "blue")]:
-        (folder / name).write_bytes(png(colour))
+        (folder / name).write_bytes(png(colour, SIZE))
     (folder / "notes.txt").write_text("not an image")
     assert zest_main(["index", str(folder), "--collection", "pics", "--url", a.url, "--batch", "2", "--quiet"]) == 0
     info = requests.get(f"{b.url}/collections/pics", timeout=30).json()
@@ -171,7 +168,7 @@ def test_zest_index_and_bad_input_over_http(two_servers, tmp_path):
         ("/collections/pics/search", {"text": "x", "filter": {"a b": 1}}, 400),
         ("/collections/ghost/search", {"text": "x"}, 404),
         ("/collections/pics/items", {"items": [{"id": "x", "image": "%%%"}]}, 400),
-        ("/collections/pics/items", {"items": [{"id": f"t{i}", "image": base64.b64encode(png("red")).decode()}
+        ("/collections/pics/items", {"items": [{"id": f"t{i}", "image": base64.b64encode(png("red", SIZE)).decode()}
                                                for i in range(5)]}, 413),
     ]:
         r = requests.post(f"{a.url}{path}", json=payload, timeout=60)
@@ -189,7 +186,7 @@ def test_embedded_server_restart_keeps_collections_and_catalogue(tiny_checkpoint
     try:
         assert requests.post(f"{srv.url}/collections", json={"name": "pics"}, timeout=60).status_code == 200
         r = requests.post(f"{srv.url}/collections/pics/items", timeout=60,
-                          files=[("images", (f"{c}.png", png(c), "image/png")) for c in ("red", "green", "blue")])
+                          files=[("images", (f"{c}.png", png(c, SIZE), "image/png")) for c in ("red", "green", "blue")])
         assert r.status_code == 200, r.text
         assert requests.delete(f"{srv.url}/collections/pics/items/red.png", timeout=30).status_code == 200
         top = requests.post(f"{srv.url}/collections/pics/search", json={"text": "red", "k": 5}, timeout=60).json()
@@ -203,7 +200,7 @@ def test_embedded_server_restart_keeps_collections_and_catalogue(tiny_checkpoint
         assert requests.get(f"{srv.url}/collections/pics", timeout=30).json()["count"] == 2
         assert requests.get(f"{srv.url}/collections/pics/items/red.png", timeout=30).status_code == 404
         assert requests.get(f"{srv.url}/items/m1", timeout=30).json()["text"] == "A film"
-        body = {"image": base64.b64encode(png("blue")).decode(), "k": 1}
+        body = {"image": base64.b64encode(png("blue", SIZE)).decode(), "k": 1}
         top = requests.post(f"{srv.url}/collections/pics/search", json=body, timeout=60).json()["results"]
         assert top[0]["id"] == "blue.png"
     finally:

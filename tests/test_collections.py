@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.images import encode
 from zest.models.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from zest.service.collections import Collections, NewItem
 from zest.service.pipeline import ClipPipeline, EncoderInfo, RawImage
@@ -19,12 +20,6 @@ from zest.store.milvus import MilvusStore
 from zest.training.embedded import scenes as S
 
 PER_COMBO = 3
-
-
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +66,7 @@ def make_collections(kind, tmp_path, encoder, memo, **limits) -> Collections:
 def indexed(request, tmp_path_factory, encoder, memo_encoder, scenes):
     coll = make_collections(request.param, tmp_path_factory.mktemp(request.param), encoder, memo_encoder)
     coll.create("shapes")
-    items = [NewItem(id=f"scene-{n}", image=RawImage(name=f"{n}.png", data=png(sc.image)),
+    items = [NewItem(id=f"scene-{n}", image=RawImage(name=f"{n}.png", data=encode(sc.image)),
                      metadata={"colour": sc.spec.colour, "shape": sc.spec.shape})
              for n, sc in enumerate(scenes)]
     for a in range(0, len(items), 16):
@@ -100,9 +95,7 @@ def test_image_query_returns_near_duplicates_first(indexed, scenes):
         img = scenes[n].image
         w, h = img.size
         variant = img.crop((2, 2, w - 2, h - 2)).resize((w + 7, h + 7))  # cropped, rescaled, re-encoded
-        buf = io.BytesIO()
-        variant.save(buf, "JPEG", quality=70)
-        out = indexed.search("shapes", image=RawImage(name="q.jpg", data=buf.getvalue()), k=3)
+        out = indexed.search("shapes", image=RawImage(name="q.jpg", data=encode(variant, "JPEG", quality=70)), k=3)
         assert out["results"][0]["id"] == f"scene-{n}", (n, out["results"])
         assert out["results"][0]["score"] > 0.9
 
@@ -141,9 +134,9 @@ def test_texts_lifecycle_and_bad_input(tmp_path, encoder, memo_encoder):
         with pytest.raises(error):
             c.add("notes", items)
     assert c.describe("notes")["count"] == 2  # nothing of the failed writes was stored
-    for kwargs, error in [(dict(), InvalidInput), (dict(text="x", vector=[0.0]), InvalidInput),
-                          (dict(text="x", k=0), InvalidInput), (dict(text="x", k=51), PayloadTooLarge),
-                          (dict(vector=[1.0, 2.0]), InvalidInput), (dict(text="x", filter={"a-b": 1}), InvalidInput)]:
+    for kwargs, error in [({}, InvalidInput), ({"text": "x", "vector": [0.0]}, InvalidInput),
+                          ({"text": "x", "k": 0}, InvalidInput), ({"text": "x", "k": 51}, PayloadTooLarge),
+                          ({"vector": [1.0, 2.0]}, InvalidInput), ({"text": "x", "filter": {"a-b": 1}}, InvalidInput)]:
         with pytest.raises(error):
             c.search("notes", **kwargs)
     with pytest.raises(NotFound):
@@ -183,14 +176,14 @@ def test_thumbnails_are_kept_with_the_item_and_survive_a_reopen(kind, tmp_path, 
     c.create("plain")
     rng = np.random.default_rng(0)
     noisy = Image.fromarray(rng.integers(0, 256, (900, 1400, 3), dtype=np.uint8))  # JPEG's worst case, 1400 px
-    big = png(noisy)
+    big = encode(noisy)
     assert len(big) > 16 * 1024
     items = [NewItem(id="noisy", image=RawImage("noisy.png", big), metadata={"colour": "none"})]
-    items += [NewItem(id=f"scene-{n}", image=RawImage(f"{n}.png", png(scenes[n].image)),
+    items += [NewItem(id=f"scene-{n}", image=RawImage(f"{n}.png", encode(scenes[n].image)),
                       metadata={"colour": scenes[n].spec.colour, "shape": scenes[n].spec.shape}) for n in range(3)]
     items.append(NewItem(id="note", text="a red star"))
     c.add("pics", items)
-    c.add("plain", [NewItem(id="scene-0", image=RawImage("0.png", png(scenes[0].image)))])
+    c.add("plain", [NewItem(id="scene-0", image=RawImage("0.png", encode(scenes[0].image)))])
     for item_id in ("noisy", "scene-0"):
         jpeg = c.thumbnail("pics", item_id)
         assert len(jpeg) <= 16 * 1024
@@ -242,7 +235,7 @@ def test_thumbnails_travel_in_a_store_dump(target, tmp_path, encoder, memo_encod
     src = Collections(open_store("embedded", "collections", data_dir=str(tmp_path / "src")),
                       ClipPipeline(settings, EncoderInfo.of(encoder), *memo_encoder), settings)
     src.create("pics", thumbnails=True)
-    src.add("pics", [NewItem(id=f"s{n}", image=RawImage(f"{n}.png", png(scenes[n].image))) for n in range(3)])
+    src.add("pics", [NewItem(id=f"s{n}", image=RawImage(f"{n}.png", encode(scenes[n].image))) for n in range(3)])
     want = {f"s{n}": src.thumbnail("pics", f"s{n}") for n in range(3)}
     src.store.close()
     assert zest_main(["store", "export", str(tmp_path / "dump"), "--store", "embedded",

@@ -4,7 +4,11 @@ library's own behaviour."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import gc
 import logging
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -190,3 +194,53 @@ def test_the_declared_dependencies_admit_only_the_versions_each_patch_was_checke
     for patch in ALL_PATCHES:
         name = patch.distribution.replace("_", "-").lower()
         assert declared[name] == SpecifierSet(patch.checked), (patch.name, str(declared[name]), patch.checked)
+
+
+def test_bentoml_request_timeout_releases_each_request_when_it_ends():
+    """BentoML's TimeoutMiddleware armed a 300 s timer per request that kept the request's context (its
+    OpenTelemetry span, ...) alive until it fired: the soak (tests/test_soak.py) grew by hundreds of MB. Patched by
+    compat.release_request_timers(), which service/app.py applies in every worker."""
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    from zest.service.compat import release_request_timers
+
+    release_request_timers()
+    held: contextvars.ContextVar = contextvars.ContextVar("held")
+
+    class Span:
+        pass
+
+    spans: list[weakref.ref] = []
+
+    async def app(scope, receive, send):
+        if scope.get("slow"):
+            await asyncio.sleep(1)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario():
+        middleware = TimeoutMiddleware(app, timeout=300)
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def request(scope):
+            span = Span()  # what the OpenTelemetry middleware, outside this one, puts in the context
+            spans.append(weakref.ref(span))
+            held.set(span)
+            await middleware(scope, None, send)
+
+        for _ in range(50):
+            await asyncio.create_task(request({"type": "http"}))
+        gc.collect()
+        alive = sum(ref() is not None for ref in spans)
+        timers = [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]
+        statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
+        sent.clear()
+        await TimeoutMiddleware(app, timeout=0.05)({"type": "http", "slow": True}, None, send)  # still times out
+        return alive, timers, statuses, sent
+
+    alive, timers, statuses, timed_out = asyncio.run(scenario())
+    assert alive <= 1 and timers == [] and statuses == [200] * 50, (alive, timers)  # unpatched: 50 alive
+    assert timed_out[0]["status"] == 504 and b"Not able to process" in timed_out[1]["body"]

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from tests.families import FAMILIES, SIGLIP_BIAS, build
+from tests.images import patched_png
 from zest.models.clip_encoder import ClipEncoder
 from zest.models.errors import InvalidInput
 from zest.service.pipeline import ClipPipeline, EncoderInfo, RawImage
@@ -30,14 +31,6 @@ TEXTS = ["a photo of a cat.", "A Red   Circle!", "dog",
 LABELS = ["cat", "dog", "red circle", "blue square", "tree"]
 COLORS = ("red", "blue", "green")
 TRIMMED = {"clip": True, "siglip": False, "hf-text": True, "coca": False, "timm-image": True}
-
-
-def _png(color: str, size=(50, 40)) -> bytes:
-    buf = io.BytesIO()
-    img = Image.new("RGB", size, color)
-    img.paste("white", (5, 5, 20, 15))
-    img.save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +54,7 @@ def reference(checkpoints):
 
 
 def _images() -> list[Image.Image]:
-    return [Image.open(io.BytesIO(_png(c))).convert("RGB") for c in COLORS]
+    return [Image.open(io.BytesIO(patched_png(c))).convert("RGB") for c in COLORS]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -94,7 +87,7 @@ def test_classify_equals_open_clip_logits_as_the_familys_probabilities(family, e
     expected = torch.sigmoid(logits) if family == "siglip" else logits.softmax(-1)
 
     out = _pipeline(encoders[family], tmp_path).classify(
-        [RawImage(c, _png(c)) for c in COLORS], LABELS, ["{}"], top_k=len(LABELS))
+        [RawImage(c, patched_png(c)) for c in COLORS], LABELS, ["{}"], top_k=len(LABELS))
     assert out.scoring == ("sigmoid" if family == "siglip" else "softmax")
     got = np.array([[{p.label: p.probability for p in r.predictions}[label] for label in LABELS] for r in out.results])
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
@@ -107,7 +100,7 @@ def test_classify_equals_open_clip_logits_as_the_familys_probabilities(family, e
 
 def test_threshold_returns_the_labels_that_clear_it_for_sigmoid_models(encoders, tmp_path):
     pipeline = _pipeline(encoders["siglip"], tmp_path)
-    raw = [RawImage(c, _png(c)) for c in COLORS]
+    raw = [RawImage(c, patched_png(c)) for c in COLORS]
     every = pipeline.classify(raw, LABELS, ["{}"], top_k=len(LABELS))
     probs = sorted(p.probability for r in every.results for p in r.predictions)
     cut = probs[len(probs) // 2]  # half the (image, label) pairs clear it
@@ -126,7 +119,7 @@ def test_threshold_returns_the_labels_that_clear_it_for_sigmoid_models(encoders,
 def test_threshold_is_refused_for_softmax_models_and_out_of_range(encoders, tmp_path, threshold, message):
     pipeline = _pipeline(encoders["clip"] if message == "softmax" else encoders["siglip"], tmp_path)
     with pytest.raises(InvalidInput, match=message):
-        pipeline.classify([RawImage("r", _png("red"))], LABELS, None, threshold=threshold)
+        pipeline.classify([RawImage("r", patched_png("red"))], LABELS, None, threshold=threshold)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -194,7 +187,7 @@ def test_an_adapted_head_on_a_sigmoid_model_scores_with_softmax(encoders, tmp_pa
                 bias=np.zeros(len(LABELS), np.float32), logit_scale=enc.logit_scale)
     pipeline = ClipPipeline(Settings(data_dir=str(tmp_path)), EncoderInfo.of(enc), enc.encode_pixels,
                             enc.encode_texts, heads=Heads([head]))
-    raw = [RawImage(c, _png(c)) for c in COLORS]
+    raw = [RawImage(c, patched_png(c)) for c in COLORS]
     out = pipeline.classify(raw, None, None, top_k=len(LABELS), head="shapes")
     assert out.scoring == "softmax" and out.head == "shapes"
     expected = head.probabilities(enc.encode_images(_images()))

@@ -21,6 +21,7 @@ from PIL import Image
 
 from tests.families import build
 from tests.hub import Hub, hf_env, wait_closed
+from tests.images import patched_png
 from tests.server import Server
 from tests.test_packaging import _clean_copy, build_and_export
 from zest.models.clip_encoder import ClipEncoder
@@ -30,17 +31,9 @@ SIGLIP_REPO = "zest-test/tiny-siglip"  # what tests/families.py's SigLIP config 
 LABELS = ["cat", "dog", "red circle", "blue square", "tree"]
 
 
-def _png(color: str) -> bytes:
-    buf = io.BytesIO()
-    img = Image.new("RGB", (50, 40), color)
-    img.paste("white", (5, 5, 20, 15))
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 def _sigmoid_expected(encoder: ClipEncoder, colors: list[str]) -> np.ndarray:
     """sigmoid(scale · sim + bias) per label, from the model loaded in this process."""
-    images = [Image.open(io.BytesIO(_png(c))).convert("RGB") for c in colors]
+    images = [Image.open(io.BytesIO(patched_png(c))).convert("RGB") for c in colors]
     sim = encoder.encode_images(images).astype(np.float64) @ encoder.encode_texts(LABELS).T.astype(np.float64)
     return 1.0 / (1.0 + np.exp(-(encoder.logit_scale * sim + encoder.logit_bias)))
 
@@ -65,7 +58,7 @@ def test_siglip_from_the_hub_then_from_the_cache_with_the_hub_down(tmp_path):
             try:
                 srv.wait_ready(timeout=240)
                 r = requests.post(f"{srv.url}/classify", json={
-                    "images": [{"base64": base64.b64encode(_png(c)).decode(), "name": c} for c in colors],
+                    "images": [{"base64": base64.b64encode(patched_png(c)).decode(), "name": c} for c in colors],
                     "labels": LABELS, "templates": ["{}"], "top_k": len(LABELS)}, timeout=60)
                 assert r.status_code == 200, r.text
                 body = r.json()
@@ -75,7 +68,7 @@ def test_siglip_from_the_hub_then_from_the_cache_with_the_hub_down(tmp_path):
                 np.testing.assert_allclose(got, expected, atol=1e-4)
                 # multipart, with a threshold: only the labels that clear it ("none of these" is an empty list)
                 cut = float(np.median(expected))
-                r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", _png("red"), "image/png"))],
+                r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", patched_png("red"), "image/png"))],
                                   data={"labels": ",".join(LABELS), "templates": '["{}"]', "threshold": str(cut)},
                                   timeout=60)
                 assert r.status_code == 200, r.text
@@ -137,7 +130,7 @@ def test_hf_text_model_imported_packed_and_served_offline_from_the_bento(bento_w
         assert r.status_code == 200, r.text
         assert r.json()["model"] == tag
         np.testing.assert_allclose(r.json()["embeddings"], expected, atol=1e-5)
-        r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", _png("red"), "image/png"))],
+        r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", patched_png("red"), "image/png"))],
                           data={"labels": ",".join(LABELS), "top_k": "2"}, timeout=60)
         assert r.status_code == 200 and r.json()["scoring"] == "softmax", r.text
     finally:

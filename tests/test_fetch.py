@@ -2,23 +2,20 @@
 connection made to the checked address (a resolver stub stands in for DNS; the image server is on 127.0.0.1)."""
 
 import http.server
-import io
 import ipaddress
 import socket
 import threading
 
 import pytest
-from PIL import Image
 
+from tests import images
 from zest.models.errors import InvalidInput, PayloadTooLarge
 from zest.service.fetch import address_problem, fetch_image_bytes, host_allowed
 
 
 @pytest.fixture(scope="module")
 def image_host():
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), "green").save(buf, "PNG")
-    png = buf.getvalue()
+    png = images.png("green", (8, 8))
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):

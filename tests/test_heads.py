@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.images import png
 from zest.models.errors import Conflict, InvalidInput, ModelLoadError, NotFound
 from zest.models.heads import Head, Heads, head_logits, is_head_path, load_head, load_heads, save_head
 from zest.service.pipeline import ClipPipeline, EncoderInfo, RawImage
@@ -21,8 +22,8 @@ def _unit(rows):
 
 
 def _head(**kw) -> Head:
-    args = dict(name="shapes", classes=("red", "blue"), model_id="m1", weight=_unit([[1, 0], [0, 1]]),
-                bias=np.zeros(2), logit_scale=10.0)
+    args = {"name": "shapes", "classes": ("red", "blue"), "model_id": "m1", "weight": _unit([[1, 0], [0, 1]]),
+                "bias": np.zeros(2), "logit_scale": 10.0}
     return Head(**(args | kw))
 
 
@@ -52,10 +53,10 @@ def test_predict_top_k_order():
 
 
 @pytest.mark.parametrize("kw", [
-    dict(name="Bad Name"), dict(name=""), dict(classes=("a", "a")), dict(classes=()),
-    dict(weight=np.zeros((3, 2))), dict(bias=np.zeros(3)), dict(model_id=""),
-    dict(cache_keys=np.zeros((1, 2))), dict(cache_keys=np.zeros((1, 3)), cache_labels=np.array([0])),
-    dict(cache_keys=np.zeros((1, 2)), cache_labels=np.array([2])), dict(weight=np.full((2, 2), np.nan)),
+    {"name": "Bad Name"}, {"name": ""}, {"classes": ("a", "a")}, {"classes": ()},
+    {"weight": np.zeros((3, 2))}, {"bias": np.zeros(3)}, {"model_id": ""},
+    {"cache_keys": np.zeros((1, 2))}, {"cache_keys": np.zeros((1, 3)), "cache_labels": np.array([0])},
+    {"cache_keys": np.zeros((1, 2)), "cache_labels": np.array([2])}, {"weight": np.full((2, 2), np.nan)},
 ])
 def test_invalid_heads_are_refused(kw):
     with pytest.raises(ValueError):
@@ -112,11 +113,6 @@ def test_a_bare_name_is_a_store_tag_even_beside_a_folder_of_that_name(tmp_path, 
 
 # ---------------------------------------------------------------------------------------- the pipeline
 
-def _png(color):
-    buf = io.BytesIO()
-    Image.new("RGB", (40, 30), color).save(buf, "PNG")
-    return buf.getvalue()
-
 
 @pytest.fixture()
 def pipeline_with_heads(tiny_encoder):
@@ -139,7 +135,7 @@ def pipeline_with_heads(tiny_encoder):
 
 def test_classify_with_head_uses_its_classes_and_no_text(pipeline_with_heads, tiny_encoder):
     pipeline, good, encoded_texts = pipeline_with_heads
-    raw = [RawImage("r", _png("red")), RawImage("b", _png("blue"))]
+    raw = [RawImage("r", png("red", (40, 30))), RawImage("b", png("blue", (40, 30)))]
     out = pipeline.classify(raw, None, None, top_k=2, head="good")
     assert out.head == "good" and out.templates is None and not encoded_texts
     feats = tiny_encoder.encode_images([Image.open(io.BytesIO(r.data)) for r in raw])
@@ -149,15 +145,15 @@ def test_classify_with_head_uses_its_classes_and_no_text(pipeline_with_heads, ti
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(head="nope"), NotFound, "no head named 'nope'"),
-    (dict(head="foreign"), Conflict, "made for model 'zest-tiny'"),
-    (dict(head="good", labels=["a"]), InvalidInput, "leave out labels and templates"),
-    (dict(head="good", templates="photo"), InvalidInput, "leave out labels and templates"),
-    (dict(head=None, labels=None), InvalidInput, "labels is missing"),
+    ({"head": "nope"}, NotFound, "no head named 'nope'"),
+    ({"head": "foreign"}, Conflict, "made for model 'zest-tiny'"),
+    ({"head": "good", "labels": ["a"]}, InvalidInput, "leave out labels and templates"),
+    ({"head": "good", "templates": "photo"}, InvalidInput, "leave out labels and templates"),
+    ({"head": None, "labels": None}, InvalidInput, "labels is missing"),
 ])
 def test_bad_head_requests(pipeline_with_heads, kwargs, error, message):
     pipeline = pipeline_with_heads[0]
-    args = dict(raw=[RawImage("r", _png("red"))], labels=None, templates=None, top_k=1) | kwargs
+    args = {"raw": [RawImage("r", png("red", (40, 30)))], "labels": None, "templates": None, "top_k": 1} | kwargs
     with pytest.raises(error, match=message):
         pipeline.classify(**args)
 

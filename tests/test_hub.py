@@ -14,7 +14,6 @@ in a subprocess (the server, or `python -c`) with its own environment; this proc
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -27,9 +26,9 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from PIL import Image
 
 from tests.hub import Hub, hf_env, wait_closed
+from tests.images import png
 from tests.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,19 +55,13 @@ def tiny_repo(hub, tiny_checkpoint) -> str:
 
 def _python(code: str, env: dict[str, str], *args: str, timeout: float = 300) -> str:
     out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=timeout)
+                         timeout=timeout, check=False)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     return out.stdout
 
 
 def _online(hub_url: str, hf_home: Path) -> dict[str, str]:
     return {**os.environ, **hf_env(hub_url, hf_home)}
-
-
-def _png(color: str) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (40, 40), color).save(buf, "PNG")
-    return buf.getvalue()
 
 
 # -------------------------------------------------------------------------------------------------- hf-hub:
@@ -89,7 +82,7 @@ def test_hf_hub_spec_downloads_serves_and_restarts_from_the_cache(hub, tiny_repo
             assert r.json()["model"] == f"hf-hub:{tiny_repo}"
             # the weights the hub served, not a random init
             np.testing.assert_allclose(r.json()["embeddings"], tiny_encoder.encode_texts(texts), atol=1e-5)
-            r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", _png("red"), "image/png"))],
+            r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", png("red"), "image/png"))],
                               data={"labels": "cat,dog,car", "top_k": "2"}, timeout=60)
             assert r.status_code == 200, r.text
             assert len(r.json()["results"][0]["predictions"]) == 2

@@ -1,19 +1,13 @@
-import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.images import encode
 from zest.models.errors import InvalidInput, PayloadTooLarge
 from zest.models.images import decode_image, to_rgb
 
-LIMITS = dict(max_bytes=1_000_000, max_pixels=4_000_000)
-
-
-def _png(img: Image.Image, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=kw.pop("format", "PNG"), **kw)
-    return buf.getvalue()
+LIMITS = {"max_bytes": 1_000_000, "max_pixels": 4_000_000}
 
 
 def test_modes_become_rgb():
@@ -37,12 +31,12 @@ def test_exif_orientation_is_applied():
     img = Image.new("RGB", (40, 20), "red")
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
-    data = _png(img, format="JPEG", exif=exif.tobytes())
+    data = encode(img, format="JPEG", exif=exif.tobytes())
     assert decode_image(data, **LIMITS).size == (20, 40)
 
 
 def test_16bit_png_decodes():
-    data = _png(Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16)))
+    data = encode(Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16)))
     assert decode_image(data, **LIMITS).getpixel((0, 0)) == (255, 255, 255)
 
 
@@ -54,19 +48,19 @@ def test_not_an_image():
 
 
 def test_truncated_image():
-    data = _png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
     with pytest.raises(InvalidInput, match="corrupt or truncated"):
         decode_image(data[: len(data) // 2], **LIMITS)
 
 
 def test_too_many_bytes():
-    data = _png(Image.new("RGB", (8, 8)))
+    data = encode(Image.new("RGB", (8, 8)))
     with pytest.raises(PayloadTooLarge, match="over the limit"):
         decode_image(data, max_bytes=len(data) - 1, max_pixels=10**6)
 
 
 def test_decompression_bomb_is_refused_before_decoding():
-    bomb = _png(Image.new("L", (5000, 5000)), optimize=True)  # ~25 MPixel in a few KB
+    bomb = encode(Image.new("L", (5000, 5000)), optimize=True)  # ~25 MPixel in a few KB
     assert len(bomb) < 100_000
     with pytest.raises(PayloadTooLarge, match="decompression bomb"):
         decode_image(bomb, **LIMITS)

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import io
 import threading
 import time
 
 import pytest
 import requests
-from PIL import Image
 
-from tests.server import start_server
+from tests.images import png
+from tests.server import running_server
 
 SECRETS = {"admin": "srv-admin-71f3", "writer": "srv-writer-c40e", "reader": "srv-reader-9ab2",
            "tenant": "srv-tenant-e5d1", "tenant-admin": "srv-tadmin-0c9f", "limited": "srv-limited-3b7a"}
@@ -31,15 +30,9 @@ LEVEL = {"read": 1, "write": 2, "admin": 3}
 KEYS = {"admin": ("admin", None), "writer": ("write", None), "reader": ("read", None), "tenant": ("write", {"alpha"})}
 
 
-def png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), "blue").save(buf, "PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def image_server():
-    body = png()
+    body = png("blue", (32, 32))
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -61,10 +54,9 @@ def image_server():
 def server(tiny_checkpoint, rec_model_dir, tmp_path_factory, image_server):
     home = tmp_path_factory.mktemp("keys-server")
     (home / "keys.yaml").write_text(KEY_FILE)
-    srv = start_server(tiny_checkpoint, rec_model_dir, home, ZEST_API_KEYS=str(home / "keys.yaml"),
-                       ZEST_URL_ALLOWLIST="localhost,127.0.0.1", ZEST_URL_ALLOW_PRIVATE="127.0.0.1")
-    yield srv
-    srv.stop()
+    with running_server(tiny_checkpoint, rec_model_dir, home, ZEST_API_KEYS=str(home / "keys.yaml"),
+                        ZEST_URL_ALLOWLIST="localhost,127.0.0.1", ZEST_URL_ALLOW_PRIVATE="127.0.0.1") as srv:
+        yield srv
 
 
 def req(srv, method: str, path: str, key: str | None, **kw) -> requests.Response:

@@ -6,17 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.images import png
 from zest.models.classifier import ZeroShotClassifier
 from zest.models.errors import InvalidInput, NotFound, PayloadTooLarge
 from zest.prompts import load_template_set
 from zest.service.pipeline import ClipPipeline, EncoderInfo, RawImage
 from zest.service.settings import Settings
-
-
-def _png(color):
-    buf = io.BytesIO()
-    Image.new("RGB", (40, 30), color).save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture()
@@ -28,7 +23,7 @@ def pipeline(tiny_encoder, tmp_path):
 
 def test_classify_equals_direct_classifier(pipeline, tiny_encoder):
     labels = ["cat", "dog", "car"]
-    raw = [RawImage("r", _png("red")), RawImage("b", _png("blue"))]
+    raw = [RawImage("r", png("red", (40, 30))), RawImage("b", png("blue", (40, 30)))]
     out = pipeline.classify(raw, labels, "imagenet", top_k=3)
     images = [Image.open(io.BytesIO(r.data)) for r in raw]
     direct = ZeroShotClassifier.from_encoder(tiny_encoder).predict(
@@ -40,24 +35,24 @@ def test_classify_equals_direct_classifier(pipeline, tiny_encoder):
 
 
 def test_default_template_set(pipeline):
-    out = pipeline.classify([RawImage("r", _png("red"))], ["a", "b"], None, top_k=1)
+    out = pipeline.classify([RawImage("r", png("red", (40, 30)))], ["a", "b"], None, top_k=1)
     assert out.templates.name == "imagenet-simple"
 
 
 @pytest.mark.parametrize("kwargs, error", [
-    (dict(labels=["a"] * 2), InvalidInput),
-    (dict(labels=[f"l{i}" for i in range(6)]), PayloadTooLarge),
-    (dict(templates="missing"), NotFound),
-    (dict(templates=["{}{}"]), InvalidInput),
-    (dict(top_k=0), InvalidInput),
-    (dict(top_k=True), InvalidInput),
-    (dict(raw=[]), InvalidInput),
-    (dict(raw=[RawImage("x", _png("red"))] * 4), PayloadTooLarge),
-    (dict(raw=[RawImage("x", b"junk")]), InvalidInput),
-    (dict(raw=[RawImage("x", url="http://example.com/a.png")]), InvalidInput),
+    ({"labels": ["a"] * 2}, InvalidInput),
+    ({"labels": [f"l{i}" for i in range(6)]}, PayloadTooLarge),
+    ({"templates": "missing"}, NotFound),
+    ({"templates": ["{}{}"]}, InvalidInput),
+    ({"top_k": 0}, InvalidInput),
+    ({"top_k": True}, InvalidInput),
+    ({"raw": []}, InvalidInput),
+    ({"raw": [RawImage("x", png("red", (40, 30)))] * 4}, PayloadTooLarge),
+    ({"raw": [RawImage("x", b"junk")]}, InvalidInput),
+    ({"raw": [RawImage("x", url="http://example.com/a.png")]}, InvalidInput),
 ])
 def test_bad_classify_inputs(pipeline, kwargs, error):
-    args = dict(raw=[RawImage("r", _png("red"))], labels=["a", "b"], templates=None, top_k=1) | kwargs
+    args = {"raw": [RawImage("r", png("red", (40, 30)))], "labels": ["a", "b"], "templates": None, "top_k": 1} | kwargs
     with pytest.raises(error):
         pipeline.classify(args["raw"], args["labels"], args["templates"], args["top_k"])
 
@@ -76,5 +71,5 @@ def test_embed_texts_limits(pipeline):
 
 
 def test_pipeline_preprocessing_matches_encoder(pipeline, tiny_encoder):
-    img = Image.open(io.BytesIO(_png("purple")))
+    img = Image.open(io.BytesIO(png("purple", (40, 30))))
     np.testing.assert_array_equal(pipeline.pixels([img]), tiny_encoder.preprocess([img]).numpy())
