@@ -21,7 +21,7 @@ import numpy as np
 from ..models.errors import Conflict, InvalidInput, NotFound
 from ..models.limits import check_at_most, check_chars, check_count
 from ..store import VectorStore
-from ..store.base import MAX_ID_CHARS, NAME_RE, check_filter
+from ..store.base import MAX_ID_CHARS, NAME_RE, CollectionInfo, Record, check_filter
 from .pipeline import ClipPipeline, RawImage
 from .settings import Settings
 from .thumbnails import PAYLOAD_KEY, make_thumbnail, thumbnail_bytes
@@ -205,23 +205,23 @@ class Collections:
             out["thumbnail"] = True
         return out
 
-    def get_item(self, name: object, item_id: str) -> dict:
+    def _stored(self, name: object, item_id: str) -> tuple[CollectionInfo, Record]:
+        """The collection and the item's stored record; NotFound naming whichever is absent."""
         info = self.store.collection(PREFIX + _check_name(name))
         if info is None:
             raise NotFound(f"unknown collection {name!r}")
         rec = self.store.get(info.name, [item_id]).get(item_id)
         if rec is None:
             raise NotFound(f"unknown item id {item_id!r} in collection {name!r}")
+        return info, rec
+
+    def get_item(self, name: object, item_id: str) -> dict:
+        _, rec = self._stored(name, item_id)
         return self._item(rec.id, rec.payload)
 
     def thumbnail(self, name: object, item_id: str) -> bytes:
         """The item's JPEG thumbnail; NotFound when the collection, the item or its thumbnail is absent."""
-        info = self.store.collection(PREFIX + _check_name(name))
-        if info is None:
-            raise NotFound(f"unknown collection {name!r}")
-        rec = self.store.get(info.name, [item_id]).get(item_id)
-        if rec is None:
-            raise NotFound(f"unknown item id {item_id!r} in collection {name!r}")
+        info, rec = self._stored(name, item_id)
         data = thumbnail_bytes(rec.payload)
         if data is None:
             why = ("it is a text item" if rec.payload.get("kind") == "text" else
