@@ -91,7 +91,8 @@ class ClipEncoder:
         self.requested_runtime = "torch"  # what was asked for (ZEST_RUNTIME): `runtime`, or "auto"
         self.fidelity: FidelityReport | None = None  # the FidelityReport that admitted a non-torch runtime
         self.auto_choice: Any = None  # with "auto": its AutoChoice, what it picked and why (models/auto_runtime.py)
-        self._kept: tuple[float, int] = (0.0, 0)  # logit scale, context length once the torch model is dropped
+        # logit scale, context length and logit bias once the torch model is dropped
+        self._kept: tuple[float, int, float | None] = (0.0, 0, None)
         self._autocast_dtype = autocast_dtype(device, precision)
         self._pad_id = pad_token_id(self.tokenizer)
         self._use(Towers.of(self.model))
@@ -153,7 +154,7 @@ class ClipEncoder:
         converted or gated again. False (and nothing dropped) while the torch model itself serves (torch, bf16)."""
         if self.model is None or get_runtime(self.runtime).runs_torch_model:
             return False
-        self._kept = (self.logit_scale, self.context_length)
+        self._kept = (self.logit_scale, self.context_length, self.logit_bias)
         self.model = None
         return True
 
@@ -166,6 +167,8 @@ class ClipEncoder:
     @property
     def logit_bias(self) -> float | None:
         """The learned logit bias of a sigmoid-loss model (SigLIP), None for a softmax one (models/zero_shot.py)."""
+        if self.model is None:
+            return self._kept[2]
         bias = getattr(self.model, "logit_bias", None)
         return None if bias is None else float(bias.detach().float().cpu().reshape(-1)[0])
 

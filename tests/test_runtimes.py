@@ -52,6 +52,14 @@ def test_gate_admits_a_faithful_conversion(tiny_checkpoint, extra_runtimes):
     assert encoder.fidelity.top1_agreement == 1.0 and encoder.fidelity.min_image_cosine > 0.9999
 
 
+def test_a_sigmoid_model_keeps_its_logit_bias_once_the_torch_weights_are_dropped(tiny_checkpoint, extra_runtimes):
+    """SigLIP's scoring is read from the logit bias (models/zero_shot.py): dropping the torch model must keep it."""
+    encoder = ClipEncoder.from_spec(f"local-dir:{tiny_checkpoint}", device="cpu", runtime="same")
+    encoder.model.logit_bias = torch.nn.Parameter(torch.tensor([-10.0]))
+    assert encoder.runtime == "same" and encoder.release_torch_weights() and encoder.model is None
+    assert (encoder.logit_bias, encoder.scoring) == (-10.0, "sigmoid")
+
+
 def test_fidelity_report_numbers(tiny_encoder):
     report = check_fidelity("self", tiny_encoder, tiny_encoder)
     assert report.passed and report.min_text_cosine == pytest.approx(1.0, abs=1e-5)
