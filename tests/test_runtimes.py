@@ -333,6 +333,7 @@ def test_the_fp32_torch_model_is_freed_once_another_runtime_serves(runtime, tiny
 def test_bf16_on_cpu_passes_the_gate_but_not_the_exact_bar(tiny_checkpoint, monkeypatch):
     """bf16 autocast is an approximation of fp32: admitted at 0.999, never exact (so auto never times it)."""
     from zest.models import auto_runtime, cpu_features
+    from zest.service.pipeline import EncoderInfo
 
     monkeypatch.setattr(cpu_features, "native_bf16", lambda: True)  # its numbers do not depend on the hardware
     spec = f"local-dir:{tiny_checkpoint}"
@@ -347,6 +348,7 @@ def test_bf16_on_cpu_passes_the_gate_but_not_the_exact_bar(tiny_checkpoint, monk
                    ClipEncoder.from_spec(spec, device="cpu", precision="bf16", runtime="auto")):
         assert (served.runtime, served.requested_runtime, served._autocast_dtype) == ("bf16", "bf16", None)
         assert served.fidelity.passed and served.auto_choice is None
+        assert EncoderInfo.of(served).runtime == "bf16"  # what GET /info shows (zest_runtime_info: runtime, requested)
         assert not served.release_torch_weights() and served.model is not None  # bf16 runs the torch model
         pixels = reference.preprocess(runtimes.probe_images(n=2))
         out = served.encode_pixels(pixels)
