@@ -10,13 +10,17 @@ Contenders, each on the same pre-made pixel tensors / token batches:
   <runtime>@bsN  the runtime's image tower, batch N
   text: raw / <runtime>, 1 and 32 short sentences per call (each batch cut to its longest sequence, as zest does)
 
+`bf16` is torch under bf16 autocast, as zest serves it on CPU (ZEST_RUNTIME=bf16 or ZEST_PRECISION=bf16): it
+converts only on a CPU with native bf16 (AVX512-BF16 or AMX-BF16; the record says which this one is), and it is
+never exact, so never one of auto's candidates.
+
 `ZEST_RUNTIME=auto` is run too, as the server runs it (models/auto_runtime.py: its exact gate and its own
 start-up probe), and its candidates are reported side by side: each one's speed over raw fp32 at every batch
 size, its fidelity, and which one auto picks (`torch` is raw fp32 itself).
 
 With --device cuda the runtimes (CPU paths) give way to the autocast precisions: raw fp32 vs fp16 vs bf16.
 
-    python3 benchmarks/bench_runtimes.py                        # ViT-B-32/random: torch vs onnx, onnx-int8, int8
+    python3 benchmarks/bench_runtimes.py                        # ViT-B-32/random: torch vs onnx, onnx-int8, int8, bf16
     python3 benchmarks/bench_runtimes.py --model zest-tiny --quick
 """
 
@@ -46,7 +50,7 @@ SENTENCES = ["a photo of a cat.", "a blurry photo of a dog on a beach.", "a red 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="ViT-B-32/random")
-    ap.add_argument("--runtimes", default="onnx,onnx-int8,int8", help="comma-separated (torch is the reference)")
+    ap.add_argument("--runtimes", default="onnx,onnx-int8,int8,bf16", help="comma-separated (torch is the reference)")
     ap.add_argument("--batch-sizes", default=None, help="image batch sizes (default 1,8,32; quick 1,8)")
     ap.add_argument("--images", type=int, default=None, help="images per contender per round (default 32, quick 8)")
     ap.add_argument("--min-time", type=float, default=None, help="seconds each contender runs per round")
@@ -104,22 +108,26 @@ def _ratio(record: dict[str, Any], runtime: str, load: str) -> float | None:
 
 
 def auto_report(record: dict[str, Any], batch_sizes: list[int], candidates: tuple[str, ...]) -> None:
-    """auto's candidates side by side: speed over raw fp32 at each load, fidelity, and auto's pick."""
+    """Every runtime side by side: speed over raw fp32 at each load, fidelity, the gate, and auto's pick among
+    its candidates (the others are opt-in: never picked by auto)."""
     auto = record["auto"]
     probe = {c["runtime"]: c for c in auto["candidates"]}
     loads = [f"bs{b}" for b in batch_sizes] + ["text1", "text32"]
     rows = []
-    for name in candidates:
+    for name in [*candidates, *(r for r in record["runtimes"] if r not in candidates)]:
         gate = record["runtimes"].get(name)
         cosine = 1.0 if name == "torch" else min(gate["min_image_cosine"], gate["min_text_cosine"]) if gate else None
+        top1 = 1.0 if name == "torch" else gate["top1_agreement"] if gate else None
+        admitted = "yes" if name == "torch" or (gate and gate["gate_passed"]) else "no" if gate else "-"
+        exact = probe.get(name, {}).get("passed") if name in candidates else bool(gate and gate["exact"])
         seconds = probe.get(name, {}).get("seconds")
-        rows.append([name + (" <- auto" if name == auto["chosen"] else ""),
+        rows.append([name + (" <- auto" if name == auto["chosen"] else ""), "yes" if name in candidates else "no",
                      *[f"{r:.2f}" if (r := _ratio(record, name, load)) else "-" for load in loads],
-                     f"{cosine:.7f}" if cosine is not None else "-",
-                     "yes" if probe.get(name, {}).get("passed") else "no",
-                     f"{seconds * 1e3:.0f}" if seconds else "-"])
-    print_table(["auto candidate", *[f"x raw {load}" for load in loads], "min cosine", "exact",
-                 "probe ms/round"], rows, title=f"ZEST_RUNTIME=auto picks {auto['chosen']} ({auto['reason']})")
+                     f"{cosine:.7f}" if cosine is not None else "-", f"{top1:.1%}" if top1 is not None else "-",
+                     admitted, "yes" if exact else "no", f"{seconds * 1e3:.0f}" if seconds else "-"])
+    print_table(["runtime", "auto candidate", *[f"x raw {load}" for load in loads], "min cosine", "top-1 agree",
+                 "gate 0.999", "exact", "probe ms/round"], rows,
+                title=f"ZEST_RUNTIME=auto picks {auto['chosen']} ({auto['reason']})")
 
 
 def auto_target(record: dict[str, Any], bs: int) -> dict[str, Any]:
@@ -139,11 +147,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from zest.models.auto_runtime import CANDIDATES, choose
     from zest.models.clip_encoder import ClipEncoder
+    from zest.models.cpu_features import native_bf16
     from zest.models.runtimes import EXACT_COSINE, RUNTIMES, check_fidelity
     from zest.models.text_tower import content_lengths
 
     record: dict[str, Any] = {"benchmark": "runtimes", "quick": args.quick, "env": env, "model": args.model,
-                              "config": vars(args), "runtimes": {}, "errors": {}}
+                              "config": vars(args), "runtimes": {}, "errors": {}, "cpu_native_bf16": native_bf16()}
     torch.manual_seed(args.seed)
     encoder = ClipEncoder.from_spec(args.model, device=args.device, precision="fp32")
     pixels = encoder.preprocess(make_images(args.images, (640, 480))).to(encoder.device)

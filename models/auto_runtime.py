@@ -17,7 +17,6 @@ import importlib.util
 import json
 import logging
 import os
-import platform
 import re
 import statistics
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .cpu_features import cpu_model_and_flags
 from .runtimes import EXACT_COSINE, check_fidelity, probe_images
 
 log = logging.getLogger(__name__)
@@ -85,18 +85,8 @@ class AutoChoice:
 
 def cpu_signature() -> dict[str, str]:
     """The CPU model and a digest of its feature flags (what decides which kernels are fastest)."""
-    model, flags = "", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "model name" and not model:
-                model = value
-            elif key in ("flags", "Features") and not flags:
-                flags = " ".join(sorted(value.split()))
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine()
-    return {"cpu": model, "cpu_flags": hashlib.blake2b(flags.encode(), digest_size=8).hexdigest()}
+    model, flags = cpu_model_and_flags()
+    return {"cpu": model, "cpu_flags": hashlib.blake2b(" ".join(sorted(flags)).encode(), digest_size=8).hexdigest()}
 
 
 def _version(dist: str) -> str | None:
@@ -182,9 +172,6 @@ def choose(encoder, cache_dir: Path | None):
     if encoder.device.type != "cpu":
         dtype = str(encoder._autocast_dtype).replace("torch.", "") if encoder._autocast_dtype else "fp32"
         choice = AutoChoice("torch", f"{encoder.device.type}: torch with {dtype} autocast; the fast paths are CPU-only")
-        return _finish(encoder, encoder, choice)
-    if encoder._autocast_dtype is not None:
-        choice = AutoChoice("torch", "precision bf16 asked for: only torch runs it")
         return _finish(encoder, encoder, choice)
     from .onnx_runtime import weights_digest
 

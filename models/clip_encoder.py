@@ -40,6 +40,17 @@ def pick_device(device: str | None = None) -> torch.device:
     return dev
 
 
+def cpu_bf16(device: torch.device, precision: str, runtime: str) -> tuple[str, str]:
+    """(precision, runtime) to build with. On CPU, precision bf16 is the runtime bf16: an fp32 encoder whose
+    bf16 copy serves only if it passes the fidelity gate (models/runtimes.py), else fp32 serves."""
+    if device.type != "cpu" or precision != "bf16":
+        return precision, runtime
+    if runtime not in ("torch", AUTO, "bf16"):
+        raise ModelLoadError(f"precision bf16 on CPU is the runtime bf16, which cannot run with runtime {runtime!r}:"
+                             " set ZEST_RUNTIME to bf16 (or auto), or ZEST_PRECISION to fp32")
+    return "fp32", "bf16"
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device` (None: plain fp32)."""
     if precision not in PRECISIONS:
@@ -52,6 +63,9 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
         return None
     if precision == "fp16" and device.type == "cpu":
         raise ModelLoadError("precision fp16 needs a GPU; on CPU use fp32 or bf16")
+    if device.type == "cpu":  # bf16: not an autocast of the reference encoder, but the gated runtime bf16
+        raise ModelLoadError("on CPU, bf16 is the runtime bf16 (gated against fp32): build the encoder at fp32 "
+                             "and ask for runtime bf16, as ClipEncoder.from_spec does for precision bf16")
     return torch.float16 if precision == "fp16" else torch.bfloat16
 
 
@@ -77,7 +91,8 @@ class ClipEncoder:
         self.requested_runtime = "torch"  # what was asked for (ZEST_RUNTIME): `runtime`, or "auto"
         self.fidelity: FidelityReport | None = None  # the FidelityReport that admitted a non-torch runtime
         self.auto_choice: Any = None  # with "auto": its AutoChoice, what it picked and why (models/auto_runtime.py)
-        self._kept: tuple[float, int] = (0.0, 0)  # logit scale, context length once the torch model is dropped
+        # logit scale, context length and logit bias once the torch model is dropped
+        self._kept: tuple[float, int, float | None] = (0.0, 0, None)
         self._autocast_dtype = autocast_dtype(device, precision)
         self._pad_id = pad_token_id(self.tokenizer)
         self._use(Towers.of(self.model))
@@ -91,6 +106,7 @@ class ClipEncoder:
                   batch_size: int = 32, runtime: str = "torch", cache_dir: str | Path | None = None) -> ClipEncoder:
         """`cache_dir`: where runtimes that convert the model once (ONNX) keep what they made."""
         dev = pick_device(device)
+        precision, runtime = cpu_bf16(dev, precision, runtime)
         loaded = load_clip(spec, dev)
         encoder = cls(loaded, dev, precision=precision, batch_size=batch_size)
         return encoder.with_runtime(runtime, cache_dir) if runtime != "torch" else encoder
@@ -135,10 +151,10 @@ class ClipEncoder:
     def release_torch_weights(self) -> bool:
         """Drop the fp32 torch model once another runtime serves (ONNX Runtime and int8 hold their own copy of
         the weights): for ViT-B-32 ~600 MB less. What the encoder reads from the model stays; it can no longer be
-        converted or gated again. False (and nothing dropped) while torch itself serves."""
-        if self.runtime == "torch" or self.model is None:
+        converted or gated again. False (and nothing dropped) while the torch model itself serves (torch, bf16)."""
+        if self.model is None or get_runtime(self.runtime).runs_torch_model:
             return False
-        self._kept = (self.logit_scale, self.context_length)
+        self._kept = (self.logit_scale, self.context_length, self.logit_bias)
         self.model = None
         return True
 
@@ -151,6 +167,8 @@ class ClipEncoder:
     @property
     def logit_bias(self) -> float | None:
         """The learned logit bias of a sigmoid-loss model (SigLIP), None for a softmax one (models/zero_shot.py)."""
+        if self.model is None:
+            return self._kept[2]
         bias = getattr(self.model, "logit_bias", None)
         return None if bias is None else float(bias.detach().float().cpu().reshape(-1)[0])
 

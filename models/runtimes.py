@@ -1,5 +1,5 @@
 """CPU fast paths for a loaded CLIP model, chosen by one setting (``ZEST_RUNTIME``: torch, int8, onnx,
-onnx-int8, openvino, auto; the README's settings table says what each runs), each admitted only through a
+onnx-int8, openvino, bf16, auto; the README's settings table says what each runs), each admitted only through a
 fidelity gate.
 
 A runtime turns the encoder's model into `Towers`: the functions that encode pixels and tokens. int8 is
@@ -87,6 +87,29 @@ def _openvino(encoder, cache_root: Path | None) -> Towers:
     return Towers(image=image, text=text, text_trimmed=text_trimmed)
 
 
+def _bf16(encoder, cache_root: Path | None) -> Towers:
+    """The torch model under bf16 autocast: refused on a GPU (there it is ZEST_PRECISION) and on a CPU that would
+    only emulate bf16 (models/cpu_features.py)."""
+    from .cpu_features import BF16_FLAGS, native_bf16
+
+    if encoder.device.type != "cpu":
+        raise ModelLoadError(f"runtime bf16 runs on CPU only (device is {encoder.device}); on a GPU set "
+                             "ZEST_PRECISION=bf16")
+    if not native_bf16():
+        raise ModelLoadError(f"this CPU has no native bf16 ({' or '.join(BF16_FLAGS)} in /proc/cpuinfo): bf16 would "
+                             "be emulated, slower than fp32")
+    towers = Towers.of(encoder.model)
+
+    def autocast(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fn(batch)
+        return run
+
+    return Towers(autocast(towers.image), autocast(towers.text),
+                  autocast(towers.text_trimmed) if towers.text_trimmed is not None else None)
+
+
 def _onnx(int8: bool):
     def convert(encoder, cache_root: Path | None) -> Towers:
         from . import onnx_runtime
@@ -104,14 +127,16 @@ class Runtime:
     description: str
     # (ClipEncoder, cache directory or None) -> Towers; None: the model as loaded
     convert: Callable[..., Towers] | None
+    runs_torch_model: bool = False  # its towers run the encoder's own torch model, whose weights must stay
 
 
 RUNTIMES: dict[str, Runtime] = {
-    "torch": Runtime("torch", "the model as loaded", None),
+    "torch": Runtime("torch", "the model as loaded", None, runs_torch_model=True),
     "int8": Runtime("int8", "PyTorch dynamic int8 quantisation of the Linear layers (CPU)", _torch_int8),
     "onnx": Runtime("onnx", "ONNX Runtime, fp32 (CPU)", _onnx(int8=False)),
     "onnx-int8": Runtime("onnx-int8", "ONNX Runtime with int8 MatMul weights (CPU)", _onnx(int8=True)),
     "openvino": Runtime("openvino", "OpenVINO, fp32, from the onnx export (CPU; optional install)", _openvino),
+    "bf16": Runtime("bf16", "PyTorch bf16 autocast (CPU with AVX512-BF16 or AMX)", _bf16, runs_torch_model=True),
 }
 AUTO = "auto"  # not a runtime of its own: picks one of RUNTIMES at start-up (models/auto_runtime.py)
 

@@ -106,7 +106,8 @@ class InfoResponse(BaseModel):
     version: str
     model: str | None = Field(..., description="the CLIP model; null while the encoder service is not up")
     dim: int | None = Field(..., description="its embedding dimension")
-    runtime: str | None = Field(..., description="what runs it: torch, onnx, onnx-int8 or int8")
+    runtime: str | None = Field(..., description="what runs it: torch, onnx, onnx-int8, openvino, int8 "
+                                                  "or bf16 (ZEST_RUNTIME; with auto, its choice)")
     device: str | None = Field(..., description="where it runs: cpu, cuda, ...")
     scoring: str | None = Field(None, description="how /classify turns similarities into probabilities: softmax "
                                                   "over the labels, or sigmoid per label (SigLIP-family models)")

@@ -4,8 +4,8 @@
 |---------------------------|-------------|----------------------------------------------------------------|
 | ZEST_MODEL                | zest-tiny   | model spec (see models/spec.py)                                 |
 | ZEST_DEVICE               | auto        | auto (CUDA if present), cpu, cuda, cuda:N                       |
-| ZEST_PRECISION            | auto        | auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, fp16, bf16 |
-| ZEST_RUNTIME              | auto        | auto (the fastest runtime that keeps fp32's features on this machine, timed once and kept under ZEST_DATA_DIR/runtimes: models/auto_runtime.py; torch on CUDA), torch, or a CPU fast path (onnx, onnx-int8, int8, openvino) admitted only if it passes the start-up fidelity gate (models/runtimes.py; ONNX exports cached under ZEST_DATA_DIR/runtimes) |
+| ZEST_PRECISION            | auto        | auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, fp16, bf16 (on CPU: ZEST_RUNTIME=bf16, gated) |
+| ZEST_RUNTIME              | auto        | auto (the fastest runtime that keeps fp32's features on this machine, timed once and kept under ZEST_DATA_DIR/runtimes: models/auto_runtime.py; torch on CUDA), torch, or a CPU fast path (onnx, onnx-int8, int8, openvino, bf16: CPUs with AVX512-BF16/AMX only) admitted only if it passes the start-up fidelity gate (models/runtimes.py; ONNX exports cached under ZEST_DATA_DIR/runtimes) |
 | ZEST_GPUS                 | 0           | GPUs the encoder service asks BentoML for (set 1 with cuda)     |
 | ZEST_BATCH_SIZE           | 32          | images/texts per forward pass                                  |
 | ZEST_TIMEOUT_S            | 300         | request timeout of every service (a first /classify with many labels x templates encodes them all) |

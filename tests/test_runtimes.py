@@ -52,6 +52,14 @@ def test_gate_admits_a_faithful_conversion(tiny_checkpoint, extra_runtimes):
     assert encoder.fidelity.top1_agreement == 1.0 and encoder.fidelity.min_image_cosine > 0.9999
 
 
+def test_a_sigmoid_model_keeps_its_logit_bias_once_the_torch_weights_are_dropped(tiny_checkpoint, extra_runtimes):
+    """SigLIP's scoring is read from the logit bias (models/zero_shot.py): dropping the torch model must keep it."""
+    encoder = ClipEncoder.from_spec(f"local-dir:{tiny_checkpoint}", device="cpu", runtime="same")
+    encoder.model.logit_bias = torch.nn.Parameter(torch.tensor([-10.0]))
+    assert encoder.runtime == "same" and encoder.release_torch_weights() and encoder.model is None
+    assert (encoder.logit_bias, encoder.scoring) == (-10.0, "sigmoid")
+
+
 def test_fidelity_report_numbers(tiny_encoder):
     report = check_fidelity("self", tiny_encoder, tiny_encoder)
     assert report.passed and report.min_text_cosine == pytest.approx(1.0, abs=1e-5)
@@ -320,3 +328,58 @@ def test_the_fp32_torch_model_is_freed_once_another_runtime_serves(runtime, tiny
     np.testing.assert_allclose(encoder.encode_texts(texts), reference.encode_texts(texts), atol=1e-5)
     pixels = reference.preprocess(runtimes.probe_images(n=2))
     np.testing.assert_allclose(encoder.encode_pixels(pixels), reference.encode_pixels(pixels), atol=1e-5)
+
+
+def test_bf16_on_cpu_passes_the_gate_but_not_the_exact_bar(tiny_checkpoint, monkeypatch):
+    """bf16 autocast is an approximation of fp32: admitted at 0.999, never exact (so auto never times it)."""
+    from zest.models import auto_runtime, cpu_features
+    from zest.service.pipeline import EncoderInfo
+
+    monkeypatch.setattr(cpu_features, "native_bf16", lambda: True)  # its numbers do not depend on the hardware
+    spec = f"local-dir:{tiny_checkpoint}"
+    reference = ClipEncoder.from_spec(spec, device="cpu")
+    candidate = reference.converted("bf16")
+    assert candidate.runtime == "bf16" and candidate.model is reference.model  # the same weights, under autocast
+    report = check_fidelity("bf16", reference, candidate)
+    assert report.passed and report.cosine < runtimes.EXACT_COSINE
+    assert not check_fidelity("bf16", reference, candidate, min_cosine=runtimes.EXACT_COSINE).passed
+    assert "bf16" not in auto_runtime.CANDIDATES
+    for served in (ClipEncoder.from_spec(spec, device="cpu", runtime="bf16"),
+                   ClipEncoder.from_spec(spec, device="cpu", precision="bf16", runtime="auto")):
+        assert (served.runtime, served.requested_runtime, served._autocast_dtype) == ("bf16", "bf16", None)
+        assert served.fidelity.passed and served.auto_choice is None
+        assert EncoderInfo.of(served).runtime == "bf16"  # what GET /info shows (zest_runtime_info: runtime, requested)
+        assert not served.release_torch_weights() and served.model is not None  # bf16 runs the torch model
+        pixels = reference.preprocess(runtimes.probe_images(n=2))
+        out = served.encode_pixels(pixels)
+        assert out.dtype == np.float32 and not np.array_equal(out, reference.encode_pixels(pixels))
+        np.testing.assert_allclose(out, reference.encode_pixels(pixels), atol=0.05)
+
+
+def test_bf16_is_refused_where_the_cpu_would_emulate_it(tiny_checkpoint, monkeypatch, caplog):
+    from zest.models import cpu_features
+
+    monkeypatch.setattr(cpu_features, "cpu_model_and_flags", lambda: ("a CPU without bf16", frozenset({"avx2"})))
+    assert not cpu_features.native_bf16()
+    spec = f"local-dir:{tiny_checkpoint}"
+    with caplog.at_level(logging.ERROR, logger="zest.models.clip_encoder"):
+        encoder = ClipEncoder.from_spec(spec, device="cpu", precision="bf16")
+    assert (encoder.runtime, encoder.requested_runtime, encoder.precision) == ("torch", "bf16", "fp32")
+    assert encoder._autocast_dtype is None  # fp32 serves, not emulated bf16
+    (refused,) = [r.getMessage() for r in caplog.records if "runtime bf16 refused" in r.getMessage()]
+    assert "no native bf16" in refused and "serving with torch" in refused
+    monkeypatch.setattr(cpu_features, "cpu_model_and_flags", lambda: ("Zen 4", frozenset({"avx512f", "avx512_bf16"})))
+    assert cpu_features.native_bf16()
+
+
+def test_bf16_precision_on_cpu_cannot_combine_with_another_runtime(tiny_encoder):
+    from zest.models.clip_encoder import autocast_dtype
+
+    with pytest.raises(ModelLoadError, match="ZEST_RUNTIME to bf16"):
+        ClipEncoder.from_spec("zest-tiny", device="cpu", precision="bf16", runtime="onnx")
+    with pytest.raises(ModelLoadError, match="runtime bf16"):
+        autocast_dtype(torch.device("cpu"), "bf16")  # never an ungated bf16 encoder on CPU
+    gpu = copy.copy(tiny_encoder)
+    gpu.device = torch.device("cuda")
+    with pytest.raises(ModelLoadError, match="CPU only"):
+        RUNTIMES["bf16"].convert(gpu, None)
