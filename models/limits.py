@@ -43,3 +43,10 @@ def check_at_most(value: int, limit: int, subject: str, unit: str = "", note: st
     """`value` <= `limit`; `subject` says what was measured and how much ("k=21", "request body of 9000 bytes")."""
     if value > limit:
         raise too_large(subject, limit, unit, note=note)
+
+
+# Rules on the shape of ids and names, declared once: the request schemas (service/schemas.py, and so the
+# OpenAPI document), the stores (store/base.py; store/milvus.py's primary key) and the recommender use these.
+MAX_ID_CHARS = 256  # an item id: 1 to 256 characters
+COLLECTION_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"  # 1-63 letters, digits or '_', starting with a letter
+MIN_K = 1  # top_k, k: results asked for

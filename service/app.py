@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import bentoml
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Path, Request, Response
 
 from .. import __version__
 from ..models.errors import Unavailable
@@ -36,14 +37,7 @@ from .auth import ApiKeyMiddleware
 from .bento_image import bento_image
 from .compat import install_header_timeout, release_request_timers
 from .encoder_service import ClipEncoderService
-from .http_input import (
-    only_fields,
-    parse_model,
-    read_collection_items,
-    read_collection_search,
-    read_images_and_fields,
-    read_json,
-)
+from .http_input import body, collection_items, collection_query, raw_images
 from .http_limits import BodyTimeoutMiddleware
 from .keyfile import Scope
 from .lifecycle import install_drain
@@ -52,6 +46,8 @@ from .process import API_KEYS, PUBLIC_SERVICE, SETTINGS, log
 from .recommender import NO_MODEL, has_model
 from .recommender_service import RecommenderService
 from .schemas import (
+    COLLECTION_NAME,
+    ITEM_ID,
     ClassifyRequest,
     ClassifyResponse,
     CollectionCreateRequest,
@@ -59,7 +55,11 @@ from .schemas import (
     CollectionHit,
     CollectionInfoResponse,
     CollectionItemDeletedResponse,
+    CollectionItemsForm,
+    CollectionItemsRequest,
     CollectionItemsResponse,
+    CollectionSearchForm,
+    CollectionSearchRequest,
     CollectionSearchResponse,
     CollectionsResponse,
     EmbedImageRequest,
@@ -71,6 +71,7 @@ from .schemas import (
     ItemResponse,
     ItemsRequest,
     ItemsResponse,
+    OpenAIEmbeddingsRequest,
     OpenAIEmbeddingsResponse,
     OpenAIModel,
     OpenAIModelsResponse,
@@ -83,6 +84,9 @@ from .scopes import PUBLIC, READ, WRITE, Access
 from .served_heads import declare_heads, load_served_heads
 from .server_info import server_info
 from .transport import Dependencies, Dependency
+
+if TYPE_CHECKING:
+    from .collections import Collections
 
 release_request_timers()  # every service's worker: BentoML's request timeout kept each request for 300 s
 
@@ -98,6 +102,23 @@ errors.register(app)
 app.add_middleware(BodyTimeoutMiddleware, read_timeout_s=SETTINGS.body_read_timeout_s,
                    total_timeout_s=SETTINGS.body_timeout_s)
 INFO_DEADLINE_S = 10.0  # the encoder's `info` is instant when it is up: a longer wait means it is not
+
+# Each route's body: its one pydantic model, read from JSON or (with files) multipart (service/http_input.py).
+Classify = Annotated[ClassifyRequest, Depends(body(SETTINGS, ClassifyRequest, form=ClassifyRequest))]
+EmbedImage = Annotated[EmbedImageRequest, Depends(body(SETTINGS, EmbedImageRequest, form=EmbedImageRequest))]
+EmbedText = Annotated[EmbedTextRequest, Depends(body(SETTINGS, EmbedTextRequest))]
+Items = Annotated[ItemsRequest, Depends(body(SETTINGS, ItemsRequest))]
+Recommend = Annotated[RecommendRequest, Depends(body(SETTINGS, RecommendRequest))]
+CollectionCreate = Annotated[CollectionCreateRequest, Depends(body(SETTINGS, CollectionCreateRequest))]
+CollectionItems = Annotated[CollectionItemsRequest | CollectionItemsForm,
+                            Depends(body(SETTINGS, CollectionItemsRequest, form=CollectionItemsForm))]
+CollectionSearch = Annotated[CollectionSearchRequest | CollectionSearchForm,
+                             Depends(body(SETTINGS, CollectionSearchRequest, form=CollectionSearchForm))]
+OpenAIEmbeddings = Annotated[OpenAIEmbeddingsRequest, Depends(body(SETTINGS, OpenAIEmbeddingsRequest))]
+# path parameters, with the schemas' constraints
+Name = Annotated[str, Path(**COLLECTION_NAME)]
+ItemId = Annotated[str, Path(**ITEM_ID)]
+ModelId = Annotated[str, Path(min_length=1)]
 
 
 # runner_probe off: BentoML's own dependency check in /readyz waits up to 5 s per service and answers 500
@@ -119,7 +140,7 @@ class Zest:
         self._started = int(time.time())
         self._pipeline: ClipPipeline | None = None
         self._pipeline_lock = asyncio.Lock()
-        self._collections = None
+        self._collections: Collections | None = None
         self._collections_lock = asyncio.Lock()
         self._stopping = False
         self.encoder = Dependency("zest-clip-encoder", self.encoder_proxy, s.probe_timeout_s)
@@ -192,18 +213,12 @@ class Zest:
         return Response(body, media_type="application/json")
 
     @app.post("/classify", response_model=ClassifyResponse)
-    async def classify(self, request: Request):
+    async def classify(self, body: Classify):
         """Classify images zero-shot (`labels`, `templates`) or with an adapted head (`head`): multipart
         (`images` files + the other fields) or JSON; `top_k` labels per image."""
-        raw, fields = await read_images_and_fields(request, self.settings, ClassifyRequest)
-        if isinstance(fields, dict):
-            fields = only_fields(fields, {"labels", "templates", "top_k", "head", "threshold"})
-            labels, templates, top_k = fields.get("labels"), fields.get("templates"), fields.get("top_k")
-            head, threshold = fields.get("head"), fields.get("threshold")
-        else:
-            labels, templates, top_k, head = fields.labels, fields.templates, fields.top_k, fields.head
-            threshold = fields.threshold
-        return await self._respond(lambda p: p.classify(raw, labels, templates, top_k, head=head, threshold=threshold))
+        raw = raw_images(body.images)
+        return await self._respond(lambda p: p.classify(raw, body.labels, body.templates, body.top_k, head=body.head,
+                                                        threshold=body.threshold))
 
     @app.get("/heads", response_model=HeadsResponse)
     async def list_heads(self):
@@ -211,17 +226,14 @@ class Zest:
         return await self._respond(lambda p: p.list_heads())
 
     @app.post("/embed/image", response_model=EmbedResponse)
-    async def embed_image(self, request: Request):
+    async def embed_image(self, body: EmbedImage):
         """L2-normalised image embeddings: multipart `images` files, or JSON {"images": [...]}."""
-        raw, fields = await read_images_and_fields(request, self.settings, EmbedImageRequest)
-        if isinstance(fields, dict):
-            only_fields(fields, set())
+        raw = raw_images(body.images)
         return await self._respond(lambda p: p.embed_images(raw))
 
     @app.post("/embed/text", response_model=EmbedResponse)
-    async def embed_text(self, request: Request):
+    async def embed_text(self, body: EmbedText):
         """L2-normalised text embeddings: JSON {"texts": [...]}; long texts are truncated like CLIP does."""
-        body = parse_model(EmbedTextRequest, await read_json(request, self.settings))
         return await self._respond(lambda p: p.embed_texts(body.texts))
 
     @app.get("/info", response_model=InfoResponse)
@@ -255,23 +267,21 @@ class Zest:
         return await self.recommender.call(method, *args, idempotent=method != "delete_item")
 
     @app.post("/items", response_model=ItemsResponse)
-    async def upsert_items(self, request: Request):
+    async def upsert_items(self, body: Items):
         """Insert or update items: {"items": [{"id": ..., "text": ...}]}. Embedded on write, persisted."""
-        body = parse_model(ItemsRequest, await read_json(request, self.settings))
         return await self._rec("upsert_items", body.items)
 
     @app.get("/items/{item_id}", response_model=ItemResponse)
-    async def get_item(self, item_id: str):
+    async def get_item(self, item_id: ItemId):
         return await self._rec("get_item", item_id)
 
     @app.delete("/items/{item_id}", response_model=ItemDeletedResponse)
-    async def delete_item(self, item_id: str):
+    async def delete_item(self, item_id: ItemId):
         return await self._rec("delete_item", item_id)
 
     @app.post("/recommend", response_model=RecommendResponse)
-    async def recommend(self, request: Request):
+    async def recommend(self, body: Recommend):
         """Top-k items for a history of item ids and/or free-text descriptions of liked items."""
-        body = parse_model(RecommendRequest, await read_json(request, self.settings))
         return await self._rec("recommend", body)
 
     # -- collections: image/text search over stored CLIP embeddings (service/collections.py) ----------
@@ -295,9 +305,8 @@ class Zest:
         return await anyio.to_thread.run_sync(fn, coll)
 
     @app.post("/collections", response_model=CollectionInfoResponse)
-    async def create_collection(self, request: Request):
+    async def create_collection(self, request: Request, body: CollectionCreate):
         """Create a collection for this server's CLIP model: {"name": ..., "model": optional}."""
-        body = parse_model(CollectionCreateRequest, await read_json(request, self.settings))
         scopes.check_collection(request.scope, body.name)
         return await self._in_collections(lambda c: c.create(body.name, body.model, body.thumbnails))
 
@@ -307,50 +316,50 @@ class Zest:
         return scopes.visible_collections(request.scope, listed)
 
     @app.get("/collections/{name}", response_model=CollectionInfoResponse)
-    async def describe_collection(self, name: str):
+    async def describe_collection(self, name: Name):
         return await self._in_collections(lambda c: c.describe(name))
 
     @app.delete("/collections/{name}", response_model=CollectionDroppedResponse)
-    async def drop_collection(self, name: str):
+    async def drop_collection(self, name: Name):
         return await self._in_collections(lambda c: c.drop(name))
 
     @app.post("/collections/{name}/items", response_model=CollectionItemsResponse)
-    async def add_collection_items(self, name: str, request: Request):
+    async def add_collection_items(self, name: Name, body: CollectionItems):
         """Add or replace items, embedded on write: multipart `images` files (+ `ids`, `metadata`), or JSON
         {"items": [{"id", "text" | "image", "metadata"}]}."""
-        items = await read_collection_items(request, self.settings)
+        items = collection_items(body)
         return await self._in_collections(lambda c: c.add(name, items))
 
     @app.post("/collections/{name}/search", response_model=CollectionSearchResponse)
-    async def search_collection(self, name: str, request: Request):
+    async def search_collection(self, name: Name, body: CollectionSearch):
         """Top-k items by text, image, vector or another item ("more like this"): JSON {"text" | "image" |
         "vector" | "like", "k", "filter"}, or multipart with one file in `images` (+ `k`, `filter`)."""
-        query = await read_collection_search(request, self.settings)
+        query = collection_query(body)
         return await self._in_collections(lambda c: c.search(name, **query))
 
     # before the item route below, whose {item_id:path} would take ".../thumbnail" as part of the id
     @app.get("/collections/{name}/items/{item_id:path}/thumbnail", response_class=Response,
              responses={200: {"description": "the item's JPEG", "content": {"image/jpeg": {}}}})
-    async def get_collection_thumbnail(self, name: str, item_id: str):
+    async def get_collection_thumbnail(self, name: Name, item_id: ItemId):
         """The item's thumbnail (a JPEG <= 256 px, <= 16 kB), kept when the collection was created with
         `"thumbnails": true`; 404 when there is none."""
         data = await self._in_collections(lambda c: c.thumbnail(name, item_id))
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
 
     @app.get("/collections/{name}/items/{item_id:path}", response_model=CollectionHit, response_model_exclude_none=True)
-    async def get_collection_item(self, name: str, item_id: str):
+    async def get_collection_item(self, name: Name, item_id: ItemId):
         return await self._in_collections(lambda c: c.get_item(name, item_id))
 
     @app.delete("/collections/{name}/items/{item_id:path}", response_model=CollectionItemDeletedResponse)
-    async def delete_collection_item(self, name: str, item_id: str):
+    async def delete_collection_item(self, name: Name, item_id: ItemId):
         return await self._in_collections(lambda c: c.delete_item(name, item_id))
 
     # -- OpenAI-compatible embeddings (service/openai_api.py) --------------------------------------------
     @app.post("/v1/embeddings", response_model=OpenAIEmbeddingsResponse)
-    async def openai_embeddings(self, request: Request):
+    async def openai_embeddings(self, body: OpenAIEmbeddings):
         """OpenAI's embeddings API: `input` texts, or images with `"modality": "image"` (Infinity's extension);
         the vectors are /embed/text's and /embed/image's."""
-        body, inputs = openai_api.parse_request(await read_json(request, self.settings))
+        inputs = openai_api.inputs_of(body)
         info = (await self.pipeline()).info
         openai_api.check_model(body.model, info.model_id)
         openai_api.check_dimensions(body.dimensions, info.model_id, info.dim)
@@ -369,7 +378,7 @@ class Zest:
         return openai_api.models_response((await self.pipeline()).info.model_id, self._started)
 
     @app.get("/v1/models/{model:path}", response_model=OpenAIModel)
-    async def openai_model(self, model: str):
+    async def openai_model(self, model: ModelId):
         served = (await self.pipeline()).info.model_id
         openai_api.check_model(model, served)
         return openai_api.models_response(served, self._started)["data"][0]
@@ -412,7 +421,8 @@ scopes.check_table(app.routes, ROUTE_SCOPES)
 
 # Around the whole public service, BentoML's own routes included (first added = outermost): one error shape
 # for every response, then the API-key check (service/auth.py).
-Zest.add_asgi_middleware(errors.ErrorShapeMiddleware)
-Zest.add_asgi_middleware(ApiKeyMiddleware, keys=API_KEYS, app_routes=lambda: app.routes,
-                        table=ROUTE_SCOPES)
+# (bentoml.service makes Zest a bentoml Service; its stubs keep the class's type)
+Zest.add_asgi_middleware(errors.ErrorShapeMiddleware)  # type: ignore[attr-defined]
+Zest.add_asgi_middleware(ApiKeyMiddleware, keys=API_KEYS,  # type: ignore[attr-defined]
+                         app_routes=lambda: app.routes, table=ROUTE_SCOPES)
 openapi.install(app, keys_on=bool(API_KEYS), scopes=ROUTE_SCOPES)

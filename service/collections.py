@@ -21,7 +21,7 @@ import numpy as np
 from ..models.errors import Conflict, InvalidInput, NotFound
 from ..models.limits import check_at_most, check_chars, check_count
 from ..store import VectorStore
-from ..store.base import MAX_ID_CHARS, NAME_RE, CollectionInfo, Record, check_filter
+from ..store.base import CollectionInfo, Record, check_filter, check_name
 from .pipeline import ClipPipeline, RawImage
 from .settings import Settings
 from .thumbnails import PAYLOAD_KEY, make_thumbnail, thumbnail_bytes
@@ -33,16 +33,10 @@ PREFIX = "c_"
 class NewItem:
     """One item of a write: an id, exactly one of text or image, optional metadata."""
 
-    id: object
-    text: object = None
+    id: str
+    text: str | None = None
     image: RawImage | None = None
-    metadata: object = field(default_factory=dict)
-
-
-def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidInput(f"collection name {name!r}: use 1-63 letters, digits or '_', starting with a letter")
-    return name
+    metadata: dict | None = field(default_factory=dict)
 
 
 class Collections:
@@ -59,9 +53,9 @@ class Collections:
                 "count": self.store.count(info.name) if count is None else count, "created_at": info.created_at,
                 "thumbnails": bool(info.meta.get("thumbnails"))}
 
-    def _usable(self, name: object):
+    def _usable(self, name: str):
         """The collection's store info, refused if it does not exist or belongs to another model."""
-        info = self.store.collection(PREFIX + _check_name(name))
+        info = self.store.collection(PREFIX + check_name(name))
         if info is None:
             raise NotFound(f"unknown collection {name!r}")
         if info.meta.get("model") != self.model_id or info.dim != self.dim:
@@ -70,8 +64,8 @@ class Collections:
                            "that model, or create a new collection")
         return info
 
-    def create(self, name: object, model: object = None, thumbnails: bool = False) -> dict:
-        _check_name(name)
+    def create(self, name: str, model: object = None, thumbnails: bool = False) -> dict:
+        check_name(name)
         if model is not None and model != self.model_id:
             raise Conflict(f"this server embeds with {self.model_id!r}, not {model!r}")
         meta = {"model": self.model_id, **({"thumbnails": True} if thumbnails else {})}
@@ -84,14 +78,14 @@ class Collections:
     def list(self) -> dict:
         return {"collections": [self._describe(c) for c in self.store.collections() if c.name.startswith(PREFIX)]}
 
-    def describe(self, name: object) -> dict:
-        info = self.store.collection(PREFIX + _check_name(name))
+    def describe(self, name: str) -> dict:
+        info = self.store.collection(PREFIX + check_name(name))
         if info is None:
             raise NotFound(f"unknown collection {name!r}")
         return self._describe(info)
 
-    def drop(self, name: object) -> dict:
-        if not self.store.drop_collection(PREFIX + _check_name(name)):
+    def drop(self, name: str) -> dict:
+        if not self.store.drop_collection(PREFIX + check_name(name)):
             raise NotFound(f"unknown collection {name!r}")
         return {"deleted": name}
 
@@ -108,30 +102,26 @@ class Collections:
         check_at_most(size, self.settings.max_metadata_bytes, f"{where}.metadata of {size} bytes", "bytes")
         return metadata
 
-    def add(self, name: object, items: Sequence[NewItem]) -> dict:
+    def add(self, name: str, items: Sequence[NewItem]) -> dict:
         s = self.settings
         info = self._usable(name)
         if not items:
             raise InvalidInput("no items: send at least one")
-        texts = [(n, it) for n, it in enumerate(items) if it.text is not None]
-        images = [(n, it) for n, it in enumerate(items) if it.image is not None]
+        texts = [(n, it.text) for n, it in enumerate(items) if it.text is not None]
+        images = [(n, it.image) for n, it in enumerate(items) if it.image is not None]
         check_count(texts, "texts", s.max_texts, per_request=True)
         check_count(images, "images", s.max_images, per_request=True)
         ids, payloads = [], []
         for n, it in enumerate(items):
             where = f"items[{n}]"
-            if not isinstance(it.id, str) or not it.id or len(it.id) > MAX_ID_CHARS:
-                raise InvalidInput(f"{where}.id must be a non-empty string of at most {MAX_ID_CHARS} characters")
             if (it.text is None) == (it.image is None):
                 raise InvalidInput(f"{where}: give exactly one of 'text' or 'image'")
             payload = {"kind": "text" if it.text is not None else "image",
                        "metadata": self._metadata(it.metadata, where)}
             if it.text is not None:
-                if not isinstance(it.text, str) or not it.text.strip():
-                    raise InvalidInput(f"{where}.text must be a non-empty string")
                 check_chars(it.text, f"{where}.text", s.max_text_chars)
                 payload["text"] = it.text
-            else:
+            elif it.image is not None:
                 payload["name"] = it.image.name
             ids.append(it.id)
             payloads.append(payload)
@@ -139,49 +129,43 @@ class Collections:
             raise InvalidInput("the same item id appears twice in one request")
         vectors = np.zeros((len(items), self.dim), np.float32)
         if images:  # decode and check every image before any model work
-            decoded = self.pipeline.load_images([it.image for _, it in images])
+            decoded = self.pipeline.load_images([image for _, image in images])
             if info.meta.get("thumbnails"):
                 for (n, _), img in zip(images, decoded):
                     payloads[n][PAYLOAD_KEY] = make_thumbnail(img)
             pixels = self.pipeline.pixels(decoded)
             vectors[[n for n, _ in images]] = np.asarray(self.pipeline.encode_pixels(pixels), np.float32)
         if texts:
-            vectors[[n for n, _ in texts]] = np.asarray(self.pipeline.encode_texts([it.text for _, it in texts]),
+            vectors[[n for n, _ in texts]] = np.asarray(self.pipeline.encode_texts([text for _, text in texts]),
                                                         np.float32)
         self.store.upsert(info.name, ids, vectors, payloads)
         return {"collection": name, "upserted": len(ids), "count": self.store.count(info.name)}
 
-    def search(self, name: object, text: object = None, image: RawImage | None = None, vector: object = None,
-               k: object = 10, filter: object = None, like: object = None) -> dict:
+    def search(self, name: str, text: str | None = None, image: RawImage | None = None,
+               vector: Sequence[float] | None = None, k: int = 10, filter: dict | None = None,
+               like: str | None = None) -> dict:
         """`like`: an item id of the collection ("more like this"): its stored vector is the query, and the item
         itself is left out of the results."""
         s = self.settings
         info = self._usable(name)
         if sum(x is not None for x in (text, image, vector, like)) != 1:
             raise InvalidInput("give exactly one of 'text', 'image', 'vector' or 'like' to search by")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInput("k must be an integer >= 1")
         check_at_most(k, s.max_collection_k, f"k={k}")
         flt = {f"metadata.{key}": v for key, v in (filter or {}).items()} if isinstance(filter, dict) else filter
         check_filter(flt)
         if text is not None:
-            if not isinstance(text, str) or not text.strip():
-                raise InvalidInput("text must be a non-empty string")
             check_chars(text, "text", s.max_text_chars)
             query = np.asarray(self.pipeline.encode_texts([text]), np.float32)
         elif image is not None:
             query = np.asarray(self.pipeline.encode_pixels(self.pipeline.pixels(self.pipeline.load_images([image]))),
                                np.float32)
         elif like is not None:
-            if not isinstance(like, str) or not like or len(like) > MAX_ID_CHARS:
-                raise InvalidInput(f"like must be an item id: a non-empty string of at most {MAX_ID_CHARS} characters")
             stored = self.store.vectors(info.name, [like]).get(like)
             if stored is None:
                 raise NotFound(f"unknown item id {like!r} in collection {name!r}")
             query = np.asarray([stored], np.float32)
-        else:
-            if not isinstance(vector, list) or len(vector) != self.dim or any(
-                    isinstance(x, bool) or not isinstance(x, (int, float)) for x in vector):
+        elif vector is not None:
+            if len(vector) != self.dim:  # numbers: the schema's
                 raise InvalidInput(f"vector must be a list of {self.dim} numbers")
             query = np.asarray([vector], np.float32)
             if not np.isfinite(query).all() or not np.linalg.norm(query):
@@ -205,9 +189,9 @@ class Collections:
             out["thumbnail"] = True
         return out
 
-    def _stored(self, name: object, item_id: str) -> tuple[CollectionInfo, Record]:
+    def _stored(self, name: str, item_id: str) -> tuple[CollectionInfo, Record]:
         """The collection and the item's stored record; NotFound naming whichever is absent."""
-        info = self.store.collection(PREFIX + _check_name(name))
+        info = self.store.collection(PREFIX + check_name(name))
         if info is None:
             raise NotFound(f"unknown collection {name!r}")
         rec = self.store.get(info.name, [item_id]).get(item_id)
@@ -215,11 +199,11 @@ class Collections:
             raise NotFound(f"unknown item id {item_id!r} in collection {name!r}")
         return info, rec
 
-    def get_item(self, name: object, item_id: str) -> dict:
+    def get_item(self, name: str, item_id: str) -> dict:
         _, rec = self._stored(name, item_id)
         return self._item(rec.id, rec.payload)
 
-    def thumbnail(self, name: object, item_id: str) -> bytes:
+    def thumbnail(self, name: str, item_id: str) -> bytes:
         """The item's JPEG thumbnail; NotFound when the collection, the item or its thumbnail is absent."""
         info, rec = self._stored(name, item_id)
         data = thumbnail_bytes(rec.payload)
@@ -230,8 +214,8 @@ class Collections:
             raise NotFound(f"item {item_id!r} of collection {name!r} has no thumbnail: {why}")
         return data
 
-    def delete_item(self, name: object, item_id: str) -> dict:
-        info = self.store.collection(PREFIX + _check_name(name))
+    def delete_item(self, name: str, item_id: str) -> dict:
+        info = self.store.collection(PREFIX + check_name(name))
         if info is None:
             raise NotFound(f"unknown collection {name!r}")
         if not self.store.delete(info.name, [item_id]):

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from http import HTTPStatus
+from typing import Any
 
 import aiohttp
 from bentoml.exceptions import BentoMLException
@@ -196,11 +197,19 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return _error(message, exc.status_code, **headers)
 
 
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """The 400's message for pydantic's (or FastAPI's) errors: each field (`items.0.id`) and what is wrong."""
+    parts = []
+    for e in errors[:5]:
+        loc = [str(p) for p in e.get("loc", ())]
+        loc = loc[1:] if loc[:1] in (["body"], ["path"], ["query"]) else loc
+        parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    # zest parses bodies itself (service/http_input.py); this catches FastAPI's own checks of parameters.
-    parts = [f"{'.'.join(str(p) for p in e.get('loc', ())) or 'request'}: {e.get('msg', 'invalid')}"
-             for e in exc.errors()[:5]]
-    return _error("invalid request: " + "; ".join(parts), 400)
+    # every body (service/http_input.py) and path parameter, validated by the route's pydantic declarations
+    return _error(validation_message(exc.errors()), 400)
 
 
 def register(app: FastAPI) -> None:

@@ -1,13 +1,20 @@
-"""Parse HTTP bodies (JSON or multipart) into the pipeline's and the collections' inputs. Bad bodies raise
-`InvalidInput`."""
+"""Read a request body into its route's pydantic model (service/schemas.py: the one declaration of its fields and
+constraints, which service/openapi.py documents): JSON, or a multipart form where the route takes image files.
+
+What pydantic cannot see is here: the body-size limit (413 on the declared length before reading, and on what is
+read), the content type (415), a file's byte limit, and how a form's text fields carry lists. A model's errors are
+FastAPI's `RequestValidationError`: a 400 naming the field (service/errors.py).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -17,10 +24,18 @@ from ..models.limits import check_at_most
 from .collections import NewItem
 from .errors import RequestTimeout, UnsupportedMediaType
 from .pipeline import RawImage
-from .schemas import CollectionItemsRequest, CollectionSearchRequest, ImageRef
+from .schemas import (
+    CollectionItemsForm,
+    CollectionItemsRequest,
+    CollectionSearchForm,
+    CollectionSearchRequest,
+    ImageRef,
+    Upload,
+)
 from .settings import Settings
 
 MULTIPART = "multipart/form-data"
+M = TypeVar("M", bound=BaseModel)
 
 
 def max_body_bytes(settings: Settings) -> int:
@@ -37,21 +52,6 @@ def check_declared_length(request: Request, settings: Settings) -> int:
     return limit
 
 
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False)[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    return "invalid request: " + "; ".join(parts)
-
-
-def parse_model(model: type[BaseModel], data: Any) -> BaseModel:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput(_validation_message(exc)) from None
-
-
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -65,30 +65,97 @@ def check_json_type(request: Request, multipart_too: bool = False) -> None:
         raise UnsupportedMediaType(f"content-type {kind!r} is not accepted here: send {accepted}")
 
 
-async def read_json(request: Request, settings: Settings, multipart_too: bool = False) -> Any:
+def _validated(model: type[M], validate: Callable[[], M]) -> M:
+    try:
+        return validate()
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            raise InvalidInput(f"request body is not valid JSON ({errors[0]['msg']})") from None
+        raise RequestValidationError(errors) from None
+
+
+async def read_json(request: Request, settings: Settings, model: type[M], multipart_too: bool = False) -> M:
+    """The JSON body, read within the size limit, as `model` (strict: the JSON types the schema states)."""
     check_json_type(request, multipart_too)
     limit = check_declared_length(request, settings)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         check_at_most(len(body), limit, "request body", "bytes")
+    return _validated(model, lambda: model.model_validate_json(bytes(body) or b"null", strict=True))
+
+
+def _form_value(model: type[BaseModel], key: str, value: str) -> Any:
+    """A form's text field: JSON if it starts with '[' or '{' (a list, an object); a comma-separated list for
+    the model's `form_lists`; otherwise the text, which pydantic reads as the field's type ("5" as 5)."""
+    text = value.strip()
+    if text.startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"field {key!r} is not valid JSON ({exc})") from None
+    if key in getattr(model, "form_lists", ()):
+        return text.split(",")
+    return value
+
+
+async def read_form(request: Request, settings: Settings, model: type[M]) -> M:
+    """A multipart body as `model`: files under `images` (repeatable, each read up to the byte limit + 1, which
+    the pipeline refuses), the other fields as text."""
+    check_declared_length(request, settings)
     try:
-        return json.loads(body or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"request body is not valid JSON ({exc})") from None
+        form = await request.form(max_files=settings.max_images + 1, max_fields=64, max_part_size=1024 * 1024)
+    except RequestTimeout:  # the client stopped sending (service/http_limits.py): 408, not a bad form
+        raise
+    except Exception as exc:  # noqa: BLE001 - starlette raises its own HTTPException/MultiPartException on bad forms
+        raise InvalidInput(f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+    files: list[Upload] = []
+    fields: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key != "images":
+                raise InvalidInput(f"unexpected file field {key!r}; image files go in 'images'")
+            files.append(Upload(value.filename or f"image[{len(files)}]", await value.read(settings.max_image_bytes + 1)))
+        elif key == "images":
+            raise InvalidInput("'images' must be file uploads in a multipart request")
+        else:
+            fields[key] = _form_value(model, key, value)
+    return _validated(model, lambda: model.model_validate({**fields, "images": files}))
 
 
-def json_images(images: list[str | ImageRef]) -> list[RawImage]:
+BodyReader = Callable[[Request], Awaitable[Any]]
+
+
+def body(settings: Settings, model: type[BaseModel], form: type[BaseModel] | None = None) -> BodyReader:
+    """A FastAPI dependency: the body as `model` (JSON), or as `form` from a multipart body (`form` may be `model`
+    itself). service/openapi.py documents the route's request body from `zest_body`."""
+
+    async def read(request: Request) -> BaseModel:
+        if form is not None and media_type(request) == MULTIPART:
+            return await read_form(request, settings, form)
+        return await read_json(request, settings, model, multipart_too=form is not None)
+
+    read.zest_body = (model, form)  # type: ignore[attr-defined]
+    return read
+
+
+# -- into the pipeline's and the collections' inputs ---------------------------------------------------------
+def raw_images(images: Sequence[str | ImageRef | Upload], names: Sequence[str] | None = None) -> list[RawImage]:
+    """Uploaded files, base64 strings or image objects -> RawImage (decoded and checked by the pipeline)."""
     raw = []
     for i, item in enumerate(images):
+        if isinstance(item, Upload):
+            raw.append(RawImage(name=item.name, data=item.data))
+            continue
         ref = ImageRef(base64=item) if isinstance(item, str) else item
-        name = ref.name or f"image[{i}]"
+        name = ref.name or (names[i] if names else f"image[{i}]")
         if (ref.base64 is None) == (ref.url is None):
             raise InvalidInput(f"{name}: give exactly one of 'base64' or 'url'")
         if ref.url is not None:
             raw.append(RawImage(name=name, url=ref.url))
             continue
-        data = ref.base64
+        data = ref.base64 or ""
         if data.startswith("data:") and "," in data:  # data URLs from browsers
             data = data.split(",", 1)[1]
         try:
@@ -98,129 +165,22 @@ def json_images(images: list[str | ImageRef]) -> list[RawImage]:
     return raw
 
 
-def _form_field(key: str, value: Any) -> Any:
-    """A multipart text field. `labels`/`templates`: a JSON list if it starts with '[', else text
-    (labels comma-separated, templates a set name); `top_k`: an integer; `threshold`: a number."""
-    if not isinstance(value, str):
-        raise InvalidInput(f"field {key!r} must be text, got a file")
-    text = value.strip()
-    if key in ("labels", "templates", "texts") and text.startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"field {key!r} is not a valid JSON list ({exc})") from None
-    if key == "labels":
-        return text.split(",")
-    if key == "top_k":
-        try:
-            return int(text)
-        except ValueError:
-            raise InvalidInput("top_k must be an integer >= 1") from None
-    if key == "threshold":
-        try:
-            return float(text)
-        except ValueError:
-            raise InvalidInput("threshold must be a number between 0 and 1") from None
-    return value
+def collection_items(body: CollectionItemsRequest | CollectionItemsForm) -> list[NewItem]:
+    """The items of POST /collections/{name}/items: one per file (ids default to the file names), or JSON's."""
+    if isinstance(body, CollectionItemsForm):
+        raw = raw_images(body.images)
+        ids = body.ids if body.ids is not None else [r.name for r in raw]
+        meta = body.metadata if isinstance(body.metadata, list) else [body.metadata or {}] * len(raw)
+        return [NewItem(id=i, image=r, metadata=m) for i, r, m in zip(ids, raw, meta)]
+    return [NewItem(id=it.id, text=it.text, metadata=it.metadata,
+                    image=raw_images([it.image], [f"items[{n}].image"])[0] if it.image is not None else None)
+            for n, it in enumerate(body.items)]
 
 
-async def read_multipart(request: Request, settings: Settings) -> tuple[list[RawImage], dict[str, Any]]:
-    """Files under `images` (repeatable); other fields as text (`labels` may be JSON or comma-separated)."""
-    check_declared_length(request, settings)
-    try:
-        form = await request.form(max_files=settings.max_images + 1, max_fields=64, max_part_size=1024 * 1024)
-    except RequestTimeout:  # the client stopped sending (service/http_limits.py): 408, not a bad form
-        raise
-    except Exception as exc:  # noqa: BLE001 - starlette raises its own HTTPException/MultiPartException on bad forms
-        raise InvalidInput(f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
-    raw: list[RawImage] = []
-    fields: dict[str, Any] = {}
-    for key, value in form.multi_items():
-        if key == "images":
-            if not isinstance(value, UploadFile):
-                raise InvalidInput("'images' must be file uploads in a multipart request")
-            data = await value.read(settings.max_image_bytes + 1)
-            raw.append(RawImage(name=value.filename or f"image[{len(raw)}]", data=data))
-        elif isinstance(value, UploadFile):
-            raise InvalidInput(f"unexpected file field {key!r}; image files go in 'images'")
-        else:
-            fields[key] = _form_field(key, value)
-    return raw, fields
-
-
-async def read_images_and_fields(request: Request, settings: Settings, model: type[BaseModel]
-                                 ) -> tuple[list[RawImage], BaseModel | dict[str, Any]]:
-    """(images, the other fields) from a multipart or a JSON body."""
-    if media_type(request) == MULTIPART:
-        return await read_multipart(request, settings)
-    parsed = parse_model(model, await read_json(request, settings, multipart_too=True))
-    return json_images(parsed.images), parsed
-
-
-def only_fields(fields: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
-    """`fields` (a multipart form's text fields), or InvalidInput naming the unknown ones."""
-    unknown = set(fields) - allowed
-    if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}; expected: {', '.join(sorted(allowed))}")
-    return fields
-
-
-# -- collections: image/text search over stored CLIP embeddings (service/collections.py) ----------------------
-def _is_multipart(request: Request) -> bool:
-    return request.headers.get("content-type", "").split(";")[0].strip() == MULTIPART
-
-
-def json_field(fields: dict[str, Any], key: str, default: Any = None) -> Any:
-    """A multipart text field holding JSON (ids, metadata, filter)."""
-    if key not in fields:
-        return default
-    try:
-        return json.loads(fields[key])
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"field {key!r} is not valid JSON ({exc})") from None
-
-
-def _multipart_collection_items(raw: list[RawImage], fields: dict[str, Any]) -> list[NewItem]:
-    """Multipart: files in `images`; optional `ids` (JSON list, default the file names) and `metadata`
-    (a JSON object for every file, or a JSON list with one object per file)."""
-    only_fields(fields, {"ids", "metadata"})
-    ids = json_field(fields, "ids", [r.name for r in raw])
-    metadata = json_field(fields, "metadata", {})
-    if not isinstance(ids, list) or len(ids) != len(raw):
-        raise InvalidInput(f"ids must be a JSON list with one id per image ({len(raw)})")
-    if isinstance(metadata, list):
-        if len(metadata) != len(raw):
-            raise InvalidInput(f"metadata must be one JSON object, or a list with one per image ({len(raw)})")
-    else:
-        metadata = [metadata] * len(raw)
-    return [NewItem(id=i, image=r, metadata=m) for i, r, m in zip(ids, raw, metadata)]
-
-
-async def read_collection_items(request: Request, settings: Settings) -> list[NewItem]:
-    """The items of POST /collections/{name}/items: multipart `images` files (+ `ids`, `metadata`), or JSON
-    {"items": [{"id", "text" | "image", "metadata"}]}."""
-    if _is_multipart(request):
-        return _multipart_collection_items(*await read_multipart(request, settings))
-    body = parse_model(CollectionItemsRequest, await read_json(request, settings, multipart_too=True))
-    items = []
-    for n, it in enumerate(body.items):
-        image = json_images([it.image])[0] if it.image is not None else None
-        if image is not None and image.name == "image[0]":
-            image.name = f"items[{n}].image"
-        items.append(NewItem(id=it.id, text=it.text, image=image, metadata=it.metadata))
-    return items
-
-
-async def read_collection_search(request: Request, settings: Settings) -> dict[str, Any]:
-    """The query of POST /collections/{name}/search, as `Collections.search` keywords: JSON {"text" | "image" |
-    "vector", "k", "filter"}, or multipart with one file in `images` (+ `k`, `filter`)."""
-    if _is_multipart(request):
-        raw, fields = await read_multipart(request, settings)
-        only_fields(fields, {"k", "filter"})
-        if len(raw) != 1:
-            raise InvalidInput("send exactly one image file in 'images' to search by")
-        return {"image": raw[0], "k": json_field(fields, "k", 10), "filter": json_field(fields, "filter")}
-    body = parse_model(CollectionSearchRequest, await read_json(request, settings, multipart_too=True))
-    image = json_images([body.image])[0] if body.image is not None else None
+def collection_query(body: CollectionSearchRequest | CollectionSearchForm) -> dict[str, Any]:
+    """The query of POST /collections/{name}/search, as `Collections.search` keywords."""
+    if isinstance(body, CollectionSearchForm):
+        return {"image": raw_images(body.images)[0], "k": body.k, "filter": body.filter}
+    image = raw_images([body.image])[0] if body.image is not None else None
     return {"text": body.text, "image": image, "vector": body.vector, "k": body.k, "filter": body.filter,
             "like": body.like}

@@ -10,34 +10,18 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from ..models.errors import InvalidInput, NotFound
-from .http_input import json_images, parse_model
+from .http_input import raw_images
 from .pipeline import RawImage
 from .schemas import ImageRef, OpenAIEmbeddingsRequest
 
 
-def _is_token_array(value: Any) -> bool:
-    if not isinstance(value, list) or not value:
-        return False
-    first = value[0]
-    return (isinstance(first, int) and not isinstance(first, bool)) or (
-        isinstance(first, list) and bool(first) and isinstance(first[0], int))
-
-
-def parse_request(data: Any) -> tuple[OpenAIEmbeddingsRequest, list[str]]:
-    """The validated request and its inputs as a list."""
-    if isinstance(data, dict) and _is_token_array(data.get("input")):
-        raise InvalidInput("input: token arrays are not supported, send the text itself (zest tokenizes with the "
-                           "model's own tokenizer); LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False)")
-    body = parse_model(OpenAIEmbeddingsRequest, data)
-    inputs = [body.input] if isinstance(body.input, str) else list(body.input)
-    if not inputs:
-        raise InvalidInput("input is empty: send a string or a non-empty list of strings")
-    return body, inputs
+def inputs_of(body: OpenAIEmbeddingsRequest) -> list[str]:
+    """The request's inputs as a list (the schema refuses token arrays and an empty list)."""
+    return [body.input] if isinstance(body.input, str) else list(body.input)
 
 
 def check_model(requested: str, served: str) -> None:
@@ -60,7 +44,7 @@ def image_inputs(inputs: Sequence[str]) -> list[RawImage]:
         if item.startswith(("http://", "https://")):
             raw.append(RawImage(name=name, url=item))
         else:
-            raw += json_images([ImageRef(base64=item, name=name)])
+            raw += raw_images([ImageRef(base64=item, name=name)])
     return raw
 
 

@@ -2,9 +2,9 @@
 
 FastAPI's own spec route, moved to `/docs.json` (service/app.py), answers there before BentoML's route of that
 name (BentoML mounts the app first); FastAPI's /docs, /redoc and /openapi.json are off. `document()` completes
-FastAPI's document of the routes: the request bodies zest parses itself (service/http_input.py), each error
-status with the one `ErrorResponse`, what BentoML serves outside the app (probes, /metrics), the API-key
-scheme, tags and summaries. The bento's `apis/openapi.yaml` (BentoML's generator) is not this document.
+FastAPI's document of the routes: each route's request body from the models it reads (service/http_input.py
+`body`: JSON, and the multipart form where it takes files), each error status with the one `ErrorResponse`, what
+BentoML serves outside the app (probes, /metrics), the API-key scheme, tags and summaries. The bento's `apis/openapi.yaml` (BentoML's generator) is not this document.
 """
 
 from __future__ import annotations
@@ -17,19 +17,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from .schemas import (
-    ClassifyRequest,
-    CollectionCreateRequest,
-    CollectionItemsRequest,
-    CollectionSearchRequest,
-    EmbedImageRequest,
-    EmbedTextRequest,
-    ErrorResponse,
-    ItemsRequest,
-    OpenAIEmbeddingsRequest,
-    RecommendRequest,
-)
-from .scopes import Access
+from .schemas import FILES, ErrorResponse
+from .scopes import Access, app_routes
 from .scopes import document as document_scopes
 
 RETRY_AFTER_HEADER = {"Retry-After": {"description": "seconds after which the request may be sent again",
@@ -48,75 +37,51 @@ ERROR_DESCRIPTIONS = {
 }
 
 
-FILES = {"type": "array", "items": {"type": "string", "format": "binary",
-                                    "contentMediaType": "application/octet-stream"}}
-
-
-def form_schema(model: type[BaseModel], files_field: str = "images", notes: dict[str, str] | None = None) -> dict:
-    """The multipart form of an endpoint whose JSON body is `model`: the same field names, images as file
-    uploads (repeat the field for several), integers as integers, everything else as text (lists as JSON,
-    or as the note says)."""
+def form_schema(model: type[BaseModel]) -> dict:
+    """The multipart form of a route's `form` model: its fields, `images` as file uploads (repeat the field for
+    several), integers and numbers as such with their bounds, everything else as text (lists and objects as
+    JSON, or as the field's description says)."""
     json_schema = model.model_json_schema(mode="validation")
     properties: dict[str, dict] = {}
     for name, prop in json_schema["properties"].items():
-        if name == files_field:
-            properties[name] = {**FILES, "description": "image files (repeat the field for several)"}
+        if name == "images":
+            binary = prop.get("items", {}).get("format") == "binary"
+            properties[name] = prop if binary else {**FILES, "minItems": 1, **{
+                k: prop[k] for k in ("minItems", "maxItems") if k in prop},
+                "description": "image files (repeat the field for several)"}
             continue
-        types = {prop.get("type")} | {p.get("type") for p in prop.get("anyOf", [])}
-        field = {"type": "integer"} if "integer" in types else {"type": "number"} if "number" in types else \
-            {"type": "string"}
-        note = (notes or {}).get(name) or prop.get("description", "")
-        if note:
-            field["description"] = note
-        if "default" in prop and prop["default"] is not None:
+        alternatives = [prop, *prop.get("anyOf", [])]
+        types = {p.get("type") for p in alternatives}
+        kind = "integer" if "integer" in types else "number" if "number" in types else "string"
+        field: dict = {"type": kind}
+        if kind != "string":
+            field |= {k: v for p in alternatives for k, v in p.items() if k in ("minimum", "maximum")}
+        if prop.get("description"):
+            field["description"] = prop["description"]
+        if prop.get("default") is not None:
             field["default"] = prop["default"]
         properties[name] = field
     return {"type": "object", "title": f"{model.__name__} (multipart)", "properties": properties,
-            "required": [r for r in json_schema.get("required", [])]}
+            "required": list(json_schema.get("required", []))}
 
 
-def _body(*parts: tuple[str, dict], required: bool = True) -> dict:
-    return {"requestBody": {"required": required, "content": dict(parts)}}
+def request_body(model: type[BaseModel], form: type[BaseModel] | None) -> dict:
+    """A route's requestBody from what it reads (service/http_input.py `body`): the multipart form first where
+    it takes files, then the JSON model."""
+    content = {} if form is None else {"multipart/form-data": {"schema": form_schema(form)}}
+    content["application/json"] = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+    return {"required": True, "content": content}
 
 
-def _json(model: type[BaseModel]) -> tuple[str, dict]:
-    return "application/json", {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-
-
-def _form(schema: dict, text_fields: tuple[str, ...] = ()) -> tuple[str, dict]:
-    media: dict = {"schema": schema}
-    if text_fields:
-        media["encoding"] = {f: {"contentType": "text/plain"} for f in text_fields}
-    return "multipart/form-data", media
-
-
-CLASSIFY_NOTES = {"labels": "class names: comma-separated (cat,dog,car) or a JSON list",
-                  "templates": "a shipped template set name (GET /templates), or a JSON list of templates with one {} "
-                               "each"}
-COLLECTION_FORM = {"type": "object", "title": "CollectionItems (multipart)", "required": ["images"], "properties": {
-    "images": {**FILES, "description": "image files (repeat the field for several)"},
-    "ids": {"type": "string", "description": "a JSON list with one id per file (default: the file names)"},
-    "metadata": {"type": "string", "description": "a JSON object for every file, or a JSON list with one per file"}}}
-SEARCH_FORM = {"type": "object", "title": "CollectionSearch (multipart)", "required": ["images"], "properties": {
-    "images": {**FILES, "minItems": 1, "maxItems": 1, "description": "the one image to search by"},
-    "k": {"type": "integer", "default": 10, "description": "results returned"},
-    "filter": {"type": "string", "description": 'a JSON object: metadata equality, {"field": value or [values]}'}}}
-
-
-def request_bodies() -> dict[tuple[str, str], dict]:
-    """(method, path) -> the route's requestBody, multipart first where an endpoint takes files."""
-    return {
-        ("POST", "/classify"): _body(_form(form_schema(ClassifyRequest, notes=CLASSIFY_NOTES)),
-                                     _json(ClassifyRequest)),
-        ("POST", "/embed/image"): _body(_form(form_schema(EmbedImageRequest)), _json(EmbedImageRequest)),
-        ("POST", "/embed/text"): _body(_json(EmbedTextRequest)),
-        ("POST", "/items"): _body(_json(ItemsRequest)),
-        ("POST", "/recommend"): _body(_json(RecommendRequest)),
-        ("POST", "/collections"): _body(_json(CollectionCreateRequest)),
-        ("POST", "/collections/{name}/items"): _body(_form(COLLECTION_FORM), _json(CollectionItemsRequest)),
-        ("POST", "/collections/{name}/search"): _body(_json(CollectionSearchRequest), _form(SEARCH_FORM)),
-        ("POST", "/v1/embeddings"): _body(_json(OpenAIEmbeddingsRequest)),
-    }
+def body_readers(app: FastAPI) -> dict[tuple[str, str], tuple[type[BaseModel], type[BaseModel] | None]]:
+    """(method, path) -> (JSON model, form model) of each route whose body is read by `http_input.body`."""
+    out = {}
+    for route in app_routes(app.routes):
+        for dependency in getattr(getattr(route, "dependant", None), "dependencies", ()):
+            read = getattr(dependency.call, "zest_body", None)
+            if read is not None:
+                out.update({(m, route.path_format): read for m in (getattr(route, "methods", None) or ())})
+    return out
 
 
 BODY_ERRORS = {400, 413, 415}
@@ -150,13 +115,6 @@ ERRORS: dict[tuple[str, str], set] = {
 UNLISTED = {400, 404} | MODEL  # a route this table does not know yet: the statuses most routes can answer
 
 
-PATH_PARAMETERS = {  # what the service checks (store/base.py), declared
-    "name": {"pattern": r"^[A-Za-z][A-Za-z0-9_]{0,62}$"},
-    "item_id": {"minLength": 1, "maxLength": 256},
-    "model": {"minLength": 1},
-}
-
-
 # Swagger groups operations by tag: one per area of the API, found from the path (first match wins).
 TAGS = [
     ("Classify", ("/classify", "/heads", "/templates"), "zero-shot and adapted-head image classification"),
@@ -180,20 +138,16 @@ def summary_of(operation: dict) -> str:
     return " ".join([WORDS.get(words[0], words[0]), *(WORDS.get(w, w.lower()) for w in words[1:])]) if words else ""
 
 
-def document(spec: dict, keys_on: bool) -> None:
+def document(spec: dict, keys_on: bool, bodies: Mapping[tuple[str, str], dict]) -> None:
     """Complete FastAPI's document of the routes in place: request bodies, error responses, a tag
     per area and readable summaries."""
-    bodies = request_bodies()
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             key = (method.upper(), path)
             operation.setdefault("tags", [tag_of(path)])
             operation["summary"] = summary_of(operation)
             if key in bodies:
-                operation.update(bodies[key])
-            for parameter in operation.get("parameters", []):
-                if parameter.get("in") == "path" and parameter["name"] in PATH_PARAMETERS:
-                    parameter["schema"].update(PATH_PARAMETERS[parameter["name"]])
+                operation["requestBody"] = bodies[key]
             responses = {code: r for code, r in operation.get("responses", {}).items()
                          if code != "422" and not code.startswith(("4", "5"))}
             statuses = ERRORS.get(key, UNLISTED) | ({401} if keys_on and operation.get("security") != [] else set())
@@ -235,21 +189,18 @@ def infra_paths() -> dict:
     }
 
 
-REQUEST_MODELS = (ClassifyRequest, EmbedImageRequest, EmbedTextRequest, ItemsRequest, RecommendRequest,
-                  CollectionCreateRequest, CollectionItemsRequest, CollectionSearchRequest, OpenAIEmbeddingsRequest)
-
-
 def spec(app: FastAPI, keys_on: bool) -> dict:
     """The whole document: the app's routes, completed; BentoML's endpoints; the API-key scheme if keys are on."""
     out = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
                       tags=[{"name": name, "description": text} for name, _, text in TAGS])
     schemas = out.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None), schemas.pop("ValidationError", None)  # the 422 zest never sends
-    _, defs = models_json_schema([(m, "validation") for m in (*REQUEST_MODELS, ErrorResponse)],
+    readers = body_readers(app)
+    _, defs = models_json_schema([(m, "validation") for m in ({m for m, _ in readers.values()} | {ErrorResponse})],
                                  ref_template="#/components/schemas/{model}")
     for name, schema in defs["$defs"].items():
         schemas.setdefault(name, schema)
-    document(out, keys_on)
+    document(out, keys_on, {key: request_body(*read) for key, read in readers.items()})
     out["paths"] = {**out["paths"], **infra_paths()}
     if keys_on:
         out["components"]["securitySchemes"] = {"bearerAuth": {

@@ -16,9 +16,8 @@ import numpy as np
 from ..models.errors import InvalidInput, NotFound
 from ..models.limits import check_at_most, check_chars, check_count
 from .catalog import ItemCatalog
+from .schemas import ItemIn
 from .settings import Settings
-
-MAX_ID_CHARS = 256
 
 
 def model_fingerprint(model_dir: str | Path) -> str:
@@ -30,18 +29,6 @@ def model_fingerprint(model_dir: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _check_ids(ids: object, what: str, limit: int, allow_empty: bool = False) -> list[str]:
-    if not isinstance(ids, list):
-        raise InvalidInput(f"{what} must be a list of item ids")
-    if not ids and not allow_empty:
-        raise InvalidInput(f"{what} is empty")
-    check_count(ids, f"ids in {what}", limit)
-    for i in ids:
-        if not isinstance(i, str) or not i or len(i) > MAX_ID_CHARS:
-            raise InvalidInput(f"{what}: item ids must be non-empty strings of at most {MAX_ID_CHARS} characters")
-    return ids
-
-
 class Recommender:
     def __init__(self, model, catalog: ItemCatalog, model_id: str, settings: Settings | None = None):
         self.model = model  # models.rec.zesrec.ZesRec
@@ -50,21 +37,13 @@ class Recommender:
         self.limits = settings or Settings()  # max_rec_items, max_item_text_chars, max_history, max_k, max_candidates
 
     # -- items ----------------------------------------------------------------------------
-    def upsert(self, items: object) -> dict:
+    def upsert(self, items: Sequence[ItemIn]) -> dict:
+        """`items` as the schema validated them (ids, non-blank texts); the limits and repeats are checked here."""
         lim = self.limits
-        if not isinstance(items, list) or not items:
-            raise InvalidInput("items must be a non-empty list of {id, text} objects")
         check_count(items, "items", lim.max_rec_items, per_request=True)
-        pairs = []
         for n, item in enumerate(items):
-            if not isinstance(item, dict) or set(item) - {"id", "text"} or "id" not in item or "text" not in item:
-                raise InvalidInput(f"items[{n}] must be an object with exactly 'id' and 'text'")
-            _check_ids([item["id"]], f"items[{n}].id", 1)
-            text = item["text"]
-            if not isinstance(text, str) or not text.strip():
-                raise InvalidInput(f"items[{n}].text must be a non-empty string")
-            check_chars(text, f"items[{n}].text", lim.max_item_text_chars)
-            pairs.append((item["id"], text))
+            check_chars(item.text, f"items[{n}].text", lim.max_item_text_chars)
+        pairs = [(item.id, item.text) for item in items]
         if len({i for i, _ in pairs}) != len(pairs):
             raise InvalidInput("the same item id appears twice in one request")
         new = self.catalog.missing([i for i, _ in pairs])
@@ -91,25 +70,24 @@ class Recommender:
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise NotFound(f"unknown item id(s) in {what}: {shown}{more}")
 
-    def recommend(self, history: object = None, history_texts: object = None, k: object = 10,
-                  exclude_history: bool = True, candidates: object = None) -> dict:
+    def recommend(self, history: Sequence[str] = (), history_texts: Sequence[str] = (), k: int = 10,
+                  exclude_history: bool = True, candidates: Sequence[str] | None = None) -> dict:
+        """The arguments as `RecommendRequest` validated them (ids, non-blank texts, k >= 1); the limits, an empty
+        history and repeated candidates are checked here."""
         lim = self.limits
-        history = _check_ids(history if history is not None else [], "history", lim.max_history, allow_empty=True)
-        texts = history_texts if history_texts is not None else []
-        if not isinstance(texts, list) or any(not isinstance(t, str) or not t.strip() for t in texts):
-            raise InvalidInput("history_texts must be a list of non-empty strings")
+        history, texts = list(history), list(history_texts)
+        check_count(history, "ids in history", lim.max_history)
         check_count(texts, "texts in history_texts", lim.max_history)
         for i, t in enumerate(texts):
             check_chars(t, f"history_texts[{i}]", lim.max_item_text_chars)
         if not history and not texts:
             raise InvalidInput("the history is empty: give item ids in 'history' and/or descriptions in "
                                "'history_texts'")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInput("k must be an integer >= 1")
         check_at_most(k, lim.max_k, f"k={k}")
         self._unknown(history, "history")
         if candidates is not None:
-            candidates = _check_ids(candidates, "candidates", lim.max_candidates)
+            candidates = list(candidates)
+            check_count(candidates, "ids in candidates", lim.max_candidates)
             if len(set(candidates)) != len(candidates):
                 raise InvalidInput("candidates repeats an item id")
             self._unknown(candidates, "candidates")

@@ -59,7 +59,7 @@ class RecommenderService:
     @bentoml.api
     def upsert_items(self, items: list[ItemIn]) -> ItemsResponse:
         with errors.user_errors_to_caller():
-            return ItemsResponse(**self._recommender().upsert([i.model_dump() for i in items]))
+            return ItemsResponse(**self._recommender().upsert(items))
 
     @bentoml.api
     def get_item(self, item_id: str) -> ItemResponse:

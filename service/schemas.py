@@ -1,18 +1,48 @@
-"""Request and response schemas of the REST API (pydantic)."""
+"""Request and response schemas of the REST API (pydantic).
+
+The request models are the routes' bodies (service/app.py, read by service/http_input.py) and the OpenAPI
+document's (service/openapi.py): each constraint declared here is the one that is checked, and the one that
+is documented. Limits that depend on settings (how many images, texts, characters) are checked where they are
+used, with their 413 (models/limits.py).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, WithJsonSchema, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-# Constraints the service enforces itself (with its own messages), declared in the JSON schema -- and so in
-# the OpenAPI document -- only: pydantic does not check them, so the error messages stay the service's.
-NON_EMPTY = {"minItems": 1}
-POSITIVE = {"minimum": 1}
-NOT_BLANK = {"minLength": 1, "pattern": r"\S"}
-ITEM_ID = {"minLength": 1, "maxLength": 256}
-COLLECTION_NAME = {"pattern": r"^[A-Za-z][A-Za-z0-9_]{0,62}$"}
+from ..models.limits import COLLECTION_NAME_PATTERN, MAX_ID_CHARS, MIN_K
+
+# The constraints of ids and names, for pydantic's Field and FastAPI's Path alike (service/app.py).
+ITEM_ID: dict[str, Any] = {"min_length": 1, "max_length": MAX_ID_CHARS}
+COLLECTION_NAME: dict[str, Any] = {"pattern": COLLECTION_NAME_PATTERN,
+                                   "description": "1-63 letters, digits or '_', starting with a letter"}
+ItemId = Annotated[str, Field(**ITEM_ID)]
+NonBlank = Annotated[str, Field(min_length=1, pattern=r"\S")]
+TopK = Annotated[int, Field(ge=MIN_K)]
+FILES = {"type": "array", "items": {"type": "string", "format": "binary",
+                                    "contentMediaType": "application/octet-stream"}}
+
+
+class Upload:
+    """An image file of a multipart request. JSON cannot make one: fields admit it as `InstanceOf`, and only
+    the multipart reader (service/http_input.py) creates them (a plain class: no schema of its own)."""
+
+    __slots__ = ("data", "name")
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self.data = name, data
+
+
+
+
+def files(description: str, max_items: int | None = None) -> Any:
+    """A multipart field of one or more image files (repeat the field for several)."""
+    most = {} if max_items is None else {"maxItems": max_items}
+    return Annotated[list[InstanceOf[Upload]], Field(min_length=1, max_length=max_items, description=description),
+                     WithJsonSchema({**FILES, "minItems": 1, **most, "description": description})]
 
 
 class ImageRef(BaseModel):
@@ -24,34 +54,38 @@ class ImageRef(BaseModel):
     name: str | None = Field(None, description="echoed back in the response")
 
 
+ImageIn = str | ImageRef | SkipJsonSchema[InstanceOf[Upload]]  # JSON: base64 or an object; multipart: a file
+
+
 class ClassifyRequest(BaseModel):
     """JSON form of POST /classify (multipart uses the same field names, with image files)."""
 
     model_config = ConfigDict(extra="forbid")
-    images: list[str | ImageRef] = Field(..., description="base64 strings or image objects",
-                                               json_schema_extra=NON_EMPTY)
-    labels: list[str] | None = Field(None, description="class names (required unless `head` is given)")
+    form_lists: ClassVar[tuple[str, ...]] = ("labels",)  # multipart: a comma-separated text field is a list
+    images: list[ImageIn] = Field(..., description="base64 strings or image objects", min_length=1)
+    labels: list[str] | None = Field(None, description="class names (required unless `head` is given); "
+                                                        "multipart: comma-separated (cat,dog,car) or a JSON list")
     templates: str | list[str] | None = Field(
-        None, description="a shipped template set name, or a list of templates with one {} each")
-    top_k: int | None = Field(None, description="labels returned per image (default 5; with `threshold`, every "
-                                                "label that clears it)", json_schema_extra=POSITIVE)
+        None, description="a shipped template set name (GET /templates), or a list of templates with one {} each "
+                          "(multipart: a JSON list)")
+    top_k: TopK | None = Field(None, description="labels returned per image (default 5; with `threshold`, every "
+                                                 "label that clears it)")
     head: str | None = Field(None, description="classify with this adapted head (GET /heads) instead of zero-shot: "
                                               "its classes are the labels; labels and templates are not given")
     threshold: float | None = Field(
         None, description="return only labels whose probability is at least this (0 to 1): 'none of these' when no "
                           "label clears it. Only for models whose scoring is sigmoid (SigLIP): their probabilities "
-                          "are per label. A softmax model answers 400", json_schema_extra={"minimum": 0, "maximum": 1})
+                          "are per label. A softmax model answers 400", ge=0, le=1)
 
 
 class EmbedImageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    images: list[str | ImageRef] = Field(..., description="base64 strings or image objects",
-                                               json_schema_extra=NON_EMPTY)
+    images: list[ImageIn] = Field(..., description="base64 strings or image objects", min_length=1)
 
 
 class EmbedTextRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(..., json_schema_extra=NON_EMPTY)
+    texts: list[str] = Field(..., min_length=1)
 
 
 class Prediction(BaseModel):
@@ -135,30 +169,29 @@ class TemplatesResponse(BaseModel):
 
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(..., json_schema_extra=ITEM_ID)
-    text: str = Field(..., description="the item's description (not blank)", json_schema_extra=NOT_BLANK)
+    id: ItemId
+    text: NonBlank = Field(..., description="the item's description (not blank)")
 
 
 class ItemsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[ItemIn] = Field(..., json_schema_extra=NON_EMPTY)
+    items: list[ItemIn] = Field(..., min_length=1)
 
 
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    history: list[str] = Field(default_factory=list, description="item ids the user interacted with, oldest first")
-    history_texts: list[str] = Field(default_factory=list,
+    history: list[ItemId] = Field(default_factory=list, description="item ids the user interacted with, oldest first")
+    history_texts: list[NonBlank] = Field(default_factory=list,
                                      description="free-text descriptions of liked items (treated as most recent)")
-    k: int = Field(10, description="number of items to return", json_schema_extra=POSITIVE)
+    k: TopK = Field(10, description="number of items to return")
     exclude_history: bool = Field(True, description="leave the history's items out of the results")
-    candidates: list[str] | None = Field(None, description="rank only these item ids")
+    candidates: list[ItemId] | None = Field(None, description="rank only these item ids", min_length=1)
 
 
 # -- collections ------------------------------------------------------------------------------
 class CollectionCreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., description="1-63 letters, digits or '_', starting with a letter",
-                      json_schema_extra=COLLECTION_NAME)
+    name: str = Field(..., **COLLECTION_NAME)
     model: str | None = Field(None, description="optional: refused (409) unless it is the model this server runs")
     thumbnails: bool = Field(False, description="keep a small JPEG (<= 256 px, <= 16 kB) of each image item, served "
                                                 "by GET /collections/{name}/items/{id}/thumbnail")
@@ -168,15 +201,15 @@ class CollectionItemIn(BaseModel):
     """One item: exactly one of `text` or `image` (base64 string or image object)."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(..., json_schema_extra=ITEM_ID)
-    text: str | None = None
+    id: ItemId
+    text: NonBlank | None = None
     image: str | ImageRef | None = None
     metadata: dict | None = Field(None, description="JSON object stored with the item; searchable with `filter`")
 
 
 class CollectionItemsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[CollectionItemIn] = Field(..., json_schema_extra=NON_EMPTY)
+    items: list[CollectionItemIn] = Field(..., min_length=1)
 
 
 class CollectionSearchRequest(BaseModel):
@@ -184,13 +217,41 @@ class CollectionSearchRequest(BaseModel):
     (an item id)."""
 
     model_config = ConfigDict(extra="forbid")
-    text: str | None = None
+    text: NonBlank | None = None
     image: str | ImageRef | None = None
     vector: list[float] | None = None
-    like: str | None = Field(None, description="an item id of this collection: the items nearest to it (\"more like "
+    like: ItemId | None = Field(None, description="an item id of this collection: the items nearest to it (\"more like "
                                                "this\"), itself left out")
-    k: int = Field(10, description="results returned", json_schema_extra=POSITIVE)
+    k: TopK = Field(10, description="results returned")
     filter: dict | None = Field(None, description='metadata equality: {"field": value or [values]}')
+
+
+class CollectionItemsForm(BaseModel):
+    """The multipart form of POST /collections/{name}/items: one image item per file."""
+
+    model_config = ConfigDict(extra="forbid")
+    images: files("image files (repeat the field for several)")  # type: ignore[valid-type]
+    ids: list[ItemId] | None = Field(None, description="a JSON list with one id per file (default: the file names)")
+    metadata: dict | list[dict] | None = Field(
+        None, description="a JSON object for every file, or a JSON list with one object per file")
+
+    @model_validator(mode="after")
+    def _one_per_file(self) -> CollectionItemsForm:
+        n = len(self.images)
+        if self.ids is not None and len(self.ids) != n:
+            raise ValueError(f"ids must be a JSON list with one id per image ({n})")
+        if isinstance(self.metadata, list) and len(self.metadata) != n:
+            raise ValueError(f"metadata must be one JSON object, or a list with one per image ({n})")
+        return self
+
+
+class CollectionSearchForm(BaseModel):
+    """The multipart form of POST /collections/{name}/search: the one image to search by."""
+
+    model_config = ConfigDict(extra="forbid")
+    images: files("the one image to search by", max_items=1)  # type: ignore[valid-type]
+    k: TopK = Field(10, description="results returned")
+    filter: dict | None = Field(None, description='a JSON object: metadata equality, {"field": value or [values]}')
 
 
 class CollectionInfoResponse(BaseModel):
@@ -289,6 +350,18 @@ class OpenAIEmbeddingsRequest(BaseModel):
     dimensions: int | None = Field(None, description="only the model's own dimension is accepted: CLIP embeddings "
                                                      "cannot be shortened")
     user: str | None = Field(None, description="accepted and ignored")
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _texts(cls, value: Any) -> Any:
+        first = value[0] if isinstance(value, list) and value else None
+        if (isinstance(first, int) and not isinstance(first, bool)) or (
+                isinstance(first, list) and first and isinstance(first[0], int)):
+            raise ValueError("token arrays are not supported, send the text itself (zest tokenizes with the model's "
+                             "own tokenizer); LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False)")
+        if value == []:
+            raise ValueError("input is empty: send a string or a non-empty list of strings")
+        return value
 
 
 class OpenAIEmbedding(BaseModel):

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..models.errors import Conflict, InvalidInput, NotFound
+from ..models.limits import COLLECTION_NAME_PATTERN, MAX_ID_CHARS, MIN_K
 
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+NAME_RE = re.compile(COLLECTION_NAME_PATTERN)
 PATH_PART_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 METRICS = ("ip", "cosine")
-MAX_ID_CHARS = 256
 MAX_FILTER_VALUES = 256
 
 Scalar = str | int | float | bool
@@ -208,8 +208,8 @@ class VectorStore(ABC):
 
     @staticmethod
     def _queries(info: CollectionInfo, queries: object, k: object) -> np.ndarray:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInput("k must be an integer >= 1")
+        if isinstance(k, bool) or not isinstance(k, int) or k < MIN_K:
+            raise InvalidInput(f"k must be an integer >= {MIN_K}")
         q = as_matrix(queries, info.dim, "query vectors")
         return normalise(q) if info.metric == "cosine" else q
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from ..models.errors import Conflict, InsufficientStorage, Unavailable
+from ..models.limits import MAX_ID_CHARS
 from .base import CollectionInfo, Hit, Record, VectorStore, check_filter, check_ids, check_name
 
 _REGISTRY_DIM = 2
@@ -106,7 +107,7 @@ class MilvusStore(VectorStore):
 
         DataType = self._DataType
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=256)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_CHARS)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("payload", DataType.JSON)
         index = self.client.prepare_index_params()

@@ -117,7 +117,7 @@ BAD_JSON_BODIES = {
     "top_k zero": ({"top_k": 0}, 400, "top_k"),
     "threshold on a softmax model": ({"threshold": 0.5}, 400, "scoring is softmax"),
     "too many images": ({"images": [b64(png("red", SIZE))] * 5}, 413, "limit of 4"),
-    "no images": ({"images": []}, 400, "no images"),
+    "no images": ({"images": []}, 400, "images: List should have at least 1 item"),
     "url without allowlist": ({"images": [{"url": "http://127.0.0.1:9/x.png"}]}, 400, "not fetched"),
     "unknown field": ({"lables": ["x"]}, 400, "lables"),
 }
@@ -199,11 +199,11 @@ def test_items_and_recommend_over_http(server):
 @pytest.mark.parametrize("path, body, status, message", [
     ("/recommend", {"history": ["ghost"]}, 404, "unknown item id"),
     ("/recommend", {"history": []}, 400, "history is empty"),
-    ("/recommend", {"history": ["m1"], "k": 0}, 400, "k must be"),
+    ("/recommend", {"history": ["m1"], "k": 0}, 400, "k: Input should be greater than or equal to 1"),
     ("/recommend", {"history": ["m1"], "candidates": ["m2", "ghost"]}, 404, "candidates"),
     ("/recommend", {"history": "m1"}, 400, "history"),
     ("/items", {"items": [{"id": f"x{i}", "text": "t"} for i in range(11)]}, 413, "limit is 10"),
-    ("/items", {"items": [{"id": "x", "text": ""}]}, 400, "non-empty"),
+    ("/items", {"items": [{"id": "x", "text": ""}]}, 400, "items.0.text"),
     ("/items", {"items": [{"id": "a", "text": "t"}, {"id": "a", "text": "u"}]}, 400, "twice"),
     ("/items", {"things": []}, 400, "invalid request"),
 ])
