@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.aio import Sync, local
 from tests.images import png
 from zest.models.classifier import ZeroShotClassifier
 from zest.models.errors import InvalidInput, NotFound, PayloadTooLarge
@@ -17,8 +18,8 @@ from zest.service.settings import Settings
 @pytest.fixture()
 def pipeline(tiny_encoder, tmp_path):
     settings = Settings(max_images=3, max_labels=5, max_texts=2, max_text_chars=100, data_dir=str(tmp_path))
-    return ClipPipeline(settings, EncoderInfo.of(tiny_encoder), tiny_encoder.encode_pixels,
-                        tiny_encoder.encode_texts)
+    return Sync(ClipPipeline(settings, EncoderInfo.of(tiny_encoder), local(tiny_encoder.encode_pixels),
+                             local(tiny_encoder.encode_texts)))
 
 
 def test_classify_equals_direct_classifier(pipeline, tiny_encoder):
@@ -26,7 +27,7 @@ def test_classify_equals_direct_classifier(pipeline, tiny_encoder):
     raw = [RawImage("r", png("red", (40, 30))), RawImage("b", png("blue", (40, 30)))]
     out = pipeline.classify(raw, labels, "imagenet", top_k=3)
     images = [Image.open(io.BytesIO(r.data)) for r in raw]
-    direct = ZeroShotClassifier.from_encoder(tiny_encoder).predict(
+    direct = Sync(ZeroShotClassifier.from_encoder(tiny_encoder)).predict(
         tiny_encoder.encode_images(images), labels, load_template_set("imagenet"), k=3)
     for res, expected in zip(out.results, direct):
         assert [(p.label, pytest.approx(p.probability, abs=1e-6)) for p in res.predictions] == \
