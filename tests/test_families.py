@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.families import FAMILIES, SIGLIP_BIAS, build
 from tests.aio import Sync, local
+from tests.families import FAMILIES, SIGLIP_BIAS, build
 from tests.images import patched_png
 from zest.models.clip_encoder import ClipEncoder
 from zest.models.errors import InvalidInput
