@@ -140,6 +140,31 @@ def test_a_cancelled_request_leaves_its_labels_to_the_others(tiny_encoder):
     assert not clf._inflight
 
 
+def test_an_encoder_failure_reaches_every_request_waiting_and_nothing_is_cached(tiny_encoder):
+    calls = []
+    fail = [True]
+    counting = _counting(tiny_encoder, calls, pause_s=0.05)
+
+    async def flaky(texts):
+        out = await counting(texts)
+        if fail[0] and len(texts) > 1:
+            raise RuntimeError("encoder down")
+        return out
+
+    clf = ZeroShotClassifier(flaky, tiny_encoder.model_id, tiny_encoder.logit_scale)
+    templates = load_template_set("photo")
+
+    async def main():
+        return await asyncio.gather(*(clf.class_embeddings(LABELS, templates) for _ in range(3)),
+                                    return_exceptions=True)
+
+    assert [str(r) for r in asyncio.run(main())] == ["encoder down"] * 3
+    assert len(calls) == 2 and not clf._inflight  # the probe, one encode shared by all three
+    fail[0] = False
+    assert Sync(clf).class_embeddings(LABELS, templates).shape == (len(LABELS), tiny_encoder.dim)
+    assert len(calls) == 3  # nothing was cached: encoded again
+
+
 def test_cache_is_bounded_in_bytes_least_recently_used_first():
     cache = ClassEmbeddingCache("m", max_bytes=2 * 16)  # room for two 4-float vectors
     cache.put_many("d", {"a": np.ones(4, np.float32), "b": np.ones(4, np.float32)})
