@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 PROBE_TEXT = "zest class-cache probe: a photo of a thing."
 
 
-def text_tower_fingerprint(encode_texts: Callable[[list[str]], np.ndarray]) -> str:
-    """A short hash of the text tower's features for a fixed probe (rounded, so it is stable on one device)."""
-    feats = np.round(np.asarray(encode_texts([PROBE_TEXT]), dtype=np.float32), 3) + 0.0  # no -0.0
+def text_tower_fingerprint(probe_features: np.ndarray) -> str:
+    """A short hash of the text tower's features for `[PROBE_TEXT]` (rounded, so it is stable on one device)."""
+    feats = np.round(np.asarray(probe_features, dtype=np.float32), 3) + 0.0  # no -0.0
     return hashlib.sha256(feats.tobytes()).hexdigest()[:16]
 
 

@@ -22,8 +22,17 @@ def class_embeddings(encode_texts: Callable[[list[str]], np.ndarray], labels: Se
     This is the prompt ensembling of the CLIP paper. `encode_texts` must return unit-norm rows;
     `templates` must already be validated (one bare `{}` each).
     """
-    texts = [t.format(label) for label in labels for t in templates]
-    feats = np.asarray(encode_texts(texts), dtype=np.float32).reshape(len(labels), len(templates), -1)
+    return ensemble(encode_texts(prompt_texts(labels, templates)), len(labels), len(templates))
+
+
+def prompt_texts(labels: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Every template filled with every label, label by label: what `ensemble` averages back."""
+    return [t.format(label) for label in labels for t in templates]
+
+
+def ensemble(text_features: np.ndarray, n_labels: int, n_templates: int) -> np.ndarray:
+    """The features of `prompt_texts` -> one unit-norm row per label (their mean, re-normalised)."""
+    feats = np.asarray(text_features, dtype=np.float32).reshape(n_labels, n_templates, -1)
     mean = feats.mean(axis=1)
     return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
 

@@ -23,6 +23,7 @@ Serve: `bentoml serve zest.service.app:Zest` (settings: service/settings.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -157,9 +158,10 @@ class Zest:
             async with self._pipeline_lock:
                 if self._pipeline is None:
                     info = await self.encoder.call("info", idempotent=True, deadline_s=INFO_DEADLINE_S)
+                    encode = functools.partial(self.encoder.call, idempotent=True)  # awaited on the loop
                     self._pipeline = ClipPipeline(self.settings, EncoderInfo(**info),
-                                                  self.encoder.sync("encode_pixels", idempotent=True),
-                                                  self.encoder.sync("encode_texts", idempotent=True),
+                                                  functools.partial(encode, "encode_pixels"),
+                                                  functools.partial(encode, "encode_texts"),
                                                   heads=self.loaded_heads)
                     for head in self.loaded_heads:
                         if head.model_id != info["model_id"]:
@@ -201,15 +203,15 @@ class Zest:
         await self.deps.close()
 
     async def _run(self, fn, *args):
-        pipeline = await self.pipeline()
-        return await anyio.to_thread.run_sync(fn, pipeline, *args)
+        """Await `fn(pipeline, *args)`, a pipeline endpoint (it runs its blocking steps in worker threads)."""
+        return await fn(await self.pipeline(), *args)
 
     async def _respond(self, fn, *args) -> Response:
-        """`_run`, and the pydantic result serialised in the same worker thread by pydantic's own JSON encoder.
+        """`_run`, and the pydantic result serialised in a worker thread by pydantic's own JSON encoder.
         FastAPI's response_model path (validate again, to Python, json.dumps) costs ~25x more: 48 ms for 32
         embeddings of 512 floats against 1.8 ms. The route's response_model still states the schema."""
-        pipeline = await self.pipeline()
-        body = await anyio.to_thread.run_sync(lambda: fn(pipeline, *args).model_dump_json().encode())
+        result = await self._run(fn, *args)
+        body = await anyio.to_thread.run_sync(lambda: result.model_dump_json().encode())
         return Response(body, media_type="application/json")
 
     @app.post("/classify", response_model=ClassifyResponse)
@@ -301,8 +303,8 @@ class Zest:
         return self._collections
 
     async def _in_collections(self, fn):
-        coll = await self.collections()
-        return await anyio.to_thread.run_sync(fn, coll)
+        """Await `fn(collections)` (its store calls and decoding run in worker threads)."""
+        return await fn(await self.collections())
 
     @app.post("/collections", response_model=CollectionInfoResponse)
     async def create_collection(self, request: Request, body: CollectionCreate):

@@ -29,6 +29,8 @@ def cmd_templates(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    import asyncio
+
     from ..models.classifier import ZeroShotClassifier, clean_labels
     from ..models.clip_encoder import ClipEncoder
     from ..models.images import decode_image
@@ -43,7 +45,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                                     precision=settings.precision, batch_size=settings.batch_size,
                                     runtime=settings.runtime, cache_dir=settings.runtime_cache_dir)
     classifier = ZeroShotClassifier.from_encoder(encoder)
-    predictions = classifier.predict(encoder.encode_images(images), labels, templates, k=args.top_k)
+    predictions = asyncio.run(classifier.predict(encoder.encode_images(images), labels, templates, k=args.top_k))
     rows = [[path, str(rank + 1), label, f"{prob:.4f}"]
             for path, preds in zip(args.images, predictions) for rank, (label, prob) in enumerate(preds)]
     print(f"model: {encoder.model_id}   templates: {templates.name} ({len(templates.templates)})")

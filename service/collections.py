@@ -8,14 +8,20 @@ with 409: its vectors would not be comparable. Items are embedded on write, thro
 /embed/image and /embed/text (so the same limits and image checks apply), and everything is validated and
 embedded before the one store write: a failed request stores nothing. A collection created with
 `thumbnails=True` also keeps a small JPEG of each image item in its payload (service/thumbnails.py).
+The methods are awaited on the event loop: store calls, decoding and checks run in worker threads, the
+encoder is awaited (an item write sends its images and its texts to it together).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
+import anyio.to_thread
 import numpy as np
 
 from ..models.errors import Conflict, InvalidInput, NotFound
@@ -27,6 +33,17 @@ from .settings import Settings
 from .thumbnails import PAYLOAD_KEY, make_thumbnail, thumbnail_bytes
 
 PREFIX = "c_"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def in_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`fn` (blocking: the store) as a coroutine function that runs it in a worker thread."""
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+    return run
 
 
 @dataclass
@@ -64,6 +81,7 @@ class Collections:
                            "that model, or create a new collection")
         return info
 
+    @in_thread
     def create(self, name: str, model: object = None, thumbnails: bool = False) -> dict:
         check_name(name)
         if model is not None and model != self.model_id:
@@ -75,15 +93,18 @@ class Collections:
             raise Conflict(f"collection {name!r} exists already") from None
         return self._describe(info, 0)
 
+    @in_thread
     def list(self) -> dict:
         return {"collections": [self._describe(c) for c in self.store.collections() if c.name.startswith(PREFIX)]}
 
+    @in_thread
     def describe(self, name: str) -> dict:
         info = self.store.collection(PREFIX + check_name(name))
         if info is None:
             raise NotFound(f"unknown collection {name!r}")
         return self._describe(info)
 
+    @in_thread
     def drop(self, name: str) -> dict:
         if not self.store.drop_collection(PREFIX + check_name(name)):
             raise NotFound(f"unknown collection {name!r}")
@@ -102,7 +123,29 @@ class Collections:
         check_at_most(size, self.settings.max_metadata_bytes, f"{where}.metadata of {size} bytes", "bytes")
         return metadata
 
-    def add(self, name: str, items: Sequence[NewItem]) -> dict:
+    async def add(self, name: str, items: Sequence[NewItem]) -> dict:
+        info, ids, payloads, pixels = await anyio.to_thread.run_sync(self._checked_items, name, items)
+        images = [n for n, it in enumerate(items) if it.image is not None]
+        texts = [n for n, it in enumerate(items) if it.text is not None]
+        image_vecs, text_vecs = await asyncio.gather(
+            self.pipeline.encode_pixels(pixels) if pixels is not None else _nothing(),
+            self.pipeline.encode_texts([str(items[n].text) for n in texts]) if texts else _nothing())
+        vectors = np.zeros((len(items), self.dim), np.float32)
+        if images:
+            vectors[images] = np.asarray(image_vecs, np.float32)
+        if texts:
+            vectors[texts] = np.asarray(text_vecs, np.float32)
+        count = await anyio.to_thread.run_sync(self._upsert, info.name, ids, vectors, payloads)
+        return {"collection": name, "upserted": len(ids), "count": count}
+
+    def _upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]) -> int:
+        self.store.upsert(collection, ids, vectors, payloads)
+        return self.store.count(collection)
+
+    def _checked_items(self, name: str, items: Sequence[NewItem]
+                       ) -> tuple[CollectionInfo, Sequence[str], Sequence[dict], np.ndarray | None]:
+        """The collection, the items' ids and payloads, and their images' pixels: everything checked and decoded
+        before any model work (blocking: for a worker thread)."""
         s = self.settings
         info = self._usable(name)
         if not items:
@@ -127,25 +170,35 @@ class Collections:
             payloads.append(payload)
         if len(set(ids)) != len(ids):
             raise InvalidInput("the same item id appears twice in one request")
-        vectors = np.zeros((len(items), self.dim), np.float32)
-        if images:  # decode and check every image before any model work
+        pixels = None
+        if images:
             decoded = self.pipeline.load_images([image for _, image in images])
             if info.meta.get("thumbnails"):
                 for (n, _), img in zip(images, decoded):
                     payloads[n][PAYLOAD_KEY] = make_thumbnail(img)
             pixels = self.pipeline.pixels(decoded)
-            vectors[[n for n, _ in images]] = np.asarray(self.pipeline.encode_pixels(pixels), np.float32)
-        if texts:
-            vectors[[n for n, _ in texts]] = np.asarray(self.pipeline.encode_texts([text for _, text in texts]),
-                                                        np.float32)
-        self.store.upsert(info.name, ids, vectors, payloads)
-        return {"collection": name, "upserted": len(ids), "count": self.store.count(info.name)}
+        return info, ids, payloads, pixels
 
-    def search(self, name: str, text: str | None = None, image: RawImage | None = None,
-               vector: Sequence[float] | None = None, k: int = 10, filter: dict | None = None,
-               like: str | None = None) -> dict:
+    async def search(self, name: str, text: str | None = None, image: RawImage | None = None,
+                     vector: Sequence[float] | None = None, k: int = 10, filter: dict | None = None,
+                     like: str | None = None) -> dict:
         """`like`: an item id of the collection ("more like this"): its stored vector is the query, and the item
         itself is left out of the results."""
+        info, query, kk, flt = await anyio.to_thread.run_sync(self._query, name, text, image, vector, k, filter, like)
+        if text is not None:
+            query = await self.pipeline.encode_texts([str(text)])
+        elif image is not None:
+            query = await self.pipeline.encode_pixels(query)
+        hits = await anyio.to_thread.run_sync(functools.partial(
+            self.store.search, info.name, np.asarray(query, np.float32), kk, filter=flt,
+            exclude=[like] if isinstance(like, str) else []))
+        return {"collection": name, "model": self.model_id,
+                "results": [self._item(h.id, h.payload, score=h.score) for h in hits[0]]}
+
+    def _query(self, name: str, text: str | None, image: RawImage | None, vector: Sequence[float] | None,
+               k: int, filter: dict | None, like: str | None) -> tuple[CollectionInfo, np.ndarray, int, dict | None]:
+        """The collection, the query (the pixels of an image; nothing yet for a text), k and the store filter:
+        all checked (blocking: for a worker thread)."""
         s = self.settings
         info = self._usable(name)
         if sum(x is not None for x in (text, image, vector, like)) != 1:
@@ -155,10 +208,9 @@ class Collections:
         check_filter(flt)
         if text is not None:
             check_chars(text, "text", s.max_text_chars)
-            query = np.asarray(self.pipeline.encode_texts([text]), np.float32)
+            query = np.zeros((0, self.dim), np.float32)  # encoded by the caller, on the loop
         elif image is not None:
-            query = np.asarray(self.pipeline.encode_pixels(self.pipeline.pixels(self.pipeline.load_images([image]))),
-                               np.float32)
+            query = self.pipeline.images_pixels([image])
         elif like is not None:
             stored = self.store.vectors(info.name, [like]).get(like)
             if stored is None:
@@ -170,9 +222,7 @@ class Collections:
             query = np.asarray([vector], np.float32)
             if not np.isfinite(query).all() or not np.linalg.norm(query):
                 raise InvalidInput("vector must be finite and non-zero")
-        hits = self.store.search(info.name, query, k, filter=flt, exclude=[like] if like is not None else [])[0]
-        return {"collection": name, "model": self.model_id,
-                "results": [self._item(h.id, h.payload, score=h.score) for h in hits]}
+        return info, query, k, flt
 
     @staticmethod
     def _item(item_id: str, payload: dict, score: float | None = None) -> dict:
@@ -199,10 +249,12 @@ class Collections:
             raise NotFound(f"unknown item id {item_id!r} in collection {name!r}")
         return info, rec
 
+    @in_thread
     def get_item(self, name: str, item_id: str) -> dict:
         _, rec = self._stored(name, item_id)
         return self._item(rec.id, rec.payload)
 
+    @in_thread
     def thumbnail(self, name: str, item_id: str) -> bytes:
         """The item's JPEG thumbnail; NotFound when the collection, the item or its thumbnail is absent."""
         info, rec = self._stored(name, item_id)
@@ -214,6 +266,7 @@ class Collections:
             raise NotFound(f"item {item_id!r} of collection {name!r} has no thumbnail: {why}")
         return data
 
+    @in_thread
     def delete_item(self, name: str, item_id: str) -> dict:
         info = self.store.collection(PREFIX + check_name(name))
         if info is None:
@@ -221,3 +274,7 @@ class Collections:
         if not self.store.delete(info.name, [item_id]):
             raise NotFound(f"unknown item id {item_id!r} in collection {name!r}")
         return {"deleted": item_id, "count": self.store.count(info.name)}
+
+
+async def _nothing() -> np.ndarray:
+    return np.zeros((0, 0), np.float32)

@@ -1,19 +1,23 @@
 """Request-level logic of the CLIP endpoints, independent of HTTP and BentoML.
 
-The service hands a `ClipPipeline` two callables — encode preprocessed pixels, encode texts —
-which are the (request-merging) encoder service in production and a `ClipEncoder` in tests.
+The service hands a `ClipPipeline` two awaitable callables — encode preprocessed pixels, encode texts —
+which are the (request-merging) encoder service in production and a wrapped `ClipEncoder` in tests. The
+endpoint methods run on the event loop and await the encoder there; blocking work (URL fetch, decode,
+preprocess, the zero-shot product, building the response) runs in worker threads (`anyio.to_thread`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio.to_thread
 import numpy as np
 from PIL import Image
 
-from ..models.classifier import ZeroShotClassifier, check_threshold, clean_labels
+from ..models.classifier import EncodeTexts, ZeroShotClassifier, check_threshold, clean_labels
 from ..models.errors import InvalidInput
 from ..models.heads import Heads
 from ..models.images import decode_image, to_rgb
@@ -34,6 +38,8 @@ from .schemas import (
 from .settings import Settings
 
 DEFAULT_TOP_K = 5
+
+EncodePixels = Callable[[np.ndarray], Awaitable[np.ndarray]]
 
 
 @dataclass
@@ -65,8 +71,7 @@ class EncoderInfo:
 
 class ClipPipeline:
     def __init__(self, settings: Settings, info: EncoderInfo,
-                 encode_pixels: Callable[[np.ndarray], np.ndarray],
-                 encode_texts: Callable[[list[str]], np.ndarray], heads: Heads | None = None):
+                 encode_pixels: EncodePixels, encode_texts: EncodeTexts, heads: Heads | None = None):
         self.settings = settings
         self.heads = heads if heads is not None else Heads()
         self.info = info
@@ -104,12 +109,20 @@ class ClipPipeline:
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
         return np.stack([self.transform(to_rgb(img)).numpy() for img in images]).astype(np.float32)
 
-    # -- endpoints ------------------------------------------------------------------------
-    def embed_images(self, raw: Sequence[RawImage]) -> EmbedResponse:
-        feats = self.encode_pixels(self.pixels(self.load_images(raw)))
+    def images_pixels(self, raw: Sequence[RawImage]) -> np.ndarray:
+        """`load_images`, then `pixels` (blocking: for a worker thread)."""
+        return self.pixels(self.load_images(raw))
+
+    def _embed_response(self, feats: np.ndarray) -> EmbedResponse:
         return EmbedResponse(model=self.info.model_id, dim=self.info.dim, embeddings=np.asarray(feats).tolist())
 
-    def embed_texts(self, texts: object) -> EmbedResponse:
+    # -- endpoints ------------------------------------------------------------------------
+    async def embed_images(self, raw: Sequence[RawImage]) -> EmbedResponse:
+        pixels = await anyio.to_thread.run_sync(self.images_pixels, raw)
+        feats = await self.encode_pixels(pixels)
+        return await anyio.to_thread.run_sync(self._embed_response, feats)
+
+    def check_texts(self, texts: object) -> list[str]:
         s = self.settings
         if not isinstance(texts, list) or not texts:
             raise InvalidInput("texts must be a non-empty list of strings")
@@ -119,56 +132,76 @@ class ClipPipeline:
                 raise InvalidInput(f"text {i} is not a string")
             check_chars(t, f"text {i}", s.max_text_chars,
                         note=f"the model itself reads at most {self.info.context_length} tokens")
-        feats = self.encode_texts(texts)
-        return EmbedResponse(model=self.info.model_id, dim=self.info.dim, embeddings=np.asarray(feats).tolist())
+        return texts
 
-    def classify(self, raw: Sequence[RawImage], labels: object, templates: str | list[str] | None,
-                 top_k: object = None, head: object = None, threshold: object = None) -> ClassifyResponse:
-        """`top_k`: None is 5, or with `threshold` every label that clears it."""
-        s = self.settings
+    async def embed_texts(self, texts: object) -> EmbedResponse:
+        feats = await self.encode_texts(self.check_texts(texts))
+        return await anyio.to_thread.run_sync(self._embed_response, feats)
+
+    async def classify(self, raw: Sequence[RawImage], labels: object, templates: str | list[str] | None,
+                       top_k: object = None, head: object = None, threshold: object = None) -> ClassifyResponse:
+        """`top_k`: None is 5, or with `threshold` every label that clears it. Every input is checked before
+        any model work; then the image pixels and the label texts the cache lacks go to the encoder together."""
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise InvalidInput("top_k must be an integer >= 1")
         if head is not None:
             if threshold is not None:
                 raise InvalidInput("threshold does not apply to a head: an adapted head's scoring is softmax")
-            return self.classify_with_head(raw, head, labels, templates, top_k or DEFAULT_TOP_K)
+            return await self.classify_with_head(raw, head, labels, templates, top_k or DEFAULT_TOP_K)
         if labels is None:
             raise InvalidInput("labels is missing: give class names, or head=NAME for an adapted head (GET /heads)")
-        labels = clean_labels(labels, s.max_labels, s.max_label_chars)
+        names, cutoff, template_set, pixels, found = await anyio.to_thread.run_sync(
+            self._zero_shot_inputs, raw, labels, templates, threshold)
+        k = top_k if isinstance(top_k, int) else (len(names) if threshold is not None else DEFAULT_TOP_K)
+        feats, class_emb = await asyncio.gather(self.encode_pixels(pixels),
+                                                self.classifier.class_embeddings(names, template_set, found))
+        return await anyio.to_thread.run_sync(self._zero_shot_response, raw, feats, class_emb, names, k, cutoff,
+                                              template_set)
+
+    def _zero_shot_inputs(self, raw: Sequence[RawImage], labels: object, templates: str | list[str] | None,
+                          threshold: object) -> tuple[list[str], float | None, TemplateSet, np.ndarray,
+                                                      dict[str, np.ndarray] | None]:
+        """Checked labels, threshold and templates, the images' pixels, and the labels' cached class embeddings
+        (blocking: for a worker thread)."""
+        s = self.settings
+        names = clean_labels(labels, s.max_labels, s.max_label_chars)
         cutoff = check_threshold(threshold, self.classifier.scoring)
-        k = top_k if top_k is not None else (len(labels) if threshold is not None else DEFAULT_TOP_K)
         template_set = self.resolve_templates(templates)
-        images = self.load_images(raw)  # validate everything before any model work
-        feats = np.asarray(self.encode_pixels(self.pixels(images)), dtype=np.float32)
-        predictions = self.classifier.predict(feats, labels, template_set, k=k, threshold=cutoff)
-        results = [
-            ImageResult(image=item.name, predictions=[Prediction(label=l, probability=p) for l, p in preds])
-            for item, preds in zip(raw, predictions)
-        ]
+        pixels = self.images_pixels(raw)
+        return names, cutoff, template_set, pixels, self.classifier.cached(names, template_set)
+
+    def _zero_shot_response(self, raw: Sequence[RawImage], feats: np.ndarray, class_emb: np.ndarray,
+                            labels: list[str], k: int, cutoff: float | None,
+                            template_set: TemplateSet) -> ClassifyResponse:
+        predictions = self.classifier.rank(np.asarray(feats, dtype=np.float32), class_emb, labels, k, cutoff)
         return ClassifyResponse(model=self.info.model_id, scoring=self.classifier.scoring,
                                 templates=TemplatesUsed(name=template_set.name, count=len(template_set.templates)),
-                                threshold=cutoff,
-                                results=results)
+                                threshold=cutoff, results=_results(raw, predictions))
 
     # -- adapted heads --------------------------------------------------------------------
-    def classify_with_head(self, raw: Sequence[RawImage], name: object, labels: object, templates: object,
-                           top_k: int) -> ClassifyResponse:
+    async def classify_with_head(self, raw: Sequence[RawImage], name: object, labels: object, templates: object,
+                                 top_k: int) -> ClassifyResponse:
         """Classify with a loaded head: its classes are the labels, no text is encoded."""
         if labels is not None or templates not in (None, ""):
             raise InvalidInput("with head, leave out labels and templates: the head's classes are the labels "
                                "(GET /heads lists them)")
         head = self.heads.for_model(name, self.info.model_id, self.info.dim)
-        images = self.load_images(raw)
-        feats = np.asarray(self.encode_pixels(self.pixels(images)), dtype=np.float32)
-        results = [
-            ImageResult(image=item.name, predictions=[Prediction(label=l, probability=p) for l, p in preds])
-            for item, preds in zip(raw, head.predict(feats, k=top_k))
-        ]
-        return ClassifyResponse(model=self.info.model_id, scoring="softmax", head=head.name, results=results)
+        feats = await self.encode_pixels(await anyio.to_thread.run_sync(self.images_pixels, raw))
 
-    def list_heads(self) -> HeadsResponse:
+        def respond() -> ClassifyResponse:
+            predictions = head.predict(np.asarray(feats, dtype=np.float32), k=top_k)
+            return ClassifyResponse(model=self.info.model_id, scoring="softmax", head=head.name,
+                                    results=_results(raw, predictions))
+        return await anyio.to_thread.run_sync(respond)
+
+    async def list_heads(self) -> HeadsResponse:
         heads = []
         for head in self.heads:
             usable = head.model_id == self.info.model_id and head.dim == self.info.dim
             heads.append(HeadInfo(usable=usable, **head.summary()))
         return HeadsResponse(model=self.info.model_id, heads=heads)
+
+
+def _results(raw: Sequence[RawImage], predictions: list[list[tuple[str, float]]]) -> list[ImageResult]:
+    return [ImageResult(image=item.name, predictions=[Prediction(label=l, probability=p) for l, p in preds])
+            for item, preds in zip(raw, predictions)]

@@ -8,16 +8,13 @@ faults (idempotent calls only, after a readiness probe), a user error raised aga
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import aiohttp
-import anyio.from_thread
 
 from .compat import remote_address, worker_discovery
 from .errors import DependencyDown, from_callee
@@ -243,14 +240,6 @@ class Dependency:
                 log.warning("retrying %s.%s (attempt %d of %d) after %s", self.name, method, attempt + 1,
                             ATTEMPTS, reason)
         raise AssertionError("unreachable")
-
-    def sync(self, method: str, *, idempotent: bool) -> Callable[..., Any]:
-        """`call` for code running in a worker thread of the event loop (anyio.to_thread)."""
-        def call(*args: Any) -> Any:
-            return anyio.from_thread.run(functools.partial(self.call, method, *args, idempotent=idempotent))
-
-        call.__name__ = f"{self.name}.{method}"
-        return call
 
     async def close(self) -> None:
         if self._session is not None:

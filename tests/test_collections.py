@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.aio import Sync, local
 from tests.images import encode
 from zest.models.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from zest.service.collections import Collections, NewItem
@@ -52,14 +53,14 @@ def memo_encoder(encoder):
             cache[key] = encoder.encode_texts(t)
         return cache[key]
 
-    return pixels, texts
+    return local(pixels), local(texts)
 
 
 def make_collections(kind, tmp_path, encoder, memo, **limits) -> Collections:
     settings = Settings(max_images=16, max_texts=8, max_metadata_bytes=200, max_collection_k=50, **limits)
     store = (EmbeddedStore(tmp_path / "c.sqlite3") if kind == "embedded"
              else MilvusStore(str(tmp_path / "c.db"), index_type="FLAT", shared=False))
-    return Collections(store, ClipPipeline(settings, EncoderInfo.of(encoder), *memo), settings)
+    return Sync(Collections(store, ClipPipeline(settings, EncoderInfo.of(encoder), *memo), settings))
 
 
 @pytest.fixture(scope="module", params=["embedded", "milvus-lite"])
@@ -161,8 +162,8 @@ def test_failed_encoder_stores_nothing(tmp_path, encoder):
         raise RuntimeError("encoder down")
 
     settings = Settings()
-    c = Collections(EmbeddedStore(tmp_path / "c.sqlite3"),
-                    ClipPipeline(settings, EncoderInfo.of(encoder), broken, broken), settings)
+    c = Sync(Collections(EmbeddedStore(tmp_path / "c.sqlite3"),
+                         ClipPipeline(settings, EncoderInfo.of(encoder), local(broken), local(broken)), settings))
     c.create("x")
     with pytest.raises(RuntimeError):
         c.add("x", [NewItem(id="a", text="hello")])
@@ -232,8 +233,8 @@ def test_thumbnails_travel_in_a_store_dump(target, tmp_path, encoder, memo_encod
     from zest.store import open_store
 
     settings = Settings(max_images=16)
-    src = Collections(open_store("embedded", "collections", data_dir=str(tmp_path / "src")),
-                      ClipPipeline(settings, EncoderInfo.of(encoder), *memo_encoder), settings)
+    src = Sync(Collections(open_store("embedded", "collections", data_dir=str(tmp_path / "src")),
+                           ClipPipeline(settings, EncoderInfo.of(encoder), *memo_encoder), settings))
     src.create("pics", thumbnails=True)
     src.add("pics", [NewItem(id=f"s{n}", image=RawImage(f"{n}.png", encode(scenes[n].image))) for n in range(3)])
     want = {f"s{n}": src.thumbnail("pics", f"s{n}") for n in range(3)}
@@ -243,8 +244,8 @@ def test_thumbnails_travel_in_a_store_dump(target, tmp_path, encoder, memo_encod
     spec = "embedded" if target == "embedded" else f"milvus-lite:{tmp_path / 'dst.db'}"
     assert zest_main(["store", "import", str(tmp_path / "dump"), "--store", spec,
                       "--data-dir", str(tmp_path / "dst"), "--quiet"]) == 0
-    dst = Collections(open_store(spec, "collections", data_dir=str(tmp_path / "dst")),
-                      ClipPipeline(settings, EncoderInfo.of(encoder), *memo_encoder), settings)
+    dst = Sync(Collections(open_store(spec, "collections", data_dir=str(tmp_path / "dst")),
+                           ClipPipeline(settings, EncoderInfo.of(encoder), *memo_encoder), settings))
     try:
         assert dst.describe("pics")["thumbnails"] is True
         assert {i: dst.thumbnail("pics", i) for i in want} == want

@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.aio import Sync, local
 from tests.families import FAMILIES, SIGLIP_BIAS, build
 from tests.images import patched_png
 from zest.models.clip_encoder import ClipEncoder
@@ -70,8 +71,8 @@ def test_embeddings_equal_open_clip_features(family, encoders, reference):
 
 
 def _pipeline(encoder: ClipEncoder, tmp_path) -> ClipPipeline:
-    return ClipPipeline(Settings(data_dir=str(tmp_path)), EncoderInfo.of(encoder), encoder.encode_pixels,
-                        encoder.encode_texts)
+    return Sync(ClipPipeline(Settings(data_dir=str(tmp_path)), EncoderInfo.of(encoder), local(encoder.encode_pixels),
+                             local(encoder.encode_texts)))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -185,8 +186,8 @@ def test_an_adapted_head_on_a_sigmoid_model_scores_with_softmax(encoders, tmp_pa
     enc = encoders["siglip"]
     head = Head(name="shapes", classes=tuple(LABELS), model_id=enc.model_id, weight=enc.encode_texts(LABELS),
                 bias=np.zeros(len(LABELS), np.float32), logit_scale=enc.logit_scale)
-    pipeline = ClipPipeline(Settings(data_dir=str(tmp_path)), EncoderInfo.of(enc), enc.encode_pixels,
-                            enc.encode_texts, heads=Heads([head]))
+    pipeline = Sync(ClipPipeline(Settings(data_dir=str(tmp_path)), EncoderInfo.of(enc), local(enc.encode_pixels),
+                                 local(enc.encode_texts), heads=Heads([head])))
     raw = [RawImage(c, patched_png(c)) for c in COLORS]
     out = pipeline.classify(raw, None, None, top_k=len(LABELS), head="shapes")
     assert out.scoring == "softmax" and out.head == "shapes"

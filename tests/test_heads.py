@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.aio import Sync, local
 from tests.images import png
 from zest.models.errors import Conflict, InvalidInput, ModelLoadError, NotFound
 from zest.models.heads import Head, Heads, head_logits, is_head_path, load_head, load_heads, save_head
@@ -128,8 +129,8 @@ def pipeline_with_heads(tiny_encoder):
         encoded_texts.extend(texts)
         return tiny_encoder.encode_texts(texts)
 
-    pipeline = ClipPipeline(Settings(max_images=3), info, tiny_encoder.encode_pixels, encode_texts,
-                            heads=Heads([good, foreign]))
+    pipeline = Sync(ClipPipeline(Settings(max_images=3), info, local(tiny_encoder.encode_pixels), local(encode_texts),
+                                 heads=Heads([good, foreign])))
     return pipeline, good, encoded_texts
 
 

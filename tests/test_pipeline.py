@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.aio import Sync, local
 from tests.images import png
 from zest.models.classifier import ZeroShotClassifier
 from zest.models.errors import InvalidInput, NotFound, PayloadTooLarge
@@ -17,8 +18,8 @@ from zest.service.settings import Settings
 @pytest.fixture()
 def pipeline(tiny_encoder, tmp_path):
     settings = Settings(max_images=3, max_labels=5, max_texts=2, max_text_chars=100, data_dir=str(tmp_path))
-    return ClipPipeline(settings, EncoderInfo.of(tiny_encoder), tiny_encoder.encode_pixels,
-                        tiny_encoder.encode_texts)
+    return Sync(ClipPipeline(settings, EncoderInfo.of(tiny_encoder), local(tiny_encoder.encode_pixels),
+                             local(tiny_encoder.encode_texts)))
 
 
 def test_classify_equals_direct_classifier(pipeline, tiny_encoder):
@@ -26,7 +27,7 @@ def test_classify_equals_direct_classifier(pipeline, tiny_encoder):
     raw = [RawImage("r", png("red", (40, 30))), RawImage("b", png("blue", (40, 30)))]
     out = pipeline.classify(raw, labels, "imagenet", top_k=3)
     images = [Image.open(io.BytesIO(r.data)) for r in raw]
-    direct = ZeroShotClassifier.from_encoder(tiny_encoder).predict(
+    direct = Sync(ZeroShotClassifier.from_encoder(tiny_encoder)).predict(
         tiny_encoder.encode_images(images), labels, load_template_set("imagenet"), k=3)
     for res, expected in zip(out.results, direct):
         assert [(p.label, pytest.approx(p.probability, abs=1e-6)) for p in res.predictions] == \
@@ -73,3 +74,50 @@ def test_embed_texts_limits(pipeline):
 def test_pipeline_preprocessing_matches_encoder(pipeline, tiny_encoder):
     img = Image.open(io.BytesIO(png("purple", (40, 30))))
     np.testing.assert_array_equal(pipeline.pixels([img]), tiny_encoder.preprocess([img]).numpy())
+
+
+def test_classify_sends_pixels_and_new_label_texts_together(tiny_encoder, tmp_path, monkeypatch):
+    """/classify with labels the cache lacks: encode_pixels and encode_texts (those labels' prompts) are in
+    flight at the same time, each awaited on the event loop's own thread (no worker thread re-enters it);
+    bad input still fails before any encoder call."""
+    import asyncio
+    import threading
+
+    import anyio.from_thread
+
+    from zest.service.transport import Dependency
+
+    assert not hasattr(Dependency, "sync")
+    monkeypatch.setattr(anyio.from_thread, "run", lambda *a, **k: pytest.fail("a worker thread re-entered the loop"))
+    calls = []  # (what, event, texts)
+    loop_thread = []
+
+    def recorded(what, encode):
+        async def call(arg):
+            assert threading.get_ident() == loop_thread[0]
+            calls.append((what, "start", arg if what == "texts" else None))
+            await asyncio.sleep(0.1)
+            calls.append((what, "end", None))
+            return encode(arg)
+        return call
+
+    settings = Settings(data_dir=str(tmp_path))
+    pipeline = ClipPipeline(settings, EncoderInfo.of(tiny_encoder), recorded("pixels", tiny_encoder.encode_pixels),
+                            recorded("texts", tiny_encoder.encode_texts))
+    raw = [RawImage("r", png("red", (40, 30)))]
+    templates = load_template_set("photo")
+
+    async def main():
+        loop_thread.append(threading.get_ident())
+        await pipeline.classify(raw, ["cat"], "photo")  # opens the class cache (its probe), caches "cat"
+        with pytest.raises(InvalidInput):
+            await pipeline.classify([RawImage("x", b"junk")], ["dog", "car"], "photo")
+        calls.clear()
+        return await pipeline.classify(raw, ["cat", "dog", "car"], "photo", top_k=3)
+
+    out = asyncio.run(main())
+    assert [(w, e) for w, e, _ in calls][:2] in ([("pixels", "start"), ("texts", "start")],
+                                                [("texts", "start"), ("pixels", "start")])  # both before an end
+    assert [t for w, e, t in calls if w == "texts" and e == "start"] == \
+        [[t.format(label) for label in ("dog", "car") for t in templates.templates]]  # only the new labels
+    assert len(calls) == 4 and {p.label for p in out.results[0].predictions} == {"cat", "dog", "car"}
