@@ -13,11 +13,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("zest")
 
@@ -101,6 +103,7 @@ def clip_trimmed_text_encoder(model: Any) -> Callable[[torch.Tensor], torch.Tens
     batch length; None when the guard disables it (full padding then)."""
     if not enabled(OPEN_CLIP_TRIMMED_TEXT, lambda: _clip_text_internals(model)):
         return None
+    import torch  # here, not at module level: the API worker imports the guards and runs no model
     from open_clip.transformer import text_global_pool
 
     def encode(tokens: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,6 @@ import threading
 
 import bentoml
 import numpy as np
-import torch
 
 from ..models.spec import bento_tag
 from .batching import GreedyBatcher
@@ -33,6 +32,10 @@ class ClipEncoderService:
         model_ref = bentoml.models.BentoModel(bento_tag(SETTINGS.model))
 
     def __init__(self) -> None:
+        # The model libraries are imported here, in the encoder's worker, not with the module: the arbiter and
+        # the API worker import this module to build the service graph and run no model.
+        import torch
+
         from ..models.clip_encoder import ClipEncoder
 
         s = SETTINGS
@@ -80,6 +83,8 @@ class ClipEncoderService:
     @bentoml.api
     def runtime(self) -> dict:
         """What serves the model: the runtime asked for, the one chosen and (with auto) why."""
+        import torch
+
         e, choice = self.encoder, self.encoder.auto_choice
         return {"requested": e.requested_runtime, "chosen": e.runtime, "device": e.device.type,
                 "torch_threads": torch.get_num_threads(), "auto": choice.to_json() if choice else None}

@@ -22,7 +22,7 @@ from ..models.errors import InvalidInput
 from ..models.heads import Heads
 from ..models.images import decode_image, to_rgb
 from ..models.limits import check_chars, check_count
-from ..models.transform import eval_transform
+from ..models.pil_transform import PilEvalTransform
 from ..prompts import DEFAULT_SET, TemplateSet, load_template_set, user_template_set
 from .fetch import fetch_image_bytes
 from .metrics import observe_class_cache
@@ -75,7 +75,7 @@ class ClipPipeline:
         self.settings = settings
         self.heads = heads if heads is not None else Heads()
         self.info = info
-        self.transform = eval_transform(info.preprocess_cfg)  # the encoder's own, from its config
+        self.transform = PilEvalTransform(info.preprocess_cfg)  # the encoder's own pixels, without torch
         self.encode_pixels = encode_pixels
         self.encode_texts = encode_texts
         self.classifier = ZeroShotClassifier(encode_texts, info.model_id, info.logit_scale,
@@ -107,7 +107,7 @@ class ClipPipeline:
         return user_template_set(templates)
 
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return np.stack([self.transform(to_rgb(img)).numpy() for img in images]).astype(np.float32)
+        return np.stack([self.transform(to_rgb(img)) for img in images])
 
     def images_pixels(self, raw: Sequence[RawImage]) -> np.ndarray:
         """`load_images`, then `pixels` (blocking: for a worker thread)."""

@@ -8,6 +8,7 @@ with no retraining; score = item_vector · user_vector (the item's content bias 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -114,10 +115,11 @@ NO_MODEL = "no recommender model is configured: train one with `zest rec train` 
 
 
 def shipped_model_dir() -> Path:
-    """The ZESRec model committed with zest (trained on MovieLens ml-latest-small)."""
-    from ..models import rec
-
-    return Path(rec.__file__).parent / "checkpoint"
+    """The ZESRec model committed with zest (trained on MovieLens ml-latest-small). The package is found, not
+    imported: importing it loads torch, and the API worker asks this (has_model) without running the model."""
+    spec = importlib.util.find_spec("..models.rec", __package__)
+    assert spec is not None and spec.origin is not None, "zest.models.rec is part of zest"
+    return Path(spec.origin).parent / "checkpoint"
 
 
 def has_model(settings: Settings) -> bool:
