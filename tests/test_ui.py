@@ -12,10 +12,11 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from PIL import Image, ImageDraw
+from PIL import Image
 from selenium.webdriver.support.ui import Select
 
 from tests import browser as B
+from tests.images import drawing as draw_png
 from tests.server import Server
 
 KEY = "playground-test-key"
@@ -60,10 +61,8 @@ def browser(server):
 
 def drawing(directory: Path, name: str, draw) -> Path:
     """A plain PIL drawing (not zest-tiny's training renderer): what a user's own picture of a shape may be."""
-    img = Image.new("RGB", (220, 220), "white")
-    draw(ImageDraw.Draw(img))
     path = directory / f"{name}.png"
-    img.save(path, "PNG")
+    path.write_bytes(draw_png(draw, (220, 220)))
     return path
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from PIL import Image, ImageDraw
 
-from tests.images import encode
+from tests.images import drawing
 from tests.server import Server
 from tests.test_packaging import _clean_copy
 
@@ -91,9 +90,7 @@ def test_installed_package_is_imported_from_the_venv_not_the_checkout(venv, tmp_
 
 
 def _png_of_shape() -> bytes:
-    img = Image.new("RGB", (200, 200), "white")
-    ImageDraw.Draw(img).ellipse((40, 40, 160, 160), fill=(220, 30, 30))
-    return encode(img)
+    return drawing(lambda d: d.ellipse((40, 40, 160, 160), fill=(220, 30, 30)))
 
 
 def test_zest_serve_from_the_installed_wheel(venv, tmp_path):
