@@ -17,7 +17,7 @@ from selenium.webdriver.support.ui import Select
 
 from tests import browser as B
 from tests.images import drawing as draw_png
-from tests.server import Server
+from tests.server import Server, serving
 
 KEY = "playground-test-key"
 WAIT_S = 90  # the first model calls on a shared 2-core machine
@@ -35,13 +35,9 @@ def _skip_loudly() -> None:
 def server(tmp_path_factory):
     _skip_loudly()
     home = tmp_path_factory.mktemp("ui-home")
-    srv = Server({"ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), "ZEST_API_KEYS": KEY},
-                 home / "server.log")  # the shipped zest-tiny and recommender
-    try:
-        srv.wait_ready()
+    with serving(Server({"ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), "ZEST_API_KEYS": KEY},
+                        home / "server.log")) as srv:  # the shipped zest-tiny and recommender
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
