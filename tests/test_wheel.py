@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.images import drawing
-from tests.server import Server
+from tests.server import Server, serving
 from tests.test_packaging import _clean_copy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,9 +97,8 @@ def test_zest_serve_from_the_installed_wheel(venv, tmp_path):
     cwd = _decoy(tmp_path / "project")
     env = {"PYTHONPATH": "", "BENTOML_HOME": str(tmp_path / "bentoml"), "ZEST_DATA_DIR": str(tmp_path / "data"),
            "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
-    server = Server(env, tmp_path / "serve.log", command=[str(venv / "bin" / "zest"), "serve"], cwd=cwd)
-    try:
-        server.wait_ready(timeout=240)
+    with serving(Server(env, tmp_path / "serve.log", command=[str(venv / "bin" / "zest"), "serve"], cwd=cwd),
+                 timeout=240) as server:
         url = server.url
         r = requests.post(f"{url}/classify", files=[("images", ("c.png", _png_of_shape(), "image/png"))],
                           data={"labels": "red circle,blue square,green triangle", "top_k": "1"}, timeout=120)
@@ -120,8 +119,6 @@ def test_zest_serve_from_the_installed_wheel(venv, tmp_path):
         workers = psutil.Process(server.proc.pid).children(recursive=True)
         assert workers
         assert all(str(ROOT) not in " ".join(p.cmdline()) for p in workers)
-    finally:
-        server.stop()
 
 
 def test_installed_package_serves_the_playground_files(venv, tmp_path):
