@@ -8,9 +8,9 @@ with no ``nvidia-*``/``triton`` dependencies; the GPU bentofile keeps PyPI's CUD
 CUDA runtime (a GPU container needs only the host's driver).
 
 The image runs no ``apt-get``: every dependency installs from a binary wheel, and the ``python:3.11-slim`` base
-already has ca-certificates and bash. (BentoML's default first layer installs build-essential, git and gnupg2,
-and its build copies the image once, which ran that line twice.) BentoML copies no directory symlink into a
-bento, so the image recreates zest's subpackage links (``zest/models -> ../models``, ...) in the bento's src.
+already has ca-certificates and bash: BentoML's default first layer (build-essential, git, gnupg2) is left out
+by service/compat.py's image class. BentoML copies no directory symlink into a bento, so the image recreates
+zest's subpackage links (``zest/models -> ../models``, ...) in the bento's src.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .compat import runtime_image_class
 
 PYTHON_VERSION = "3.11"
 BASE_IMAGE = f"python:{PYTHON_VERSION}-slim"
@@ -61,24 +63,10 @@ def link_command(links: dict[str, str]) -> str:
     return f"mkdir -p src/zest && {made}"
 
 
-def _runtime_image_class() -> type:
-    import bentoml
-
-    class RuntimeImage(bentoml.images.Image):
-        """BentoML's Python image without its default system-package layer (compilers, git): BentoML adds that
-        layer in its post-init, which also runs again when the build copies the image (attrs.evolve)."""
-
-        def __attrs_post_init__(self) -> None:
-            if not getattr(self, "base_image", None):
-                self.base_image = BASE_IMAGE
-
-    return RuntimeImage
-
-
 def bento_image() -> Any:
     """The image `bentoml build` writes into the bento (env/docker/Dockerfile, env/python/requirements.txt).
     Called once per process (the `Zest` service declaration in service/app.py), so pyproject.toml is read once."""
-    image = _runtime_image_class()(python_version=PYTHON_VERSION, distro="debian", lock_python_packages=False)
+    image = runtime_image_class(BASE_IMAGE)(python_version=PYTHON_VERSION, distro="debian", lock_python_packages=False)
     links = subpackage_links()  # none in an installed wheel (real folders there); a bento is built from a checkout
     if links:
         # before the packages, not after: a bentofile's python options (the CPU index) add requirement lines

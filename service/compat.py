@@ -69,8 +69,17 @@ BENTOML_CALLEE_ERRORS = Patch(
           "bentoml._internal.server.http_app; zest reads the message back and filters that log line",
     upstream="https://github.com/bentoml/BentoML/issues/4802 (errors across services lost their types in 1.2)",
 )
+BENTOML_IMAGE_LAYER = Patch(
+    name="BentoML image system layer",
+    distribution="bentoml",
+    checked=">=1.4.39,<1.4.41",
+    fixes="bentoml.images.Image's __attrs_post_init__ (_bentoml_sdk/images.py) puts the distro's default install "
+          "command (apt-get build-essential, git, gnupg2) first in every image, and runs again when the build copies "
+          "the image (attrs.evolve), so the layer ran twice; zest's subclass sets only the base image",
+    upstream="none filed (BentoML's Image SDK has no option to leave its default system packages out)",
+)
 PATCHES = (UVICORN_HEADER_TIMEOUT, BENTOML_REQUEST_TIMERS, BENTOML_REMOTE_PROXY, BENTOML_WORKER_CMDLINE,
-           UVICORN_SIGNAL_DRAIN, BENTOML_CALLEE_ERRORS)
+           UVICORN_SIGNAL_DRAIN, BENTOML_CALLEE_ERRORS, BENTOML_IMAGE_LAYER)
 
 
 # -- uvicorn: request-head timeout (service/http_limits.py has the body limits) ---------------------------
@@ -290,3 +299,42 @@ def callee_error_body(body: Any) -> Any:
     if enabled(BENTOML_CALLEE_ERRORS) and isinstance(body, list) and len(body) == 1:
         return body[0]
     return body
+
+
+# -- BentoML: the bento's container image (service/bento_image.py) ---------------------------------------
+def _image_without_system_layer(base: Any, base_image: str) -> type:
+    class RuntimeImage(base):
+        """BentoML's Python image without its default system-package layer (compilers, git); `base_image` unless
+        one is given."""
+
+        def __attrs_post_init__(self) -> None:
+            if not getattr(self, "base_image", ""):
+                self.base_image = base_image
+
+    return RuntimeImage
+
+
+def _fields(image: Any) -> dict[str, Any]:
+    return {a.name: getattr(image, a.name) for a in type(image).__attrs_attrs__}
+
+
+def _only_the_layer_differs(base: type, runtime: type, base_image: str) -> bool:
+    """BentoML's post-init does nothing but choose the base image and prepend one command: the subclass, which
+    skips it, then builds the same image less that command, also when the build copies it (attrs.evolve: a new
+    instance of the same fields, post-init included)."""
+    theirs, ours = base(base_image=base_image), runtime()
+    same = len(theirs.commands) == 1 and _fields(ours) == {**_fields(theirs), "commands": []}
+    return (same and len(base(base_image=base_image, commands=list(theirs.commands)).commands) == 2
+            and runtime(commands=[]).commands == [])
+
+
+def runtime_image_class(base_image: str) -> type:
+    """`bentoml.images.Image` without its default system-package layer, on `base_image`; BentoML's own class when
+    the guard is off (the image then installs compilers and git, twice)."""
+    import bentoml
+
+    base = bentoml.images.Image
+    runtime = _image_without_system_layer(base, base_image)
+    if not enabled(BENTOML_IMAGE_LAYER, lambda: _only_the_layer_differs(base, runtime, base_image)):
+        return base
+    return runtime

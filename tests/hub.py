@@ -24,6 +24,7 @@ import http.server
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -191,3 +192,29 @@ def wait_closed(url: str, timeout: float = 5) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"{url} still accepts connections")
+
+
+PHASES = ("download", "hub stopped")
+
+
+def from_hub_then_from_cache(hub: Hub, use: Callable[[str], None]) -> None:
+    """`use("download")` with `hub` up, then `use("hub stopped")` once its port refuses connections: what the
+    second call loads can only come from the cache the first one filled."""
+    for phase in PHASES:
+        if phase == "hub stopped":
+            hub.stop()
+            wait_closed(hub.url)
+        use(phase)
+
+
+def serve_from_hub_then_from_cache(hub: Hub, env: dict[str, str], log_dir: Path, check: Callable[..., None],
+                                   timeout: float = 180) -> None:
+    """The real server with `env` (pointed at `hub`) once per phase of `from_hub_then_from_cache`:
+    `check(srv, phase)` while it serves; stopped after each phase, however the check ends."""
+    from tests.server import Server, serving
+
+    def use(phase: str) -> None:
+        with serving(Server(env, Path(log_dir) / f"server-{phase.replace(' ', '-')}.log"), timeout) as srv:
+            check(srv, phase)
+
+    from_hub_then_from_cache(hub, use)

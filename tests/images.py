@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 Color = str | int | tuple[int, ...]
 
@@ -28,6 +29,18 @@ def patched_png(color: str, size: tuple[int, int] = (50, 40)) -> bytes:
     img = Image.new("RGB", size, color)
     img.paste("white", (5, 5, 20, 15))
     return encode(img)
+
+
+def drawing(draw: Callable[[ImageDraw.ImageDraw], object], size: tuple[int, int] = (200, 200)) -> bytes:
+    """A white image with `draw(ImageDraw.Draw(img))` applied (a plain PIL drawing of a shape), as PNG bytes."""
+    img = Image.new("RGB", size, "white")
+    draw(ImageDraw.Draw(img))
+    return encode(img)
+
+
+def decode(data: bytes) -> Image.Image:
+    """`data` (PNG, JPEG, ...) opened as a PIL image."""
+    return Image.open(io.BytesIO(data))
 
 
 def b64(data: bytes) -> str:

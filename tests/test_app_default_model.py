@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 import requests
-from PIL import Image, ImageDraw
 
-from tests.images import encode
+from tests.images import drawing, encode
 from tests.server import Server, serving
 from zest.training.embedded import scenes as S
 
@@ -47,11 +46,7 @@ def test_shapes_from_another_renderer(server):
         "yellow triangle": lambda d: d.polygon([(100, 35), (170, 165), (30, 165)], fill=(240, 220, 30)),
         "green circle": lambda d: d.ellipse((30, 60, 130, 160), fill=(30, 170, 50)),
     }
-    images = []
-    for draw in drawings.values():
-        img = Image.new("RGB", (200, 200), "white")
-        draw(ImageDraw.Draw(img))
-        images.append(encode(img))
+    images = [drawing(draw) for draw in drawings.values()]
     got = _classify(server, images)
     assert got == list(drawings), got
 

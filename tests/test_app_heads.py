@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.images import encode
-from tests.server import ROOT, Server
+from tests.server import ROOT, Server, serving
 from zest.models.heads import Head, save_head
 from zest.service.cli import main
 from zest.training.embedded import scenes as S
@@ -51,13 +51,9 @@ def served(tmp_path_factory):
     foreign = save_head(Head(name="foreign", classes=("a", "b"), model_id=FOREIGN_MODEL,
                              weight=weight / np.linalg.norm(weight, axis=1, keepdims=True), bias=np.zeros(2),
                              logit_scale=30.0), home / "foreign-head")
-    srv = Server({"BENTOML_HOME": str(home), "ZEST_DATA_DIR": str(home / "data"), "ZEST_MODEL": "zest-tiny",
-                  "ZEST_HEADS": f"shapes,{foreign}"}, home / "server.log")
-    try:
-        srv.wait_ready()
+    with serving(Server({"BENTOML_HOME": str(home), "ZEST_DATA_DIR": str(home / "data"), "ZEST_MODEL": "zest-tiny",
+                         "ZEST_HEADS": f"shapes,{foreign}"}, home / "server.log")) as srv:
         yield srv, report, home
-    finally:
-        srv.stop()
 
 
 def test_heads_are_listed_with_their_metrics(served):

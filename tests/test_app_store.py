@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import socket
 import subprocess
@@ -19,10 +18,9 @@ import time
 
 import pytest
 import requests
-from PIL import Image
 
-from tests.images import png
-from tests.server import Server, free_port, start_server
+from tests.images import decode, png
+from tests.server import Server, free_port, running_server, start_server
 from zest.service.cli import main as zest_main
 
 SIZE = (48, 48)  # the images these tests send
@@ -130,7 +128,7 @@ def test_thumbnails_over_http_through_milvus(two_servers):
     requests.post(f"{a.url}/collections/thumbs/items", json={"items": [{"id": "t", "text": "a note"}]}, timeout=60)
     r = requests.get(f"{b.url}/collections/thumbs/items/album/red/thumbnail", timeout=30)
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
-    thumb = Image.open(io.BytesIO(r.content))
+    thumb = decode(r.content)
     assert thumb.size == (256, 128) and len(r.content) <= 16 * 1024
     assert thumb.convert("RGB").getpixel((128, 64))[0] > 200  # red
     hit = requests.post(f"{b.url}/collections/thumbs/search", json={"text": "red", "k": 2}, timeout=60).json()
@@ -182,8 +180,7 @@ def test_zest_index_and_bad_input_over_http(two_servers, tmp_path):
 @pytest.mark.slow
 def test_embedded_server_restart_keeps_collections_and_catalogue(tiny_checkpoint, rec_model_dir, tmp_path):
     """(In the default run, restarts are shown in process: tests/test_store.py, test_catalog.py, test_recommender.py.)"""
-    srv = start(tiny_checkpoint, rec_model_dir, tmp_path / "h1", {})
-    try:
+    with running_server(tiny_checkpoint, rec_model_dir, tmp_path / "h1", ZEST_MAX_IMAGES="4") as srv:
         assert requests.post(f"{srv.url}/collections", json={"name": "pics"}, timeout=60).status_code == 200
         r = requests.post(f"{srv.url}/collections/pics/items", timeout=60,
                           files=[("images", (f"{c}.png", png(c, SIZE), "image/png")) for c in ("red", "green", "blue")])
@@ -193,15 +190,11 @@ def test_embedded_server_restart_keeps_collections_and_catalogue(tiny_checkpoint
         assert "red.png" not in [x["id"] for x in top["results"]]  # deleted: gone from the next search
         assert requests.post(f"{srv.url}/items", json={"items": [{"id": "m1", "text": "A film"}]},
                              timeout=60).status_code == 200
-    finally:
-        srv.stop()
-    srv = start(tiny_checkpoint, rec_model_dir, tmp_path / "h1", {})  # same data dir: a restart
-    try:
+    # same data dir: a restart
+    with running_server(tiny_checkpoint, rec_model_dir, tmp_path / "h1", ZEST_MAX_IMAGES="4") as srv:
         assert requests.get(f"{srv.url}/collections/pics", timeout=30).json()["count"] == 2
         assert requests.get(f"{srv.url}/collections/pics/items/red.png", timeout=30).status_code == 404
         assert requests.get(f"{srv.url}/items/m1", timeout=30).json()["text"] == "A film"
         body = {"image": base64.b64encode(png("blue", SIZE)).decode(), "k": 1}
         top = requests.post(f"{srv.url}/collections/pics/search", json=body, timeout=60).json()["results"]
         assert top[0]["id"] == "blue.png"
-    finally:
-        srv.stop()

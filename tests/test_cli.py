@@ -2,8 +2,7 @@ import os
 import subprocess
 import sys
 
-from PIL import Image
-
+from tests.images import png
 from zest.service.cli import main
 
 
@@ -15,7 +14,7 @@ def test_templates_lists_sets(capsys):
 
 def test_classify_prints_a_table(tiny_checkpoint, tmp_path, capsys):
     path = tmp_path / "red.png"
-    Image.new("RGB", (40, 40), "red").save(path)
+    path.write_bytes(png("red", (40, 40)))
     code = main(["classify", str(path), "--labels", "cat,dog,car", "--top-k", "2",
                  "--model", f"local-dir:{tiny_checkpoint}", "--device", "cpu"])
     assert code == 0
@@ -31,7 +30,7 @@ def test_errors_are_one_line_not_a_trace(tmp_path, capsys):
     assert "not a decodable image" in capsys.readouterr().err
     assert main(["classify", str(bad), "--labels", "a,a"]) == 2
     good = tmp_path / "good.png"
-    Image.new("RGB", (8, 8)).save(good)
+    good.write_bytes(png("black", (8, 8)))
     assert main(["classify", str(good), "--labels", "a,b", "--model", "NoSuchArch/random"]) == 2
     assert "unknown open_clip architecture" in capsys.readouterr().err
 

@@ -160,6 +160,37 @@ def test_callee_user_errors_are_read_back_only_in_the_checked_format(monkeypatch
     assert _named(warnings, compat.BENTOML_CALLEE_ERRORS)
 
 
+def test_the_bento_image_leaves_out_bentoml_system_layer_only_on_a_checked_bentoml(monkeypatch, warnings):
+    import bentoml
+
+    from zest.service.bento_image import BASE_IMAGE, bento_image
+
+    image = bento_image()
+    assert type(image) is not bentoml.images.Image and image.base_image == BASE_IMAGE
+    assert not any("apt-get" in c for c in image.commands)
+    monkeypatch.setattr(model_compat, "installed_version", lambda distribution: "999.0")
+    model_compat._version_checked.cache_clear()
+    image = bento_image()  # BentoML's own image: its system layer comes back
+    assert type(image) is bentoml.images.Image and image.base_image == BASE_IMAGE
+    assert "apt-get" in image.commands[0]
+    assert _named(warnings, compat.BENTOML_IMAGE_LAYER)
+
+
+def test_the_bento_image_patch_needs_a_post_init_that_only_adds_the_layer(monkeypatch, warnings):
+    import attrs
+    import bentoml
+
+    @attrs.define
+    class MoreInit(bentoml.images.Image):  # a BentoML whose post-init also sets something else
+        def __attrs_post_init__(self) -> None:
+            super().__attrs_post_init__()
+            self.lock_python_packages = False
+
+    monkeypatch.setattr(bentoml.images, "Image", MoreInit)
+    assert compat.runtime_image_class("python:3.11-slim") is MoreInit  # skipping that post-init would lose more
+    assert any(compat.BENTOML_IMAGE_LAYER.name in m and "lacks the internals" in m for m in warnings)
+
+
 def test_open_clip_trimmed_text_tower_falls_back_to_full_padding(tiny_encoder, monkeypatch, warnings):
     from zest.models.text_tower import trimmed_text_encoder
 

@@ -9,7 +9,6 @@ only where it is exact; the ONNX runtimes pass the fidelity gate or are refused 
 
 from __future__ import annotations
 
-import io
 import logging
 
 import numpy as np
@@ -20,7 +19,7 @@ from PIL import Image
 
 from tests.aio import Sync, local
 from tests.families import FAMILIES, SIGLIP_BIAS, build
-from tests.images import patched_png
+from tests.images import decode, patched_png
 from zest.models.clip_encoder import ClipEncoder
 from zest.models.errors import InvalidInput
 from zest.service.pipeline import ClipPipeline, EncoderInfo, RawImage
@@ -55,7 +54,7 @@ def reference(checkpoints):
 
 
 def _images() -> list[Image.Image]:
-    return [Image.open(io.BytesIO(patched_png(c))).convert("RGB") for c in COLORS]
+    return [decode(patched_png(c)).convert("RGB") for c in COLORS]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

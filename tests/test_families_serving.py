@@ -5,7 +5,6 @@ model store, packed by `bentoml build` and served from the bento with HF_HUB_OFF
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import shutil
@@ -17,11 +16,10 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from PIL import Image
 
 from tests.families import build
-from tests.hub import Hub, hf_env, wait_closed
-from tests.images import patched_png
+from tests.hub import Hub, from_hub_then_from_cache, hf_env, serve_from_hub_then_from_cache
+from tests.images import decode, patched_png
 from tests.server import Server
 from tests.test_packaging import _clean_copy, build_and_export
 from zest.models.clip_encoder import ClipEncoder
@@ -33,7 +31,7 @@ LABELS = ["cat", "dog", "red circle", "blue square", "tree"]
 
 def _sigmoid_expected(encoder: ClipEncoder, colors: list[str]) -> np.ndarray:
     """sigmoid(scale · sim + bias) per label, from the model loaded in this process."""
-    images = [Image.open(io.BytesIO(patched_png(c))).convert("RGB") for c in colors]
+    images = [decode(patched_png(c)).convert("RGB") for c in colors]
     sim = encoder.encode_images(images).astype(np.float64) @ encoder.encode_texts(LABELS).T.astype(np.float64)
     return 1.0 / (1.0 + np.exp(-(encoder.logit_scale * sim + encoder.logit_bias)))
 
@@ -49,37 +47,32 @@ def test_siglip_from_the_hub_then_from_the_cache_with_the_hub_down(tmp_path):
            "BENTOML_HOME": str(tmp_path / "bentoml"), "ZEST_DATA_DIR": str(tmp_path / "data")}
     colors = ["red", "blue"]
     expected = _sigmoid_expected(encoder, colors)
+
+    def check(srv, phase):
+        r = requests.post(f"{srv.url}/classify", json={
+            "images": [{"base64": base64.b64encode(patched_png(c)).decode(), "name": c} for c in colors],
+            "labels": LABELS, "templates": ["{}"], "top_k": len(LABELS)}, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["scoring"] == "sigmoid"
+        got = np.array([[{p["label"]: p["probability"] for p in res["predictions"]}[label] for label in LABELS]
+                        for res in body["results"]])
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        # multipart, with a threshold: only the labels that clear it ("none of these" is an empty list)
+        cut = float(np.median(expected))
+        r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", patched_png("red"), "image/png"))],
+                          data={"labels": ",".join(LABELS), "templates": '["{}"]', "threshold": str(cut)},
+                          timeout=60)
+        assert r.status_code == 200, r.text
+        kept = {p["label"] for p in r.json()["results"][0]["predictions"]}
+        assert kept == {label for label, p in zip(LABELS, expected[0]) if p >= cut}
+        assert requests.get(f"{srv.url}/info", timeout=30).json()["scoring"] == "sigmoid"
+        if phase == "download":
+            assert hub.downloads("tokenizer.json") == 1 and hub.downloads("tokenizer_config.json") == 1
+            assert hub.downloads("open_clip_model.safetensors") == 1
+
     try:
-        for phase in ("download", "hub stopped"):
-            if phase == "hub stopped":
-                hub.stop()
-                wait_closed(hub.url)
-            srv = Server(env, tmp_path / f"server-{phase.replace(' ', '-')}.log")
-            try:
-                srv.wait_ready(timeout=240)
-                r = requests.post(f"{srv.url}/classify", json={
-                    "images": [{"base64": base64.b64encode(patched_png(c)).decode(), "name": c} for c in colors],
-                    "labels": LABELS, "templates": ["{}"], "top_k": len(LABELS)}, timeout=60)
-                assert r.status_code == 200, r.text
-                body = r.json()
-                assert body["scoring"] == "sigmoid"
-                got = np.array([[{p["label"]: p["probability"] for p in res["predictions"]}[label] for label in LABELS]
-                                for res in body["results"]])
-                np.testing.assert_allclose(got, expected, atol=1e-4)
-                # multipart, with a threshold: only the labels that clear it ("none of these" is an empty list)
-                cut = float(np.median(expected))
-                r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", patched_png("red"), "image/png"))],
-                                  data={"labels": ",".join(LABELS), "templates": '["{}"]', "threshold": str(cut)},
-                                  timeout=60)
-                assert r.status_code == 200, r.text
-                kept = {p["label"] for p in r.json()["results"][0]["predictions"]}
-                assert kept == {label for label, p in zip(LABELS, expected[0]) if p >= cut}
-                assert requests.get(f"{srv.url}/info", timeout=30).json()["scoring"] == "sigmoid"
-            finally:
-                srv.stop()
-            if phase == "download":
-                assert hub.downloads("tokenizer.json") == 1 and hub.downloads("tokenizer_config.json") == 1
-                assert hub.downloads("open_clip_model.safetensors") == 1
+        serve_from_hub_then_from_cache(hub, env, tmp_path, check, timeout=240)
     finally:
         hub.stop()
 
@@ -161,18 +154,18 @@ def test_siglip_arch_tag_fetches_its_tokenizer_through_the_cache(tmp_path):
     hub = Hub(tmp_path / "hub-files").start()
     hub.add_repo(SIGLIP_REPO, {p.name: p for p in checkpoint.iterdir() if p.is_file()})
     env = {**os.environ, **hf_env(hub.url, tmp_path / "hf")}
+
+    def use(phase):
+        out = subprocess.run([sys.executable, "-c", ARCH_TAG_SCRIPT, str(arch_json), SIGLIP_REPO, json.dumps(LABELS)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert out.returncode == 0, out.stderr[-3000:]
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["bias"] == pytest.approx(-1.5)
+        np.testing.assert_allclose(result["texts"], expected, atol=1e-5)
+        if phase == "download":
+            assert hub.downloads("tokenizer.json") == 1 and hub.downloads("open_clip_model.safetensors") == 1
+
     try:
-        for phase in ("download", "hub stopped"):
-            if phase == "hub stopped":
-                hub.stop()
-                wait_closed(hub.url)
-            out = subprocess.run([sys.executable, "-c", ARCH_TAG_SCRIPT, str(arch_json), SIGLIP_REPO, json.dumps(LABELS)],
-                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-            assert out.returncode == 0, out.stderr[-3000:]
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            assert result["bias"] == pytest.approx(-1.5)
-            np.testing.assert_allclose(result["texts"], expected, atol=1e-5)
-            if phase == "download":
-                assert hub.downloads("tokenizer.json") == 1 and hub.downloads("open_clip_model.safetensors") == 1
+        from_hub_then_from_cache(hub, use)
     finally:
         hub.stop()

@@ -1,14 +1,13 @@
 """Image-URL fetching (service/fetch.py): the host allow-list, then every resolved address checked, and the
 connection made to the checked address (a resolver stub stands in for DNS; the image server is on 127.0.0.1)."""
 
-import http.server
 import ipaddress
 import socket
 import threading
 
 import pytest
 
-from tests import images
+from tests import http_fixtures, images
 from zest.models.errors import InvalidInput, PayloadTooLarge
 from zest.service.fetch import address_problem, fetch_image_bytes, host_allowed
 
@@ -16,34 +15,9 @@ from zest.service.fetch import address_problem, fetch_image_bytes, host_allowed
 @pytest.fixture(scope="module")
 def image_host():
     png = images.png("green", (8, 8))
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path == "/redirect":
-                self.send_response(302)
-                self.send_header("Location", "http://127.0.0.2/secret")
-                self.end_headers()
-                return
-            body = png if self.path == "/img.png" else b"x" * 5000
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    class Recording(Handler):
-        def do_GET(self):
-            hosts.append(self.headers.get("Host"))
-            super().do_GET()
-
-    hosts: list[str] = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)  # loopback only
-    server.hosts = hosts
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", png, server
-    server.shutdown()
+    with http_fixtures.image_host({"/img.png": png}, default=b"x" * 5000,
+                                  redirects={"/redirect": "http://127.0.0.2/secret"}) as host:
+        yield host.url, png, host
 
 
 def fetch(url, allowlist=("127.0.0.1",), max_bytes=10_000, allow_private=("127.0.0.1",), resolver=None):
@@ -112,7 +86,7 @@ def test_an_allowed_name_resolving_to_a_non_public_address_is_refused_naming_why
     resolver = StubResolver({"images.example.com": [address]})
     served = len(server.hosts)
     with pytest.raises(InvalidInput, match="images.example.com") as info:
-        fetch(f"http://images.example.com:{server.server_address[1]}/img.png", allowlist=("images.example.com",),
+        fetch(f"http://images.example.com:{server.port}/img.png", allowlist=("images.example.com",),
               allow_private=(), resolver=resolver)
     message = str(info.value)
     assert reason in message and ipaddress.ip_address(address).compressed in message, message
@@ -124,7 +98,7 @@ def test_every_address_must_be_public_not_only_the_first(image_host):
     resolver = StubResolver({"images.example.com": ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c",
                                                     "127.0.0.1"]})
     with pytest.raises(InvalidInput, match=r"resolves to 127\.0\.0\.1, a loopback address"):
-        fetch(f"http://images.example.com:{server.server_address[1]}/img.png", allowlist=("images.example.com",),
+        fetch(f"http://images.example.com:{server.port}/img.png", allowlist=("images.example.com",),
               allow_private=(), resolver=resolver)
 
 
@@ -149,7 +123,7 @@ def test_a_loopback_image_server_is_fetched_only_when_opted_in(image_host, monke
 
     monkeypatch.setattr(socket, "getaddrinfo", numeric_only)
     _, png, server = image_host
-    port = server.server_address[1]
+    port = server.port
     url = f"http://images.internal:{port}/img.png"
     resolver = StubResolver({"images.internal": ["127.0.0.1"]})
     with pytest.raises(InvalidInput, match="a loopback address.*ZEST_URL_ALLOW_PRIVATE"):

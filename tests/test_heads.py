@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests.aio import Sync, local
-from tests.images import png
+from tests.images import decode, png
 from zest.models.errors import Conflict, InvalidInput, ModelLoadError, NotFound
 from zest.models.heads import Head, Heads, head_logits, is_head_path, load_head, load_heads, save_head
 from zest.service.pipeline import ClipPipeline, EncoderInfo, RawImage
@@ -139,7 +137,7 @@ def test_classify_with_head_uses_its_classes_and_no_text(pipeline_with_heads, ti
     raw = [RawImage("r", png("red", (40, 30))), RawImage("b", png("blue", (40, 30)))]
     out = pipeline.classify(raw, None, None, top_k=2, head="good")
     assert out.head == "good" and out.templates is None and not encoded_texts
-    feats = tiny_encoder.encode_images([Image.open(io.BytesIO(r.data)) for r in raw])
+    feats = tiny_encoder.encode_images([decode(r.data) for r in raw])
     for res, expected in zip(out.results, good.predict(feats, k=2)):
         assert [(p.label, pytest.approx(p.probability, abs=1e-5)) for p in res.predictions] == \
             [(l, pytest.approx(p, abs=1e-5)) for l, p in expected]

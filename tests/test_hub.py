@@ -27,9 +27,8 @@ import pytest
 import requests
 import yaml
 
-from tests.hub import Hub, hf_env, wait_closed
+from tests.hub import Hub, hf_env, serve_from_hub_then_from_cache, wait_closed
 from tests.images import png
-from tests.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_REPO = "zest-test/tiny-clip"
@@ -70,30 +69,25 @@ def test_hf_hub_spec_downloads_serves_and_restarts_from_the_cache(hub, tiny_repo
     env = {**hf_env(hub.url, tmp_path / "hf"), "ZEST_MODEL": f"hf-hub:{tiny_repo}", "ZEST_DEVICE": "cpu",
            "BENTOML_HOME": str(tmp_path / "bentoml"), "ZEST_DATA_DIR": str(tmp_path / "data")}
     texts = ["a red circle", "a photo of a dog"]
-    for phase in ("download", "hub stopped"):
-        if phase == "hub stopped":
-            hub.stop()
-            wait_closed(hub.url)
-        srv = Server(env, tmp_path / f"server-{phase.replace(' ', '-')}.log")
-        try:
-            srv.wait_ready()
-            r = requests.post(f"{srv.url}/embed/text", json={"texts": texts}, timeout=60)
-            assert r.status_code == 200, r.text
-            assert r.json()["model"] == f"hf-hub:{tiny_repo}"
-            # the weights the hub served, not a random init
-            np.testing.assert_allclose(r.json()["embeddings"], tiny_encoder.encode_texts(texts), atol=1e-5)
-            r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", png("red"), "image/png"))],
-                              data={"labels": "cat,dog,car", "top_k": "2"}, timeout=60)
-            assert r.status_code == 200, r.text
-            assert len(r.json()["results"][0]["predictions"]) == 2
-        finally:
-            srv.stop()
+
+    def check(srv, phase):
+        r = requests.post(f"{srv.url}/embed/text", json={"texts": texts}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["model"] == f"hf-hub:{tiny_repo}"
+        # the weights the hub served, not a random init
+        np.testing.assert_allclose(r.json()["embeddings"], tiny_encoder.encode_texts(texts), atol=1e-5)
+        r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", png("red"), "image/png"))],
+                          data={"labels": "cat,dog,car", "top_k": "2"}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["results"][0]["predictions"]) == 2
         if phase == "download":
             assert hub.downloads(CONFIG) == 1 and hub.downloads(WEIGHTS) == 1, hub.requests
             # the weights went the LFS way: a 302 from the hub, the bytes from its "CDN"
             assert any(kind == "cdn" for _, _, kind in hub.requests)
             # nothing but the model's own repository was asked for: not zest-tiny, not the MiniLM
             assert all(path.startswith(f"/{tiny_repo}/") for _, path, kind in hub.requests if kind == "hub")
+
+    serve_from_hub_then_from_cache(hub, env, tmp_path, check)
     snapshots = list((tmp_path / "hf" / "hub").glob(f"models--{tiny_repo.replace('/', '--')}/snapshots/*/"))
     assert len(snapshots) == 1 and {p.name for p in snapshots[0].iterdir()} == {CONFIG, WEIGHTS}
 

@@ -5,13 +5,12 @@ URLs checked by the address they resolve to (an image server on 127.0.0.1)."""
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 import time
 
 import pytest
 import requests
 
+from tests.http_fixtures import image_host
 from tests.images import png
 from tests.server import running_server
 
@@ -32,22 +31,8 @@ KEYS = {"admin": ("admin", None), "writer": ("write", None), "reader": ("read", 
 
 @pytest.fixture(scope="module")
 def image_server():
-    body = png("blue", (32, 32))
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # loopback only
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
+    with image_host(default=png("blue", (32, 32))) as host:
+        yield host.port
 
 
 @pytest.fixture(scope="module")

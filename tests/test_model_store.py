@@ -14,7 +14,7 @@ import requests
 import yaml
 
 from tests.images import png
-from tests.server import Server
+from tests.server import Server, serving
 from tests.test_packaging import _clean_copy, build_and_export
 from zest.models.errors import ModelLoadError
 from zest.models.spec import bento_tag, parse_spec
@@ -54,10 +54,8 @@ def test_models_import_stores_config_weights_and_source(stored, tiny_checkpoint)
 
 def test_zest_model_tag_serves_the_stored_model(stored, tiny_encoder, tmp_path):
     home, tag = stored
-    srv = Server({"ZEST_MODEL": tag, "ZEST_DEVICE": "cpu", "BENTOML_HOME": str(home),
-                  "ZEST_DATA_DIR": str(tmp_path / "data")}, tmp_path / "server.log")
-    try:
-        srv.wait_ready()
+    with serving(Server({"ZEST_MODEL": tag, "ZEST_DEVICE": "cpu", "BENTOML_HOME": str(home),
+                         "ZEST_DATA_DIR": str(tmp_path / "data")}, tmp_path / "server.log")) as srv:
         texts = ["a red circle", "a dog"]
         r = requests.post(f"{srv.url}/embed/text", json={"texts": texts}, timeout=60)
         assert r.status_code == 200, r.text
@@ -66,8 +64,6 @@ def test_zest_model_tag_serves_the_stored_model(stored, tiny_encoder, tmp_path):
         r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", png("red"), "image/png"))],
                           data={"labels": "cat,dog", "top_k": "1"}, timeout=60)
         assert r.status_code == 200 and r.json()["model"] == tag, r.text
-    finally:
-        srv.stop()
 
 
 def test_bento_built_with_the_tag_packs_the_model(stored, tmp_path):

@@ -1,13 +1,10 @@
 """The request logic of the CLIP endpoints, in-process (no server)."""
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests.aio import Sync, local
-from tests.images import png
+from tests.images import decode, png
 from zest.models.classifier import ZeroShotClassifier
 from zest.models.errors import InvalidInput, NotFound, PayloadTooLarge
 from zest.prompts import load_template_set
@@ -26,7 +23,7 @@ def test_classify_equals_direct_classifier(pipeline, tiny_encoder):
     labels = ["cat", "dog", "car"]
     raw = [RawImage("r", png("red", (40, 30))), RawImage("b", png("blue", (40, 30)))]
     out = pipeline.classify(raw, labels, "imagenet", top_k=3)
-    images = [Image.open(io.BytesIO(r.data)) for r in raw]
+    images = [decode(r.data) for r in raw]
     direct = Sync(ZeroShotClassifier.from_encoder(tiny_encoder)).predict(
         tiny_encoder.encode_images(images), labels, load_template_set("imagenet"), k=3)
     for res, expected in zip(out.results, direct):
@@ -72,7 +69,7 @@ def test_embed_texts_limits(pipeline):
 
 
 def test_pipeline_preprocessing_matches_encoder(pipeline, tiny_encoder):
-    img = Image.open(io.BytesIO(png("purple", (40, 30))))
+    img = decode(png("purple", (40, 30)))
     np.testing.assert_array_equal(pipeline.pixels([img]), tiny_encoder.preprocess([img]).numpy())
 
 

@@ -113,7 +113,7 @@ def test_transfer_over_http_equals_in_process(ml, source, shipped, tiny_checkpoi
     numbers as in process (the first 15 users and the items they touched, a catalogue of its own)."""
     import requests
 
-    from tests.server import start_server
+    from tests.server import running_server
     from zest.service.recommender import shipped_model_dir
     from zest.training.rec.transfer import model_scores, transfer_split
     from zest.training.rec.transfer_http import http_metrics, upload_items
@@ -121,8 +121,7 @@ def test_transfer_over_http_equals_in_process(ml, source, shipped, tiny_checkpoi
     sub = first_users(ml, 15)
     split = transfer_split(sub, source.titles, shipped.encoder, seed=3)
     in_process = split.test_metrics(model_scores(shipped, split.input_emb, split.test))
-    srv = start_server(tiny_checkpoint, shipped_model_dir(), tmp_path / "home")
-    try:
+    with running_server(tiny_checkpoint, shipped_model_dir(), tmp_path / "home") as srv:
         def post(path: str, body: dict) -> dict:
             r = requests.post(f"{srv.url}{path}", json=body, timeout=120)
             assert r.status_code == 200, r.text
@@ -130,8 +129,6 @@ def test_transfer_over_http_equals_in_process(ml, source, shipped, tiny_checkpoi
 
         assert upload_items(post, sub.catalog.ids, sub.catalog.texts) == len(sub.catalog)
         over_http = http_metrics(post, split, sub.catalog.ids)
-    finally:
-        srv.stop()
     assert over_http.keys() == in_process.keys()
     for k, v in in_process.items():
         assert over_http[k] == pytest.approx(v, abs=1e-9), k

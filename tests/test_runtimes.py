@@ -281,17 +281,14 @@ def test_auto_server_shows_its_choice_in_metrics_and_log(tiny_checkpoint, rec_mo
     import requests
 
     from benchmarks.harness.memory import tree_memory, zest_role
-    from tests.server import start_server
+    from tests.server import running_server
     from zest.models import auto_runtime
 
-    srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "srv", ZEST_RUNTIME="auto")
-    try:
+    with running_server(tiny_checkpoint, rec_model_dir, tmp_path / "srv", ZEST_RUNTIME="auto") as srv:
         metrics = requests.get(f"{srv.url}/metrics", timeout=10).text
         log_text = srv.log(200_000)
         # what bench_peer records next to the speeds: every process of the tree, by role
         roles = sorted(p["role"] for p in tree_memory(srv.proc.pid, zest_role)["processes"])
-    finally:
-        srv.stop()
     main = [r for r in roles if not r.startswith("other:")]  # helpers a library may start come and go
     assert main == ["api", "arbiter", "encoder", "recommender"], roles
     (info,) = [line for line in metrics.splitlines() if line.startswith("zest_runtime_info{")]

@@ -12,11 +12,12 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from PIL import Image, ImageDraw
+from PIL import Image
 from selenium.webdriver.support.ui import Select
 
 from tests import browser as B
-from tests.server import Server
+from tests.images import drawing as draw_png
+from tests.server import Server, serving
 
 KEY = "playground-test-key"
 WAIT_S = 90  # the first model calls on a shared 2-core machine
@@ -34,13 +35,9 @@ def _skip_loudly() -> None:
 def server(tmp_path_factory):
     _skip_loudly()
     home = tmp_path_factory.mktemp("ui-home")
-    srv = Server({"ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), "ZEST_API_KEYS": KEY},
-                 home / "server.log")  # the shipped zest-tiny and recommender
-    try:
-        srv.wait_ready()
+    with serving(Server({"ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), "ZEST_API_KEYS": KEY},
+                        home / "server.log")) as srv:  # the shipped zest-tiny and recommender
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +57,8 @@ def browser(server):
 
 def drawing(directory: Path, name: str, draw) -> Path:
     """A plain PIL drawing (not zest-tiny's training renderer): what a user's own picture of a shape may be."""
-    img = Image.new("RGB", (220, 220), "white")
-    draw(ImageDraw.Draw(img))
     path = directory / f"{name}.png"
-    img.save(path, "PNG")
+    path.write_bytes(draw_png(draw, (220, 220)))
     return path
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.images import png
 from zest.models.errors import InvalidInput
 from zest.training.vision.data import holdout_split, load_image_folder
 from zest.training.vision.evaluate import evaluate_folder, write_outputs
@@ -48,7 +49,7 @@ class ColourEncoder:
 
 def _img(path, colour, size=(24, 20)):
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, COLOURS[colour]).save(path)
+    path.write_bytes(png(COLOURS[colour], size))
 
 
 @pytest.fixture()

@@ -14,10 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from PIL import Image, ImageDraw
 
-from tests.images import encode
-from tests.server import Server
+from tests.images import drawing
+from tests.server import Server, serving
 from tests.test_packaging import _clean_copy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,18 +90,15 @@ def test_installed_package_is_imported_from_the_venv_not_the_checkout(venv, tmp_
 
 
 def _png_of_shape() -> bytes:
-    img = Image.new("RGB", (200, 200), "white")
-    ImageDraw.Draw(img).ellipse((40, 40, 160, 160), fill=(220, 30, 30))
-    return encode(img)
+    return drawing(lambda d: d.ellipse((40, 40, 160, 160), fill=(220, 30, 30)))
 
 
 def test_zest_serve_from_the_installed_wheel(venv, tmp_path):
     cwd = _decoy(tmp_path / "project")
     env = {"PYTHONPATH": "", "BENTOML_HOME": str(tmp_path / "bentoml"), "ZEST_DATA_DIR": str(tmp_path / "data"),
            "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
-    server = Server(env, tmp_path / "serve.log", command=[str(venv / "bin" / "zest"), "serve"], cwd=cwd)
-    try:
-        server.wait_ready(timeout=240)
+    with serving(Server(env, tmp_path / "serve.log", command=[str(venv / "bin" / "zest"), "serve"], cwd=cwd),
+                 timeout=240) as server:
         url = server.url
         r = requests.post(f"{url}/classify", files=[("images", ("c.png", _png_of_shape(), "image/png"))],
                           data={"labels": "red circle,blue square,green triangle", "top_k": "1"}, timeout=120)
@@ -123,8 +119,6 @@ def test_zest_serve_from_the_installed_wheel(venv, tmp_path):
         workers = psutil.Process(server.proc.pid).children(recursive=True)
         assert workers
         assert all(str(ROOT) not in " ".join(p.cmdline()) for p in workers)
-    finally:
-        server.stop()
 
 
 def test_installed_package_serves_the_playground_files(venv, tmp_path):
