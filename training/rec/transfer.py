@@ -222,7 +222,7 @@ def to_markdown(res: dict, command: str = "") -> str:
     n_seeds = len(res["per_seed"])
     for name, row in s.items():
         fitted = "no" if name.startswith(SHIPPED) or name == "random" else "yes"
-        det = name in boot or (n_seeds > 1 and all(row[k]["std"] == 0 for k in row))
+        det = name in boot or (n_seeds > 1 and all(row[k]["std"] < 1e-12 for k in row))
         cells = []
         for k in REPORTED:
             if k not in row:
