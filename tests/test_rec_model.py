@@ -370,6 +370,16 @@ def test_train_main_end_to_end(tmp_path, capsys):
     assert report["items"] == len(texts) and Path(report["out"]) == out.resolve()
     rec = load(out)
     assert rec.catalog_ids[0] == "i0" and rec.catalog_vectors.shape == (len(texts), rec.dim)
+    # --no-catalog: the two files models/rec/checkpoint/ ships, the same weights
+    bare = tmp_path / "bare"
+    assert train_main(["--items", str(items), "--interactions", str(inter), "--out", str(bare), "--seed", "1",
+                       "--max-epochs", "2", "--no-progress", "--cache-dir", "", "--no-catalog"]) == 0
+    capsys.readouterr()
+    assert sorted(f.name for f in bare.iterdir()) == ["config.json", "model.safetensors"]
+    again = load(bare)
+    assert again.catalog_ids is None
+    for k, v in rec.net.state_dict().items():  # the same command, the same seed: the same weights
+        assert torch.equal(v, again.net.state_dict()[k]), k
     # a bad file gives a clear error and exit code 2, not a traceback
     bad = _write(tmp_path / "bad.csv", "user,item,timestamp\nu,nope,1\n")
     assert train_main(["--items", str(items), "--interactions", str(bad), "--out", str(out), "--cache-dir", ""]) == 2

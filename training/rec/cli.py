@@ -142,6 +142,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--text-cols", default=None, help="comma-separated item text columns (default: text or all)")
     p.add_argument("--no-refit", action="store_true", help="keep the early-stopped model (trained on 90%% of items)")
     p.add_argument("--no-tags", action="store_true", help="--movielens: describe items without user tags")
+    p.add_argument("--no-catalog", action="store_true",
+                   help="write only config.json + model.safetensors (no training catalogue; as models/rec/checkpoint/)")
     _common(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -157,7 +159,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             inter = load_interactions_csv(args.interactions, catalog, min_rating=args.min_rating)
         mc, tc = _configs(args)
         model, report = train_zesrec(catalog, inter, args.seed, _encoder(args), mc, tc, refit=not args.no_refit)
-        save(model, args.out)
+        save(model, args.out, save_catalog=not args.no_catalog)
     except ZestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

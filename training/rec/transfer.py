@@ -177,7 +177,7 @@ def evaluate_transfer(model: ZesRec, source_titles: Sequence[str], target: Movie
         "seconds": round(time.perf_counter() - t_all, 1),
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "machine": platform.machine(),
-                        "processor": platform.processor() or None, "cpus": _cpus()},
+                        "processor": platform.processor() or None, "cpu_model": _cpu_model(), "cpus": _cpus()},
     }
 
 
@@ -187,6 +187,16 @@ def _cpus() -> int | None:
     return os.cpu_count()
 
 
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def to_markdown(res: dict, command: str = "") -> str:
     s, boot = res["summary"], res["user_bootstrap_std"]
     info = res["split"]
@@ -194,8 +204,10 @@ def to_markdown(res: dict, command: str = "") -> str:
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += [
-        (f"Seeds {res['seeds']}: mean ± sample std over seeds; rows that train nothing on ml-100k are deterministic "
-        "(std 0 over seeds), so their ± [b] is the std of the mean over 1000 bootstrap resamples of the test users. "
+        (f"Seeds {res['seeds']}: mean ± sample std over the seeds for the rows that depend on the seed (column "
+        "`runs`: how many seeds); rows that do not (`runs` = det.: every seed gives the same numbers) show the value "
+        "alone, or, for the transferred model, ± [b] = the std of the mean over 1000 bootstrap resamples of the test "
+        "users. "
         "ml-100k split: each user's last 5 interactions are test, the 5 before validation (for the methods fitted on "
         "ml-100k), the rest train; candidates = every ml-100k item not in the user's history. "
         f"Strict zero-shot = candidates and relevant items restricted to the {info['strict']['items']} ml-100k items "
@@ -204,27 +216,33 @@ def to_markdown(res: dict, command: str = "") -> str:
         "",
         f"Split: {info}",
         "",
-        "| method | fitted on ml-100k | Recall@20 | NDCG@20 | strict Recall@20 | strict NDCG@20 |",
-        "|---|---|---|---|---|---|",
+        "| method | fitted on ml-100k | runs | Recall@20 | NDCG@20 | strict Recall@20 | strict NDCG@20 |",
+        "|---|---|---|---|---|---|---|",
     ]
+    n_seeds = len(res["per_seed"])
     for name, row in s.items():
         fitted = "no" if name.startswith(SHIPPED) or name == "random" else "yes"
+        det = name in boot or (n_seeds > 1 and all(row[k]["std"] < 1e-12 for k in row))
         cells = []
         for k in REPORTED:
             if k not in row:
                 cells.append("-")
             elif name in boot:
                 cells.append(f"{row[k]['mean']:.4f} ± {boot[name][k]:.4f} [b]")
+            elif det or n_seeds == 1:
+                cells.append(f"{row[k]['mean']:.4f}")
             else:
                 cells.append(f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}")
-        lines.append(f"| {name} | {fitted} | " + " | ".join(cells) + " |")
+        runs = "det." if det else str(n_seeds)
+        lines.append(f"| {name} | {fitted} | {runs} | " + " | ".join(cells) + " |")
     params = {name: [p["methods"][name]["params"] for p in res["per_seed"]] for name in s}
     lines += ["", "Validation-chosen settings per seed (fitted rows):", ""]
     for name, p in params.items():
         if any(x and x != {"trained_on_target": False} for x in p):
             lines.append(f"- {name}: {p}")
     env = res["environment"]
-    lines += ["", (f"Total wall time {res['seconds']:.0f}s on {env['machine']} ({env['cpus']} CPUs, shared), torch "
+    lines += ["", (f"Total wall time {res['seconds']:.0f}s on {env['machine']} {env.get('cpu_model') or ''} "
+              f"({env['cpus']} CPUs, shared), torch "
               f"{env['torch']}, {env['threads']} thread(s); commit {res.get('commit')}."), ""]
     return "\n".join(lines)
 
