@@ -11,17 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zest.models.cpu_features import cpu_model_and_flags
+
 from . import ROOT
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return cpu_model_and_flags()[0] or "unknown"
 
 
 def _version(module: str) -> str | None:

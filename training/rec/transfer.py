@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...models.cpu_features import cpu_model_and_flags
 from ...models.errors import InvalidInput
 from ...models.rec.model import ZesRecConfig
 from ...models.rec.text import TextEncoder
@@ -177,7 +178,7 @@ def evaluate_transfer(model: ZesRec, source_titles: Sequence[str], target: Movie
         "seconds": round(time.perf_counter() - t_all, 1),
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "machine": platform.machine(),
-                        "processor": platform.processor() or None, "cpu_model": _cpu_model(), "cpus": _cpus()},
+                        "processor": platform.processor() or None, "cpu_model": cpu_model_and_flags()[0], "cpus": _cpus()},
     }
 
 
@@ -185,16 +186,6 @@ def _cpus() -> int | None:
     import os
 
     return os.cpu_count()
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def to_markdown(res: dict, command: str = "") -> str:
