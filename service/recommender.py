@@ -116,7 +116,7 @@ NO_MODEL = "no recommender model is configured: train one with `zest rec train` 
 
 def shipped_model_dir() -> Path:
     """The ZESRec model committed with zest (trained on MovieLens ml-latest-small). The package is found, not
-    imported: importing it loads torch, and the API worker asks this (has_model) without running the model."""
+    imported: the API worker asks this (has_model) and runs no part of the model."""
     spec = importlib.util.find_spec("..models.rec", __package__)
     assert spec is not None and spec.origin is not None, "zest.models.rec is part of zest"
     return Path(spec.origin).parent / "checkpoint"

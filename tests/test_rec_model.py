@@ -379,7 +379,7 @@ def test_train_main_end_to_end(tmp_path, capsys):
     again = load(bare)
     assert again.catalog_ids is None
     for k, v in rec.net.state_dict().items():  # the same command, the same seed: the same weights
-        assert torch.equal(v, again.net.state_dict()[k]), k
+        np.testing.assert_array_equal(v, again.net.state_dict()[k], err_msg=k)
     # a bad file gives a clear error and exit code 2, not a traceback
     bad = _write(tmp_path / "bad.csv", "user,item,timestamp\nu,nope,1\n")
     assert train_main(["--items", str(items), "--interactions", str(bad), "--out", str(out), "--cache-dir", ""]) == 2

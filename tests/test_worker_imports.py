@@ -1,15 +1,18 @@
 """The processes that run no model import no model library: the `bentoml serve` arbiter (it loads the service
 module to build the graph) and the API worker import `zest.service.app`, which must not pull in torch & co.
-The model services import them in their `__init__`, in their own worker processes (issue #24, memory)."""
+The model services import them in their `__init__`, in their own worker processes (issue #24, memory); the
+recommender runs its ZESRec net in numpy and imports torch only once it embeds a text (MiniLM)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
@@ -28,11 +31,16 @@ IMPORTS = {
 }
 
 
-def _loaded(code: str, env: dict[str, str]) -> str:
+def _run(code: str, env: dict[str, str]) -> list[str]:
+    """The lines `code` prints, then (last) the model libraries it has imported."""
     out = subprocess.run([sys.executable, "-c", f"{code}; {LIST_THEM}", *MODEL_LIBRARIES], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=240, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout.strip().splitlines()[-1]
+    return out.stdout.strip().splitlines()
+
+
+def _loaded(code: str, env: dict[str, str]) -> str:
+    return _run(code, env)[-1]
 
 
 @pytest.mark.parametrize("settings", ["tests'", "default"])
@@ -48,6 +56,61 @@ def test_processes_that_run_no_model_import_no_model_library(process, settings, 
 def test_the_check_sees_a_model_library():
     """The same check, on a module that does import torch: it is not blind."""
     assert "torch" in _loaded("import zest.models.clip_encoder", dict(os.environ))
+
+
+STORED = [f"m{i}" for i in range(12)]
+# the recommender worker's start-up (its module, then RecommenderService.__init__'s build_recommender) and two
+# rankings of stored items: the whole catalogue (the store's search) and candidates (ZesRec.recommend)
+RECOMMENDER = (
+    "import json, zest.service.recommender_service; from zest.service.process import SETTINGS; "
+    "from zest.service.recommender import build_recommender, shipped_model_dir; "
+    "r = build_recommender(shipped_model_dir(), 'zesrec-ml-latest-small', SETTINGS); "
+    "print(json.dumps([r.recommend(history=['m0', 'm3', 'm5'], k=4), "
+    "r.recommend(history=['m1'], k=3, candidates=['m1', 'm2', 'm7', 'm9', 'm11'])]))")
+
+
+def _store_items(data_dir: Path) -> np.ndarray:
+    """The catalogue of `STORED` in the embedded store under `data_dir`, as the shipped model's item rows of random
+    text embeddings (no MiniLM, no torch in the process that reads it); returns those rows."""
+    from zest.models.rec.zesrec import load
+    from zest.service.catalog import ItemCatalog
+    from zest.service.recommender import model_fingerprint, open_store_for, shipped_model_dir
+    from zest.service.settings import Settings
+
+    model = load(shipped_model_dir())
+    emb = np.random.default_rng(0).standard_normal((len(STORED), 384)).astype(np.float32)
+    rows = model.embed_text_embeddings(emb / np.linalg.norm(emb, axis=1, keepdims=True))
+    by_text = {f"item {i}": r for i, r in zip(STORED, rows)}
+    store = open_store_for(Settings(data_dir=str(data_dir)), "catalog")
+    catalog = ItemCatalog(store, lambda texts: np.stack([by_text[t] for t in texts]),
+                          fingerprint=model_fingerprint(shipped_model_dir()), dim=model.dim)
+    catalog.upsert([(i, f"item {i}") for i in STORED])
+    catalog.close()
+    return rows
+
+
+def _expected_ranking(rows: np.ndarray, history: list[str], k: int, pool: list[str]) -> list[str]:
+    from zest.models.rec.zesrec import load
+    from zest.service.recommender import shipped_model_dir
+
+    user = load(shipped_model_dir()).user_vector(rows[[STORED.index(i) for i in history]])
+    scores = {i: float(rows[STORED.index(i)] @ user) for i in pool if i not in history}
+    return sorted(scores, key=lambda i: -scores[i])[:k]
+
+
+def test_the_recommender_ranks_stored_items_without_torch(tmp_path):
+    """Start-up from the shipped checkpoint and ranking histories of stored items import no model library: the
+    ZESRec net runs in numpy; torch comes with MiniLM, when a text has to be embedded."""
+    rows = _store_items(tmp_path / "data")
+    env = {**os.environ, "ZEST_DATA_DIR": str(tmp_path / "data"), "ZEST_REC_MODEL": "",
+           "ZEST_VECTOR_STORE": "embedded"}
+    *printed, loaded = _run(RECOMMENDER, env)
+    assert loaded == "[]"
+    whole, candidates = json.loads(printed[-1])
+    assert [i["id"] for i in whole["items"]] == _expected_ranking(rows, ["m0", "m3", "m5"], 4, STORED)
+    assert [i["id"] for i in candidates["items"]] == _expected_ranking(rows, ["m1"], 3, ["m2", "m7", "m9", "m11"])
+    with_text = RECOMMENDER.replace("r.recommend(history=['m1']", "r.recommend(history_texts=['a film about a cat']")
+    assert "torch" in _loaded(with_text, env)  # the check sees torch once MiniLM runs
 
 
 def _mapped_libraries(pid: int) -> set[str]:
@@ -69,17 +132,26 @@ def test_a_warm_server_runs_the_model_libraries_only_in_the_model_services(tiny_
 
     from benchmarks.harness.memory import zest_role
 
+    def held() -> dict[str, set[str]]:
+        root = psutil.Process(srv.proc.pid)
+        return {zest_role(p.cmdline(), p.pid == root.pid): _mapped_libraries(p.pid)
+                for p in [root, *root.children(recursive=True)]}
+
+    _store_items(tmp_path / "data")  # a catalogue already there: ranking it embeds no text
     # ZEST_REC_MODEL unset: the shipped recommender model, the default, whose lookup is what the API worker runs
     with running_server(tiny_checkpoint, rec_model_dir, tmp_path, ZEST_REC_MODEL="") as srv:
         image = b64(png("red", (40, 30)))
         for path, body in (("/embed/image", {"images": [image]}), ("/embed/text", {"texts": ["a cat"]}),
                            ("/classify", {"images": [image], "labels": ["cat", "dog"]}),
-                           ("/items", {"items": [{"id": "a", "text": "a film about a cat"}]})):
+                           ("/recommend", {"history": ["m0", "m1"], "k": 3}),
+                           ("/recommend", {"history": ["m2"], "k": 2, "candidates": ["m3", "m4", "m5"]})):
             r = requests.post(f"{srv.url}{path}", json=body, timeout=120)
             assert r.status_code == 200, (path, r.text)
-        root = psutil.Process(srv.proc.pid)
-        held = {zest_role(p.cmdline(), p.pid == root.pid): _mapped_libraries(p.pid)
-                for p in [root, *root.children(recursive=True)]}
-    assert set(held) == {"arbiter", "api", "encoder", "recommender"}, held
-    assert held["arbiter"] == held["api"] == set(), held
-    assert "torch" in held["encoder"] and "torch" in held["recommender"], held  # the check sees them
+        ranked = held()
+        r = requests.post(f"{srv.url}/items", json={"items": [{"id": "a", "text": "a film about a cat"}]}, timeout=120)
+        assert r.status_code == 200, r.text
+        embedded = held()
+    assert set(ranked) == {"arbiter", "api", "encoder", "recommender"}, ranked
+    assert ranked["arbiter"] == ranked["api"] == ranked["recommender"] == set(), ranked
+    assert "torch" in ranked["encoder"] and "torch" in embedded["recommender"], embedded  # the check sees them
+    assert embedded["arbiter"] == embedded["api"] == set(), embedded

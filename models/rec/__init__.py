@@ -32,13 +32,29 @@ In-process API (what the BentoML service uses)
 * Bad input raises :class:`models.errors.InvalidInput` (empty history, wrong shape, empty text, NaN);
   a missing/corrupt model directory raises :class:`models.errors.ModelLoadError`.
 * Inference is thread-safe; the text encoder caches embeddings of texts it has seen (in memory).
+* Inference runs in numpy (``numpy_net.py``): ``load`` and the vectors above import no torch, only the text
+  encoder does (MiniLM), the first time it embeds a text. The torch ``ZesRecNet`` is for training.
 
 Training and evaluation live apart, in :mod:`zest.training.rec` (``zest rec train`` / ``zest rec eval``):
 serving imports nothing of them.
 """
 
-from .model import ZesRecConfig, ZesRecNet
+from typing import TYPE_CHECKING, Any
+
+from .config import ZesRecConfig
 from .text import TextEncoder
 from .zesrec import ZesRec, load, save
 
+if TYPE_CHECKING:
+    from .model import ZesRecNet
+
 __all__ = ["TextEncoder", "ZesRec", "ZesRecConfig", "ZesRecNet", "load", "save"]
+
+
+def __getattr__(name: str) -> Any:
+    """``ZesRecNet`` (the torch network, for training) is imported on first use: serving runs without torch."""
+    if name == "ZesRecNet":
+        from .model import ZesRecNet
+
+        return ZesRecNet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,45 +12,22 @@ unit norm), so any new item or catalogue can be scored.
   ``max_len`` items, with learned absolute position embeddings, plus a projection of the running mean of
   the item vectors (long-term taste). The state after the last item is the user vector ``u``.
 * score(u, i) = ``u . v_i + b_i``.
+
+This torch module is for training (training/rec); inference runs the same network in numpy (numpy_net.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import InvalidInput
+from .config import ZesRecConfig
 
-
-@dataclass
-class ZesRecConfig:
-    text_dim: int = 384
-    hidden: int = 256
-    dim: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    max_len: int = 200
-    dropout: float = 0.2
-    text_dropout: float = 0.5  # dropout on the frozen text embedding entering the item tower (regularises it)
-    use_bias: bool = True
-    bias_from_text: bool = True  # content bias linear in the text embedding (ridge-like) instead of the MLP
-    linear_skip: bool = True  # add a linear path text -> item vector / bias next to the MLP
-    use_mean: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ZesRecConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise InvalidInput(f"unknown ZESRec config keys: {sorted(unknown)}")
-        return cls(**d)
+__all__ = ["ZesRecConfig", "ZesRecNet", "item_vectors", "user_vectors", "user_vectors_from_item_vectors"]
 
 
 class ZesRecNet(nn.Module):

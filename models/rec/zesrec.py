@@ -1,5 +1,8 @@
 """In-process inference API (:class:`ZesRec`) and the on-disk format (:func:`save` / :func:`load`).
 
+Inference runs the network in numpy (:mod:`.numpy_net`), from the safetensors arrays: loading and using a
+model imports no torch; only the text encoder (MiniLM, :mod:`.text`) does, when it first embeds a text.
+
 Vectors
 -------
 ``embed_items`` returns ``(n, dim + 1)`` float32 rows ``[v_i, b_i]`` (item vector and content bias) and
@@ -23,14 +26,18 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import InvalidInput, ModelLoadError
 from ..topk import top_k_indices
-from .model import ZesRecConfig, ZesRecNet, user_vectors_from_item_vectors
+from .config import ZesRecConfig
+from .numpy_net import NumpyZesRecNet
 from .text import TEXT_DIM, TEXT_MODEL_NAME, TextEncoder
+
+if TYPE_CHECKING:
+    from .model import ZesRecNet
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +59,11 @@ class ZesRec:
     >>> scores = items @ user                               # higher = more likely next
     """
 
-    def __init__(self, net: ZesRecNet, encoder: TextEncoder | None = None, meta: dict | None = None,
+    def __init__(self, net: NumpyZesRecNet | ZesRecNet, encoder: TextEncoder | None = None, meta: dict | None = None,
                  catalog_ids: list[str] | None = None, catalog_texts: list[str] | None = None,
                  catalog_vectors: np.ndarray | None = None) -> None:
-        self.net = net.eval()
+        # a trained torch net (training/rec) is copied into arrays: one inference path, torch or not
+        self.net = net if isinstance(net, NumpyZesRecNet) else NumpyZesRecNet.from_module(net)
         self.encoder = encoder or TextEncoder()
         self.meta = dict(meta or {})
         self.catalog_ids = catalog_ids
@@ -86,7 +94,6 @@ class ZesRec:
             raise InvalidInput(f"{len(texts)} texts; at most {MAX_TEXTS} per call")
         return self.encoder.encode(list(texts))
 
-    @torch.no_grad()
     def embed_text_embeddings(self, text_emb: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """(n, 384) text embeddings -> (n, dim+1) ``[v, b]`` item rows."""
         e = np.asarray(text_emb, dtype=np.float32)
@@ -94,8 +101,8 @@ class ZesRec:
             raise InvalidInput(f"text embeddings must have shape (n, {TEXT_DIM}), got {e.shape}")
         rows = []
         for a in range(0, len(e), batch_size):
-            v, b = self.net.item_tower(torch.from_numpy(e[a : a + batch_size]))
-            rows.append(torch.cat([v, b[:, None]], dim=1).numpy())
+            v, b = self.net.item_tower(e[a : a + batch_size])
+            rows.append(np.concatenate([v, b[:, None]], axis=1))
         return np.concatenate(rows) if rows else np.zeros((0, self.dim), np.float32)
 
     def embed_items(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -126,7 +133,7 @@ class ZesRec:
         hs = [self._check_history(h)[-self.max_history :] for h in histories]
         if not hs:
             return np.zeros((0, self.dim), np.float32)
-        u = user_vectors_from_item_vectors(self.net, hs)
+        u = self.net.user_vectors(hs)
         return np.concatenate([u, np.ones((len(u), 1), np.float32)], axis=1)
 
     def user_vector(self, history_item_vectors: np.ndarray) -> np.ndarray:
@@ -169,7 +176,7 @@ class ZesRec:
 
 def save(model: ZesRec, directory: str | os.PathLike, save_catalog: bool = True) -> Path:
     """Write ``model`` to ``directory`` (created) as config.json + model.safetensors (+ catalog files)."""
-    from safetensors.torch import save_file
+    from safetensors.numpy import save_file
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -182,12 +189,11 @@ def save(model: ZesRec, directory: str | os.PathLike, save_catalog: bool = True)
         "score": "item_vecs @ user_vec, item rows [v, bias], user rows [u, 1]",
         **{k: v for k, v in model.meta.items() if k not in ("format", "version", "model", "text_encoder")},
     }
-    state = {k: v.detach().contiguous().clone() for k, v in model.net.state_dict().items()}
-    save_file(state, str(d / WEIGHTS_FILE), metadata={"format": FORMAT, "version": str(VERSION)})
+    save_file(model.net.state_dict(), str(d / WEIGHTS_FILE), metadata={"format": FORMAT, "version": str(VERSION)})
     if save_catalog and model.catalog_ids is not None and model.catalog_vectors is not None:
         with open(d / CATALOG_FILE, "w", encoding="utf-8") as f:
             json.dump({"ids": model.catalog_ids, "texts": model.catalog_texts}, f, ensure_ascii=False)
-        save_file({"item_vectors": torch.from_numpy(np.ascontiguousarray(model.catalog_vectors, np.float32))},
+        save_file({"item_vectors": np.ascontiguousarray(model.catalog_vectors, np.float32)},
                   str(d / CATALOG_VECTORS_FILE))
     (d / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
     return d
@@ -195,7 +201,7 @@ def save(model: ZesRec, directory: str | os.PathLike, save_catalog: bool = True)
 
 def load(directory: str | os.PathLike, encoder: TextEncoder | None = None) -> ZesRec:
     """Load a model written by :func:`save`. Raises ModelLoadError naming what is missing or wrong."""
-    from safetensors.torch import load_file
+    from safetensors.numpy import load_file
 
     d = Path(directory)
     cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
@@ -210,9 +216,7 @@ def load(directory: str | os.PathLike, encoder: TextEncoder | None = None) -> Ze
         raise ModelLoadError(f"{str(cfg_path)!r} is format {cfg.get('format')!r} v{cfg.get('version')}, "
                              f"expected {FORMAT!r} v{VERSION}")
     try:
-        net = ZesRecNet(ZesRecConfig.from_dict(cfg["model"]))
-        state = load_file(str(w_path))
-        net.load_state_dict(state, strict=True)
+        net = NumpyZesRecNet(ZesRecConfig.from_dict(cfg["model"]), load_file(str(w_path)))
     except Exception as exc:
         raise ModelLoadError(f"cannot load ZESRec weights from {str(d)!r}: {exc}") from exc
     ids = texts = vecs = None
@@ -220,7 +224,7 @@ def load(directory: str | os.PathLike, encoder: TextEncoder | None = None) -> Ze
         try:
             cat = json.loads((d / CATALOG_FILE).read_text(encoding="utf-8"))
             ids, texts = cat["ids"], cat.get("texts")
-            vecs = load_file(str(d / CATALOG_VECTORS_FILE))["item_vectors"].numpy()
+            vecs = load_file(str(d / CATALOG_VECTORS_FILE))["item_vectors"]
         except Exception as exc:
             raise ModelLoadError(f"cannot read the catalogue stored in {str(d)!r}: {exc}") from exc
         if len(ids) != len(vecs) or vecs.shape[1] != net.cfg.dim + 1:
