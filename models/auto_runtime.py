@@ -17,7 +17,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,15 +65,17 @@ class AutoChoice:
     reason: str
     candidates: list[Candidate] = field(default_factory=list)
     probe_s: float = 0.0
-    cached: bool = False
+    cached: bool = False  # read from an earlier start's decision
+    in_child: bool = False  # probed at this start, in a child process (models/runtime_child.py)
 
     def summary(self) -> str:
         timed = "; ".join(str(c) for c in self.candidates)
-        source = "from the cache" if self.cached else f"probe {self.probe_s:.1f} s"
+        source = ("from the cache" if self.cached
+                  else f"probe {self.probe_s:.1f} s{' in a child process' if self.in_child else ''}")
         return f"chose {self.chosen} ({self.reason}){': ' + timed if timed else ''} [{source}]"
 
     def to_json(self) -> dict[str, Any]:
-        return {"chosen": self.chosen, "reason": self.reason, "probe_s": self.probe_s,
+        return {"chosen": self.chosen, "reason": self.reason, "probe_s": self.probe_s, "in_child": self.in_child,
                 "candidates": [asdict(c) for c in self.candidates]}
 
     @classmethod
@@ -107,9 +108,10 @@ def decision_key(model_id: str, weights: str, threads: int) -> dict[str, Any]:
 
 
 def decision_path(root: Path, key: dict[str, Any]) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", key["model_id"]).strip("_")[-80:]
+    from .onnx_runtime import slug
+
     digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()
-    return Path(root) / "auto" / f"{slug}-{key['weights']}" / f"{digest}.json"
+    return Path(root) / "auto" / f"{slug(key['model_id'])}-{key['weights']}" / f"{digest}.json"
 
 
 def _read_decision(path: Path, key: dict[str, Any]) -> AutoChoice | None:
@@ -166,9 +168,9 @@ def time_candidates(encoders: dict[str, Any], budget_s: float = PROBE_BUDGET_S) 
     return {name: statistics.median(times) for name, times in rounds.items()}
 
 
-def choose(encoder, cache_dir: Path | None):
+def choose(encoder, cache_dir: Path | None, in_child: bool = False):
     """`encoder` (torch, fp32 on CPU) on the fastest exact runtime; the returned encoder's `auto_choice` says
-    what was picked and why."""
+    what was picked and why. `in_child`: the decision in the cache was just made by a child process."""
     if encoder.device.type != "cpu":
         dtype = str(encoder._autocast_dtype).replace("torch.", "") if encoder._autocast_dtype else "fp32"
         choice = AutoChoice("torch", f"{encoder.device.type}: torch with {dtype} autocast; the fast paths are CPU-only")
@@ -180,6 +182,7 @@ def choose(encoder, cache_dir: Path | None):
     path = decision_path(cache_dir, key) if cache_dir is not None else None
     cached = _read_decision(path, key) if path is not None else None
     if cached is not None:
+        cached.cached, cached.in_child = not in_child, in_child
         served = _admit(encoder, cached.chosen, cache_dir) if cached.chosen != "torch" else encoder
         if served is not None:
             return _finish(encoder, served, cached)
