@@ -33,17 +33,20 @@ RUNTIMES = ("auto", "onnx", "onnx-int8", "openvino")  # what exports (and, for a
 STDERR_TAIL = 2000  # characters of a failed child's output kept in the log
 
 
-def _model_id(spec: str) -> str:
-    """The id the loaded model will have, without loading it (a BentoML tag resolved to its version)."""
+def _for_child(spec: str) -> tuple[str, str]:
+    """(the spec the child loads, the id the loaded model will have), without loading it. A BentoML tag is
+    resolved here, in the store the server reads (a bento's own, set in process, not in the environment), and
+    handed on as its directory under the tag's id."""
     parsed = parse_spec(spec)
     if parsed.kind != "bento":
-        return parsed.model_id
+        return spec, parsed.model_id
     try:
         import bentoml
 
-        return str(bentoml.models.get(parsed.name).tag)
-    except Exception:  # noqa: BLE001 - only a hint: the full check runs once the model is loaded
-        return parsed.model_id
+        stored = bentoml.models.get(parsed.name)
+    except Exception:  # noqa: BLE001 - the server's own load reports it
+        return spec, parsed.model_id
+    return f"local-dir:{stored.path}", str(stored.tag)
 
 
 def _maybe_cached(root: Path, model_id: str, runtime: str) -> bool:
@@ -75,9 +78,10 @@ def is_prepared(encoder: Any, runtime: str, root: Path) -> bool:
 
 
 def _command(spec: str, runtime: str, precision: str, batch_size: int, root: Path) -> list[str]:
-    return [sys.executable, "-m", __name__, "--spec", spec, "--runtime", runtime, "--precision", precision,
-            "--batch-size", str(batch_size), "--threads", str(torch.get_num_threads()), "--cache-dir", str(root),
-            "--parent", str(os.getpid())]
+    child_spec, model_id = _for_child(spec)
+    return [sys.executable, "-m", __name__, "--spec", child_spec, "--model-id", model_id, "--runtime", runtime,
+            "--precision", precision, "--batch-size", str(batch_size), "--threads", str(torch.get_num_threads()),
+            "--cache-dir", str(root), "--parent", str(os.getpid())]
 
 
 def _environment() -> dict[str, str]:
@@ -115,7 +119,7 @@ def load_prepared(load: Callable[[], Any], spec: str, runtime: str, precision: s
         log.info("runtime %s for %s: random weights differ per load; first start in this process", runtime, spec)
         return load(), False
     failure: str | None = None
-    ran = not _maybe_cached(root, _model_id(spec), runtime)
+    ran = not _maybe_cached(root, _for_child(spec)[1], runtime)
     if ran:
         failure = run_child(spec, runtime, precision, batch_size, root, timeout_s)
     encoder = load()
@@ -143,6 +147,7 @@ def _exit_with_parent(parent: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True)
+    parser.add_argument("--model-id", help="the id the server's model has (the cache key), if not the spec's")
     parser.add_argument("--runtime", required=True, choices=RUNTIMES)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -157,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     from .clip_encoder import ClipEncoder
 
     encoder = ClipEncoder.from_spec(args.spec, device="cpu", precision=args.precision, batch_size=args.batch_size)
+    encoder.model_id = args.model_id or encoder.model_id
     if is_prepared(encoder, args.runtime, args.cache_dir):
         return 0
     if args.runtime == "auto":  # the whole decision, written to the cache
