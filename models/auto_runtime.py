@@ -7,7 +7,8 @@ of 8, in interleaved rounds for at most ``PROBE_BUDGET_S`` — and the fastest s
 JSON beside the ONNX exports, keyed by the model id, a digest of its weights, the library versions, the CPU
 model and flags and the thread count, so a later start on the same machine only re-checks the chosen runtime.
 
-On CUDA, auto is torch with the precision's autocast: the CPU fast paths do not run there.
+On CUDA, auto is torch with the precision's autocast: the CPU fast paths do not run there. The encoder service
+makes a first start's decision in a child process (models/runtime_child.py) and reads it from the cache.
 """
 
 from __future__ import annotations
