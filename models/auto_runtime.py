@@ -175,7 +175,7 @@ def choose(encoder, cache_dir: Path | None, in_child: bool = False):
     if encoder.device.type != "cpu":
         dtype = str(encoder._autocast_dtype).replace("torch.", "") if encoder._autocast_dtype else "fp32"
         choice = AutoChoice("torch", f"{encoder.device.type}: torch with {dtype} autocast; the fast paths are CPU-only")
-        return _finish(encoder, encoder, choice)
+        return finish(encoder, encoder, choice)
     from .onnx_runtime import weights_digest
 
     threads = torch.get_num_threads()
@@ -186,7 +186,7 @@ def choose(encoder, cache_dir: Path | None, in_child: bool = False):
         cached.cached, cached.in_child = not in_child, in_child
         served = _admit(encoder, cached.chosen, cache_dir) if cached.chosen != "torch" else encoder
         if served is not None:
-            return _finish(encoder, served, cached)
+            return finish(encoder, served, cached)
         log.warning("runtime auto: the cached choice %s no longer passes; probing again", cached.chosen)
     t0 = time.perf_counter()
     candidates, encoders = [Candidate("torch", cosine=1.0, passed=True)], {"torch": encoder}
@@ -215,7 +215,7 @@ def choose(encoder, cache_dir: Path | None, in_child: bool = False):
     choice = AutoChoice(fastest, f"{reason}, {threads} threads", candidates, time.perf_counter() - t0)
     if path is not None:
         _write_decision(path, key, choice)
-    return _finish(encoder, encoders[fastest], choice)
+    return finish(encoder, encoders[fastest], choice)
 
 
 def _admit(encoder, name: str, cache_dir: Path | None):
@@ -232,7 +232,7 @@ def _admit(encoder, name: str, cache_dir: Path | None):
     return converted
 
 
-def _finish(reference, served, choice: AutoChoice):
+def finish(reference, served, choice: AutoChoice):
     served.requested_runtime = "auto"
     served.auto_choice = choice
     log.info("runtime auto for %s on %s: %s", reference.model_id, reference.device, choice.summary())

@@ -116,13 +116,15 @@ class ClipEncoder:
         def load() -> ClipEncoder:
             return cls(load_clip(spec, dev), dev, precision=precision, batch_size=batch_size)
 
-        in_child = False
+        in_child, torch_because = False, None
         if child_timeout_s is not None and cache_dir is not None and dev.type == "cpu" \
                 and runtime in runtime_child.RUNTIMES:
-            encoder, in_child = runtime_child.load_prepared(load, spec, runtime, precision, batch_size,
-                                                            Path(cache_dir).expanduser(), child_timeout_s)
+            encoder, in_child, torch_because = runtime_child.load_prepared(
+                load, spec, runtime, precision, batch_size, Path(cache_dir).expanduser(), child_timeout_s)
         else:
             encoder = load()
+        if torch_because is not None:
+            return runtime_child.serve_torch(encoder, runtime, torch_because)
         return encoder.with_runtime(runtime, cache_dir, in_child=in_child) if runtime != "torch" else encoder
 
     def converted(self, name: str, cache_dir: str | Path | None = None) -> ClipEncoder:

@@ -6,8 +6,9 @@ process, those libraries stay loaded for its whole life. `load_prepared` runs th
 ``python -m zest.models.runtime_child`` instead (a fresh interpreter: nothing of the server's process is
 re-imported or inherited but the environment), with the same spec, precision, batch size, thread count and
 cache; the child writes the exports and auto's decision there and exits, and the serving process loads the
-chosen runtime from the cache exactly as a cached start does, fidelity gate included. A child that fails, or
-runs past its timeout, is logged and the work is done in the serving process, as before.
+chosen runtime from the cache exactly as a cached start does, fidelity gate included. A child that fails is
+logged and the work is done in the serving process, as before; one that runs past its timeout is killed and
+torch serves (done here it would be as slow: the start stays bounded), with a log line that says so.
 """
 
 from __future__ import annotations
@@ -94,14 +95,20 @@ def _environment() -> dict[str, str]:
     return env
 
 
+class ChildTimeout(Exception):
+    """The child ran past its timeout: the first start's work is not repeated here, which would be as slow."""
+
+
 def run_child(spec: str, runtime: str, precision: str, batch_size: int, root: Path, timeout_s: float) -> str | None:
-    """Run the first start's work in a child; None once it succeeded, else why it did not."""
+    """Run the first start's work in a child; None once it succeeded, else why it did not. Raises
+    `ChildTimeout` past `timeout_s` (the child is killed)."""
     t0 = time.perf_counter()
     try:
         done = subprocess.run(_command(spec, runtime, precision, batch_size, root), env=_environment(),
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
-        return f"timed out after {timeout_s:g} s (ZEST_RUNTIME_PROBE_TIMEOUT_S)"
+        raise ChildTimeout(f"the child process timed out after {timeout_s:g} s "
+                           "(ZEST_RUNTIME_PROBE_TIMEOUT_S)") from None
     except OSError as exc:
         return f"could not start ({type(exc).__name__}: {exc})"
     if done.returncode != 0:
@@ -112,26 +119,40 @@ def run_child(spec: str, runtime: str, precision: str, batch_size: int, root: Pa
 
 
 def load_prepared(load: Callable[[], Any], spec: str, runtime: str, precision: str, batch_size: int,
-                  root: Path, timeout_s: float) -> tuple[Any, bool]:
-    """(`load()`'s torch encoder, whether a child prepared the cache for it at this start). On False, what is
-    missing from the cache is made in this process by `with_runtime`, as without a child."""
+                  root: Path, timeout_s: float) -> tuple[Any, bool, str | None]:
+    """(`load()`'s torch encoder, whether a child prepared the cache for it at this start, why torch serves
+    instead if it must). Neither: what is missing from the cache is made in this process by `with_runtime`, as
+    without a child (a child that failed: logged). A child that timed out: torch serves, the start stays bounded."""
     if parse_spec(spec).pretrained == RANDOM_WEIGHTS:  # another load would give other weights
         log.info("runtime %s for %s: random weights differ per load; first start in this process", runtime, spec)
-        return load(), False
-    failure: str | None = None
+        return load(), False, None
     ran = not _maybe_cached(root, _for_child(spec)[1], runtime)
-    if ran:
-        failure = run_child(spec, runtime, precision, batch_size, root, timeout_s)
-    encoder = load()
-    if failure is None and is_prepared(encoder, runtime, root):
-        return encoder, ran
-    if not ran:  # something of this model is cached, but not for these weights or this machine
-        ran, failure = True, run_child(spec, runtime, precision, batch_size, root, timeout_s)
+    encoder = None
+    try:
+        failure = run_child(spec, runtime, precision, batch_size, root, timeout_s) if ran else None
+        encoder = load()
         if failure is None and is_prepared(encoder, runtime, root):
-            return encoder, True
+            return encoder, ran, None
+        if not ran:  # something of this model is cached, but not for these weights or this machine
+            ran, failure = True, run_child(spec, runtime, precision, batch_size, root, timeout_s)
+            if failure is None and is_prepared(encoder, runtime, root):
+                return encoder, True, None
+    except ChildTimeout as exc:
+        return encoder if encoder is not None else load(), False, str(exc)
     log.warning("runtime %s for %s: the child process %s; first start in this process instead", runtime, spec,
                 failure or "left nothing in the cache for these weights")
-    return encoder, False
+    return encoder, False, None
+
+
+def serve_torch(encoder: Any, runtime: str, reason: str) -> Any:
+    """`encoder` on torch, asked for as `runtime`, with the log line (and for auto the choice) that says why."""
+    from .auto_runtime import AutoChoice, finish
+
+    if runtime == "auto":
+        return finish(encoder, encoder, AutoChoice("torch", f"{reason}; serving with torch"))
+    encoder.requested_runtime = runtime
+    log.error("runtime %s refused for %s (%s); serving with torch", runtime, encoder.model_id, reason)
+    return encoder
 
 
 def _exit_with_parent(parent: int) -> None:

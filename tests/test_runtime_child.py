@@ -97,10 +97,26 @@ def test_a_child_that_fails_or_hangs_falls_back_to_the_in_process_path(how, tiny
         encoder = ClipEncoder.from_spec(f"local-dir:{tiny_checkpoint}", device="cpu", runtime="auto",
                                         cache_dir=tmp_path, child_timeout_s=1.0)
     assert time.monotonic() - t0 < 30
-    (warning,) = [r.getMessage() for r in caplog.records if "in this process instead" in r.getMessage()]
-    assert ("exited with status 3: boom" if how == "fails" else "timed out after 1 s") in warning
     assert encoder.runtime == "torch" and not encoder.auto_choice.in_child and not encoder.auto_choice.cached
-    assert list(tmp_path.rglob("auto/*/*.json"))  # decided in this process, kept as before
+    if how == "fails":  # the in-process path, as without a child: decided here and kept
+        (warning,) = [r.getMessage() for r in caplog.records if "in this process instead" in r.getMessage()]
+        assert "exited with status 3: boom" in warning
+        assert encoder.auto_choice.candidates and list(tmp_path.rglob("auto/*/*.json"))
+    else:  # not done again here, as slowly: torch serves, nothing is kept, the next start tries again
+        (line,) = [r.getMessage() for r in caplog.records if "runtime auto for" in r.getMessage()]
+        assert "chose torch (the child process timed out after 1 s" in line and "serving with torch" in line
+        assert not encoder.auto_choice.candidates and not list(tmp_path.rglob("auto/*/*.json"))
+
+
+def test_an_explicit_runtime_whose_child_times_out_serves_torch(tiny_checkpoint, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(runtime_child, "_command", lambda *a: [sys.executable, "-c", "import time; time.sleep(60)"])
+    with caplog.at_level(logging.ERROR, logger="zest.models"):
+        encoder = ClipEncoder.from_spec(f"local-dir:{tiny_checkpoint}", device="cpu", runtime="onnx",
+                                        cache_dir=tmp_path, child_timeout_s=0.5)
+    assert (encoder.runtime, encoder.requested_runtime) == ("torch", "onnx")
+    (line,) = [r.getMessage() for r in caplog.records if "runtime onnx refused" in r.getMessage()]
+    assert "timed out after 0.5 s" in line and "serving with torch" in line
+    assert not list(tmp_path.rglob("*.onnx"))
 
 
 def test_random_weights_are_decided_in_process(tiny_arch, tmp_path, monkeypatch):
@@ -122,16 +138,16 @@ def test_the_child_runs_before_the_model_loads_unless_the_cache_may_hold_it(tmp_
         events.append("load")
         return "encoder"
 
-    def prepare(*answers: bool) -> tuple[object, bool]:
+    def prepare(*answers: bool) -> tuple[object, bool, str | None]:
         events.clear()
         prepared[:] = answers
         return runtime_child.load_prepared(load, "zest-tiny", "auto", "auto", 32, tmp_path, 10.0)
 
-    assert prepare(True) == ("encoder", True) and events == ["child", "load"]  # a first start
+    assert prepare(True) == ("encoder", True, None) and events == ["child", "load"]  # a first start
     (tmp_path / "auto" / "zest-tiny-0123").mkdir(parents=True)
-    assert prepare(True) == ("encoder", False) and events == ["load"]  # a cached start
-    assert prepare(False, True) == ("encoder", True) and events == ["load", "child"]  # other weights: overlap
-    assert prepare(False, False) == ("encoder", False) and events == ["load", "child"]  # then in this process
+    assert prepare(True) == ("encoder", False, None) and events == ["load"]  # a cached start
+    assert prepare(False, True) == ("encoder", True, None) and events == ["load", "child"]  # other weights: overlap
+    assert prepare(False, False) == ("encoder", False, None) and events == ["load", "child"]  # then in this process
 
 
 def test_the_child_gets_the_servers_settings(tmp_path):
