@@ -7,7 +7,8 @@ of 8, in interleaved rounds for at most ``PROBE_BUDGET_S`` — and the fastest s
 JSON beside the ONNX exports, keyed by the model id, a digest of its weights, the library versions, the CPU
 model and flags and the thread count, so a later start on the same machine only re-checks the chosen runtime.
 
-On CUDA, auto is torch with the precision's autocast: the CPU fast paths do not run there.
+On CUDA, auto is torch with the precision's autocast: the CPU fast paths do not run there. The encoder service
+makes a first start's decision in a child process (models/runtime_child.py) and reads it from the cache.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,15 +66,17 @@ class AutoChoice:
     reason: str
     candidates: list[Candidate] = field(default_factory=list)
     probe_s: float = 0.0
-    cached: bool = False
+    cached: bool = False  # read from an earlier start's decision
+    in_child: bool = False  # probed at this start, in a child process (models/runtime_child.py)
 
     def summary(self) -> str:
         timed = "; ".join(str(c) for c in self.candidates)
-        source = "from the cache" if self.cached else f"probe {self.probe_s:.1f} s"
+        source = ("from the cache" if self.cached
+                  else f"probe {self.probe_s:.1f} s{' in a child process' if self.in_child else ''}")
         return f"chose {self.chosen} ({self.reason}){': ' + timed if timed else ''} [{source}]"
 
     def to_json(self) -> dict[str, Any]:
-        return {"chosen": self.chosen, "reason": self.reason, "probe_s": self.probe_s,
+        return {"chosen": self.chosen, "reason": self.reason, "probe_s": self.probe_s, "in_child": self.in_child,
                 "candidates": [asdict(c) for c in self.candidates]}
 
     @classmethod
@@ -107,9 +109,10 @@ def decision_key(model_id: str, weights: str, threads: int) -> dict[str, Any]:
 
 
 def decision_path(root: Path, key: dict[str, Any]) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", key["model_id"]).strip("_")[-80:]
+    from .onnx_runtime import slug
+
     digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()
-    return Path(root) / "auto" / f"{slug}-{key['weights']}" / f"{digest}.json"
+    return Path(root) / "auto" / f"{slug(key['model_id'])}-{key['weights']}" / f"{digest}.json"
 
 
 def _read_decision(path: Path, key: dict[str, Any]) -> AutoChoice | None:
@@ -166,13 +169,13 @@ def time_candidates(encoders: dict[str, Any], budget_s: float = PROBE_BUDGET_S) 
     return {name: statistics.median(times) for name, times in rounds.items()}
 
 
-def choose(encoder, cache_dir: Path | None):
+def choose(encoder, cache_dir: Path | None, in_child: bool = False):
     """`encoder` (torch, fp32 on CPU) on the fastest exact runtime; the returned encoder's `auto_choice` says
-    what was picked and why."""
+    what was picked and why. `in_child`: the decision in the cache was just made by a child process."""
     if encoder.device.type != "cpu":
         dtype = str(encoder._autocast_dtype).replace("torch.", "") if encoder._autocast_dtype else "fp32"
         choice = AutoChoice("torch", f"{encoder.device.type}: torch with {dtype} autocast; the fast paths are CPU-only")
-        return _finish(encoder, encoder, choice)
+        return finish(encoder, encoder, choice)
     from .onnx_runtime import weights_digest
 
     threads = torch.get_num_threads()
@@ -180,9 +183,10 @@ def choose(encoder, cache_dir: Path | None):
     path = decision_path(cache_dir, key) if cache_dir is not None else None
     cached = _read_decision(path, key) if path is not None else None
     if cached is not None:
+        cached.cached, cached.in_child = not in_child, in_child
         served = _admit(encoder, cached.chosen, cache_dir) if cached.chosen != "torch" else encoder
         if served is not None:
-            return _finish(encoder, served, cached)
+            return finish(encoder, served, cached)
         log.warning("runtime auto: the cached choice %s no longer passes; probing again", cached.chosen)
     t0 = time.perf_counter()
     candidates, encoders = [Candidate("torch", cosine=1.0, passed=True)], {"torch": encoder}
@@ -211,7 +215,7 @@ def choose(encoder, cache_dir: Path | None):
     choice = AutoChoice(fastest, f"{reason}, {threads} threads", candidates, time.perf_counter() - t0)
     if path is not None:
         _write_decision(path, key, choice)
-    return _finish(encoder, encoders[fastest], choice)
+    return finish(encoder, encoders[fastest], choice)
 
 
 def _admit(encoder, name: str, cache_dir: Path | None):
@@ -228,7 +232,7 @@ def _admit(encoder, name: str, cache_dir: Path | None):
     return converted
 
 
-def _finish(reference, served, choice: AutoChoice):
+def finish(reference, served, choice: AutoChoice):
     served.requested_runtime = "auto"
     served.auto_choice = choice
     log.info("runtime auto for %s on %s: %s", reference.model_id, reference.device, choice.summary())

@@ -103,13 +103,29 @@ class ClipEncoder:
 
     @classmethod
     def from_spec(cls, spec: str, device: str | None = None, precision: str = "auto",
-                  batch_size: int = 32, runtime: str = "torch", cache_dir: str | Path | None = None) -> ClipEncoder:
-        """`cache_dir`: where runtimes that convert the model once (ONNX) keep what they made."""
+                  batch_size: int = 32, runtime: str = "torch", cache_dir: str | Path | None = None,
+                  child_timeout_s: float | None = None) -> ClipEncoder:
+        """`cache_dir`: where runtimes that convert the model once (ONNX) keep what they made. `child_timeout_s`:
+        on CPU, a first start of auto, onnx, onnx-int8 or openvino (nothing in the cache yet) exports and probes
+        in a child process bounded by it, so that this one loads only what serves (models/runtime_child.py)."""
+        from . import runtime_child
+
         dev = pick_device(device)
         precision, runtime = cpu_bf16(dev, precision, runtime)
-        loaded = load_clip(spec, dev)
-        encoder = cls(loaded, dev, precision=precision, batch_size=batch_size)
-        return encoder.with_runtime(runtime, cache_dir) if runtime != "torch" else encoder
+
+        def load() -> ClipEncoder:
+            return cls(load_clip(spec, dev), dev, precision=precision, batch_size=batch_size)
+
+        in_child, torch_because = False, None
+        if child_timeout_s is not None and cache_dir is not None and dev.type == "cpu" \
+                and runtime in runtime_child.RUNTIMES:
+            encoder, in_child, torch_because = runtime_child.load_prepared(
+                load, spec, runtime, precision, batch_size, Path(cache_dir).expanduser(), child_timeout_s)
+        else:
+            encoder = load()
+        if torch_because is not None:
+            return runtime_child.serve_torch(encoder, runtime, torch_because)
+        return encoder.with_runtime(runtime, cache_dir, in_child=in_child) if runtime != "torch" else encoder
 
     def converted(self, name: str, cache_dir: str | Path | None = None) -> ClipEncoder:
         """A copy of this encoder on runtime `name`, not yet gated (raises if the conversion fails)."""
@@ -122,14 +138,15 @@ class ClipEncoder:
         candidate.runtime = name
         return candidate
 
-    def with_runtime(self, name: str, cache_dir: str | Path | None = None) -> ClipEncoder:
+    def with_runtime(self, name: str, cache_dir: str | Path | None = None, in_child: bool = False) -> ClipEncoder:
         """This encoder on another runtime (models/runtimes.py) if it passes the fidelity gate against this
         one; otherwise this encoder, with one log line that says why. "auto": the fastest runtime that keeps
-        fp32's results on this machine (models/auto_runtime.py)."""
+        fp32's results on this machine (models/auto_runtime.py). `in_child`: a child process has just made
+        what the cache holds for it (models/runtime_child.py)."""
         if name == AUTO:
             from .auto_runtime import choose
 
-            return choose(self, Path(cache_dir).expanduser() if cache_dir is not None else None)
+            return choose(self, Path(cache_dir).expanduser() if cache_dir is not None else None, in_child=in_child)
         if get_runtime(name).convert is None:
             return self
         self.requested_runtime = name  # also on the fallback below: what was asked for, next to what serves

@@ -53,11 +53,15 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def slug(model_id: str) -> str:
+    """`model_id` as a file name (its end: the end of a path says most)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_")[-80:]
+
+
 def cache_dir(root: Path, model_id: str, model: torch.nn.Module, runtime: str) -> Path:
     import onnxruntime
 
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_")[-80:]  # the end of a path says most
-    return (Path(root) / f"{slug}-{weights_digest(model)}"
+    return (Path(root) / f"{slug(model_id)}-{weights_digest(model)}"
             / f"{runtime}-v{EXPORT_VERSION}-ort{onnxruntime.__version__}-torch{torch.__version__.split('+')[0]}")
 
 

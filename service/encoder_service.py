@@ -44,7 +44,8 @@ class ClipEncoderService:
         try:
             self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
                                                  batch_size=s.batch_size, runtime=s.runtime,
-                                                 cache_dir=s.runtime_cache_dir)
+                                                 cache_dir=s.runtime_cache_dir,
+                                                 child_timeout_s=s.runtime_probe_timeout_s)
         except Exception as exc:  # noqa: BLE001 - stop the server, do not respawn into the same failure
             fail_start("zest-clip-encoder", exc)
         self.encoder.release_torch_weights()  # an ONNX / int8 runtime holds its own copy of the weights

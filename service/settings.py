@@ -6,6 +6,7 @@
 | ZEST_DEVICE               | auto        | auto (CUDA if present), cpu, cuda, cuda:N                       |
 | ZEST_PRECISION            | auto        | auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, fp16, bf16 (on CPU: ZEST_RUNTIME=bf16, gated) |
 | ZEST_RUNTIME              | auto        | auto (the fastest runtime that keeps fp32's features on this machine, timed once and kept under ZEST_DATA_DIR/runtimes: models/auto_runtime.py; torch on CUDA), torch, or a CPU fast path (onnx, onnx-int8, int8, openvino, bf16: CPUs with AVX512-BF16/AMX only) admitted only if it passes the start-up fidelity gate (models/runtimes.py; ONNX exports cached under ZEST_DATA_DIR/runtimes) |
+| ZEST_RUNTIME_PROBE_TIMEOUT_S | 600     | a first start of auto, onnx, onnx-int8 or openvino on CPU (nothing cached yet) exports and, for auto, probes in a child process for at most this long, then loads only what serves from the cache; a child that fails is logged and the work is done in the encoder process; one that times out is killed and torch serves, logged (models/runtime_child.py) |
 | ZEST_GPUS                 | 0           | GPUs the encoder service asks BentoML for (set 1 with cuda)     |
 | ZEST_BATCH_SIZE           | 32          | images/texts per forward pass                                  |
 | ZEST_TIMEOUT_S            | 300         | request timeout of every service (a first /classify with many labels x templates encodes them all) |
@@ -60,6 +61,7 @@ class Settings:
     device: str = "auto"
     precision: str = "auto"
     runtime: str = "auto"
+    runtime_probe_timeout_s: float = 600.0
     gpus: int = 0
     batch_size: int = 32
     timeout_s: int = 300
