@@ -3,7 +3,7 @@
 ``auto``, ``onnx``, ``onnx-int8`` and ``openvino`` export the model to ONNX (torch.onnx, onnx, onnxscript) the
 first time, and ``auto`` also gates and times every candidate (openvino among them): done in the serving
 process, those libraries stay loaded for its whole life. `load_prepared` runs that work in
-``python -m zest.models.runtime_child`` instead (a fresh interpreter: nothing of the server's process is
+``python -m zest.models.runtime_prepare`` instead (a fresh interpreter: nothing of the server's process is
 re-imported or inherited but the environment), with the same spec, precision, batch size, thread count and
 cache; the child writes the exports and auto's decision there and exits, and the serving process loads the
 chosen runtime from the cache exactly as a cached start does, fidelity gate included. A child that fails is
@@ -13,12 +13,10 @@ torch serves (done here it would be as slow: the start stays bounded), with a lo
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 from .spec import RANDOM_WEIGHTS, parse_spec
 
 log = logging.getLogger(__name__)
+CHILD_MODULE = f"{__package__}.runtime_prepare"  # the child's entry point (it imports the encoder; this module does not)
 
 RUNTIMES = ("auto", "onnx", "onnx-int8", "openvino")  # what exports (and, for auto, probes) on a first start
 STDERR_TAIL = 2000  # characters of a failed child's output kept in the log
@@ -80,7 +79,7 @@ def is_prepared(encoder: Any, runtime: str, root: Path) -> bool:
 
 def _command(spec: str, runtime: str, precision: str, batch_size: int, root: Path) -> list[str]:
     child_spec, model_id = _for_child(spec)
-    return [sys.executable, "-m", __name__, "--spec", child_spec, "--model-id", model_id, "--runtime", runtime,
+    return [sys.executable, "-m", CHILD_MODULE, "--spec", child_spec, "--model-id", model_id, "--runtime", runtime,
             "--precision", precision, "--batch-size", str(batch_size), "--threads", str(torch.get_num_threads()),
             "--cache-dir", str(root), "--parent", str(os.getpid())]
 
@@ -153,45 +152,3 @@ def serve_torch(encoder: Any, runtime: str, reason: str) -> Any:
     encoder.requested_runtime = runtime
     log.error("runtime %s refused for %s (%s); serving with torch", runtime, encoder.model_id, reason)
     return encoder
-
-
-def _exit_with_parent(parent: int) -> None:
-    """End the child once the server that started it is gone (a stopped start-up leaves no orphan)."""
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(3)
-
-    threading.Thread(target=watch, name="zest-parent-watch", daemon=True).start()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True)
-    parser.add_argument("--model-id", help="the id the server's model has (the cache key), if not the spec's")
-    parser.add_argument("--runtime", required=True, choices=RUNTIMES)
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--cache-dir", type=Path, required=True)
-    parser.add_argument("--parent", type=int)
-    args = parser.parse_args(argv)
-    if args.parent is not None:
-        _exit_with_parent(args.parent)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
-    torch.set_num_threads(args.threads)  # the server's: the probe times what will serve
-    from .clip_encoder import ClipEncoder
-
-    encoder = ClipEncoder.from_spec(args.spec, device="cpu", precision=args.precision, batch_size=args.batch_size)
-    encoder.model_id = args.model_id or encoder.model_id
-    if is_prepared(encoder, args.runtime, args.cache_dir):
-        return 0
-    if args.runtime == "auto":  # the whole decision, written to the cache
-        encoder.with_runtime("auto", args.cache_dir)
-    else:  # the export only: the server gates what it loads
-        encoder.converted(args.runtime, args.cache_dir)
-    return 0 if is_prepared(encoder, args.runtime, args.cache_dir) else 4
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -153,7 +153,7 @@ def test_the_child_runs_before_the_model_loads_unless_the_cache_may_hold_it(tmp_
 def test_the_child_gets_the_servers_settings(tmp_path):
     command = runtime_child._command("zest-tiny", "auto", "fp32", 7, tmp_path)
     args = dict(zip(command[3::2], command[4::2]))
-    assert command[1:3] == ["-m", "zest.models.runtime_child"]
+    assert command[1:3] == ["-m", "zest.models.runtime_prepare"]
     assert args["--threads"] == str(torch.get_num_threads()) and args["--batch-size"] == "7"
     assert (args["--spec"], args["--runtime"], args["--precision"], args["--cache-dir"]) == (
         "zest-tiny", "auto", "fp32", str(tmp_path))
