@@ -3,7 +3,9 @@
 The candidates keep fp32's results: torch (the reference), ONNX Runtime fp32 and, where the optional openvino
 package is installed, OpenVINO fp32 on the same ONNX export, each admitted only if its features reach cosine >= ``EXACT_COSINE`` to torch's on the probe set
 (models/runtimes.py). Each admitted one is timed on a short probe — image batches of 1 and 8 and a text batch
-of 8, in interleaved rounds for at most ``PROBE_BUDGET_S`` — and the fastest serves. The decision is kept as
+of 8, in interleaved rounds for at most ``PROBE_BUDGET_S`` — and the fastest serves, unless one within
+``SPEED_TOLERANCE`` of it holds less memory (resident memory its towers added; for torch, its weights): a few
+per cent on a shared CPU is noise, the memory is not (OpenVINO holds about twice the weights). The decision is kept as
 JSON beside the ONNX exports, keyed by the model id, a digest of its weights, the library versions, the CPU
 model and flags and the thread count, so a later start on the same machine only re-checks the chosen runtime.
 
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 
 from .cpu_features import cpu_model_and_flags
+from .memory import release_freed, rss_mb
 from .runtimes import EXACT_COSINE, check_fidelity, probe_images
 
 log = logging.getLogger(__name__)
@@ -37,25 +40,28 @@ NEEDS = {"onnx": "onnxruntime", "openvino": "openvino"}  # the package a candida
 PROBE_BUDGET_S = 3.0  # timing rounds stop once this much time is spent (the gate and any export come first)
 MIN_ROUNDS, MAX_ROUNDS = 2, 8
 PROBE_BATCH = 8
-DECISION_VERSION = 1  # bump when the probe changes: part of the cache key
+SPEED_TOLERANCE = 0.10  # candidates this close to the fastest are tied on speed; the leanest of them serves
+DECISION_VERSION = 2  # bump when the probe changes: part of the cache key
 
 
 @dataclass
 class Candidate:
-    """One runtime as the probe saw it: median seconds per probe round (None: not timed), its fidelity to
-    torch fp32 (1.0 for torch itself) and why it was left out, if it was."""
+    """One runtime as the probe saw it: median seconds per probe round (None: not timed), the memory it holds
+    in MB (None: not measured), its fidelity to torch fp32 (1.0 for torch itself) and why it was left out."""
 
     runtime: str
     seconds: float | None = None
     cosine: float | None = None
     passed: bool = False
     error: str | None = None
+    memory_mb: float | None = None
 
     def __str__(self) -> str:
         if self.error:
             return f"{self.runtime} refused ({self.error})"
         speed = f"{self.seconds * 1e3:.1f} ms" if self.seconds is not None else "not timed"
-        return f"{self.runtime} {speed}, cosine {self.cosine:.7f}"
+        memory = f", {self.memory_mb:.0f} MB" if self.memory_mb is not None else ""
+        return f"{self.runtime} {speed}{memory}, cosine {self.cosine:.7f}"
 
 
 @dataclass
@@ -189,7 +195,8 @@ def choose(encoder, cache_dir: Path | None, in_child: bool = False):
             return finish(encoder, served, cached)
         log.warning("runtime auto: the cached choice %s no longer passes; probing again", cached.chosen)
     t0 = time.perf_counter()
-    candidates, encoders = [Candidate("torch", cosine=1.0, passed=True)], {"torch": encoder}
+    candidates = [Candidate("torch", cosine=1.0, passed=True, memory_mb=weights_mb(encoder.model))]
+    encoders = {"torch": encoder}
     for name in CANDIDATES[1:]:
         candidate = Candidate(name)
         candidates.append(candidate)
@@ -197,7 +204,12 @@ def choose(encoder, cache_dir: Path | None, in_child: bool = False):
             candidate.error = "not installed"
             continue
         try:
+            release_freed()  # what an export left behind is not the candidate's
+            before = rss_mb()
             converted = encoder.converted(name, cache_dir)
+            release_freed()
+            after = rss_mb()
+            candidate.memory_mb = after - before if before is not None and after is not None else None
             report = check_fidelity(name, encoder, converted, min_cosine=EXACT_COSINE)
         except Exception as exc:  # noqa: BLE001 - a runtime that cannot run here is not a candidate
             candidate.error = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -210,12 +222,32 @@ def choose(encoder, cache_dir: Path | None, in_child: bool = False):
             candidate.error = f"cosine {report.cosine:.7f} < {EXACT_COSINE}"
     for name, seconds in time_candidates(encoders).items():
         next(c for c in candidates if c.runtime == name).seconds = seconds
-    fastest = min(encoders, key=lambda n: next(c.seconds for c in candidates if c.runtime == n) or float("inf"))
-    reason = "the fastest exact runtime" if len(encoders) > 1 else "the only exact runtime here"
-    choice = AutoChoice(fastest, f"{reason}, {threads} threads", candidates, time.perf_counter() - t0)
+    chosen, reason = pick([c for c in candidates if c.runtime in encoders])
+    choice = AutoChoice(chosen, f"{reason}, {threads} threads", candidates, time.perf_counter() - t0)
     if path is not None:
         _write_decision(path, key, choice)
-    return finish(encoder, encoders[fastest], choice)
+    return finish(encoder, encoders[chosen], choice)
+
+
+def weights_mb(model: torch.nn.Module) -> float:
+    """What a torch model's parameters and buffers take, in MB."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def pick(timed: list[Candidate], tolerance: float = SPEED_TOLERANCE) -> tuple[str, str]:
+    """(runtime, why) among timed exact candidates: the fastest, or the one holding the least memory among
+    those within `tolerance` of the fastest's time."""
+    fastest = min(timed, key=lambda c: c.seconds if c.seconds is not None else float("inf"))
+    if len(timed) == 1 or fastest.seconds is None:
+        return fastest.runtime, "the only exact runtime here" if len(timed) == 1 else "the fastest exact runtime"
+    tied = [c for c in timed if c.seconds is not None and c.seconds <= fastest.seconds * (1 + tolerance)]
+    leanest = min(tied, key=lambda c: c.memory_mb if c.memory_mb is not None else float("inf"))
+    if leanest is fastest or leanest.memory_mb is None or fastest.memory_mb is None \
+            or leanest.memory_mb >= fastest.memory_mb:
+        return fastest.runtime, "the fastest exact runtime"
+    return leanest.runtime, (f"within {tolerance:.0%} of the fastest ({fastest.runtime}) and "
+                             f"{fastest.memory_mb - leanest.memory_mb:.0f} MB leaner")
 
 
 def _admit(encoder, name: str, cache_dir: Path | None):

@@ -157,6 +157,9 @@ class OrtTower:
         # no busy-waiting between runs: the API process decodes and preprocesses on the same cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
+        # no arena: ORT's arena keeps the largest batch's activations for good (ViT-B-32 at 32 images: ~350 MB);
+        # without it each run's buffers go back to malloc, at no measured cost in speed (benchmarks/README.md)
+        options.enable_cpu_mem_arena = False
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
