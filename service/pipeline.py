@@ -113,14 +113,19 @@ class ClipPipeline:
         """`load_images`, then `pixels` (blocking: for a worker thread)."""
         return self.pixels(self.load_images(raw))
 
-    def _embed_response(self, feats: np.ndarray) -> EmbedResponse:
+    def embed_response(self, feats: np.ndarray) -> EmbedResponse:
+        """The /embed/* response for the encoder's vectors (blocking: for a worker thread; the service builds
+        and serialises it in one, service/app.py)."""
         return EmbedResponse(model=self.info.model_id, dim=self.info.dim, embeddings=np.asarray(feats).tolist())
 
     # -- endpoints ------------------------------------------------------------------------
-    async def embed_images(self, raw: Sequence[RawImage]) -> EmbedResponse:
+    async def image_features(self, raw: Sequence[RawImage]) -> np.ndarray:
+        """The images' embeddings: fetched, decoded and preprocessed in a worker thread, encoded on the loop."""
         pixels = await anyio.to_thread.run_sync(self.images_pixels, raw)
-        feats = await self.encode_pixels(pixels)
-        return await anyio.to_thread.run_sync(self._embed_response, feats)
+        return await self.encode_pixels(pixels)
+
+    async def embed_images(self, raw: Sequence[RawImage]) -> EmbedResponse:
+        return await anyio.to_thread.run_sync(self.embed_response, await self.image_features(raw))
 
     def check_texts(self, texts: object) -> list[str]:
         s = self.settings
@@ -134,9 +139,12 @@ class ClipPipeline:
                         note=f"the model itself reads at most {self.info.context_length} tokens")
         return texts
 
+    async def text_features(self, texts: object) -> np.ndarray:
+        """The texts' embeddings, once `check_texts` passes."""
+        return await self.encode_texts(self.check_texts(texts))
+
     async def embed_texts(self, texts: object) -> EmbedResponse:
-        feats = await self.encode_texts(self.check_texts(texts))
-        return await anyio.to_thread.run_sync(self._embed_response, feats)
+        return await anyio.to_thread.run_sync(self.embed_response, await self.text_features(texts))
 
     async def classify(self, raw: Sequence[RawImage], labels: object, templates: str | list[str] | None,
                        top_k: object = None, head: object = None, threshold: object = None) -> ClassifyResponse:
