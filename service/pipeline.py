@@ -21,7 +21,7 @@ from ..models.classifier import EncodeTexts, ZeroShotClassifier, check_threshold
 from ..models.errors import InvalidInput
 from ..models.heads import Heads
 from ..models.images import decode_image, to_rgb
-from ..models.limits import check_chars, check_count
+from ..models.limits import check_chars, check_count, check_inputs, check_k
 from ..models.pil_transform import PilEvalTransform
 from ..prompts import DEFAULT_SET, TemplateSet, load_template_set, user_template_set
 from .fetch import fetch_image_bytes
@@ -86,8 +86,7 @@ class ClipPipeline:
     # -- inputs ---------------------------------------------------------------------------
     def load_images(self, raw: Sequence[RawImage]) -> list[Image.Image]:
         s = self.settings
-        if not raw:
-            raise InvalidInput("no images: send at least one")
+        check_inputs(raw, "images")
         check_count(raw, "images", s.max_images, per_request=True)
         images = []
         for item in raw:
@@ -129,8 +128,9 @@ class ClipPipeline:
 
     def check_texts(self, texts: object) -> list[str]:
         s = self.settings
-        if not isinstance(texts, list) or not texts:
-            raise InvalidInput("texts must be a non-empty list of strings")
+        if not isinstance(texts, list):
+            raise InvalidInput("texts must be a list of strings")
+        check_inputs(texts, "texts")
         check_count(texts, "texts", s.max_texts, per_request=True)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
@@ -150,17 +150,16 @@ class ClipPipeline:
                        top_k: object = None, head: object = None, threshold: object = None) -> ClassifyResponse:
         """`top_k`: None is 5, or with `threshold` every label that clears it. Every input is checked before
         any model work; then the image pixels and the label texts the cache lacks go to the encoder together."""
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise InvalidInput("top_k must be an integer >= 1")
+        asked = None if top_k is None else check_k(top_k, "top_k")
         if head is not None:
             if threshold is not None:
                 raise InvalidInput("threshold does not apply to a head: an adapted head's scoring is softmax")
-            return await self.classify_with_head(raw, head, labels, templates, top_k or DEFAULT_TOP_K)
+            return await self.classify_with_head(raw, head, labels, templates, asked or DEFAULT_TOP_K)
         if labels is None:
             raise InvalidInput("labels is missing: give class names, or head=NAME for an adapted head (GET /heads)")
         names, cutoff, template_set, pixels, found = await anyio.to_thread.run_sync(
             self._zero_shot_inputs, raw, labels, templates, threshold)
-        k = top_k if isinstance(top_k, int) else (len(names) if threshold is not None else DEFAULT_TOP_K)
+        k = asked if asked is not None else (len(names) if threshold is not None else DEFAULT_TOP_K)
         feats, class_emb = await asyncio.gather(self.encode_pixels(pixels),
                                                 self.classifier.class_embeddings(names, template_set, found))
         return await anyio.to_thread.run_sync(self._zero_shot_response, raw, feats, class_emb, names, k, cutoff,
