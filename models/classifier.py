@@ -14,7 +14,7 @@ import numpy as np
 from ..prompts import TemplateSet
 from .class_cache import PROBE_TEXT, ClassEmbeddingCache, text_tower_fingerprint
 from .errors import InvalidInput
-from .limits import check_chars, check_count
+from .limits import MAX_THRESHOLD, MIN_THRESHOLD, check_chars, check_count
 from .zero_shot import Scoring, ensemble, prompt_texts, scoring_of, top_k, zero_shot_probs
 
 _SPACES = re.compile(r"\s+")
@@ -222,8 +222,9 @@ def check_threshold(threshold: object, scoring: Scoring) -> float | None:
     model's scoring is sigmoid."""
     if threshold is None:
         return None
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise InvalidInput("threshold must be a number between 0 and 1")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or \
+            not MIN_THRESHOLD <= threshold <= MAX_THRESHOLD:
+        raise InvalidInput(f"threshold must be a number between {MIN_THRESHOLD} and {MAX_THRESHOLD}")
     if scoring != "sigmoid":
         raise InvalidInput("threshold needs a model with per-label (sigmoid) probabilities, such as SigLIP; this "
                            "model's scoring is softmax: its probabilities are shared out among the labels given and "

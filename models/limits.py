@@ -45,8 +45,24 @@ def check_at_most(value: int, limit: int, subject: str, unit: str = "", note: st
         raise too_large(subject, limit, unit, note=note)
 
 
-# Rules on the shape of ids and names, declared once: the request schemas (service/schemas.py, and so the
-# OpenAPI document), the stores (store/base.py; store/milvus.py's primary key) and the recommender use these.
+# Rules on the shape of ids, names and fields, declared once: the request schemas (service/schemas.py, and so the
+# OpenAPI document), the stores (store/base.py; store/milvus.py's primary key), the recommender, and the checks
+# below for callers past the schemas (the pipeline called from the CLI or tests, the stores) use these.
 MAX_ID_CHARS = 256  # an item id: 1 to 256 characters
 COLLECTION_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"  # 1-63 letters, digits or '_', starting with a letter
 MIN_K = 1  # top_k, k: results asked for
+MIN_INPUTS = 1  # images, texts: what one request classifies or embeds
+MIN_THRESHOLD, MAX_THRESHOLD = 0, 1  # /classify's threshold: a probability
+
+
+def check_k(k: object, what: str = "k") -> int:
+    """`k` (`what`: its field's name, "top_k") as an integer of at least MIN_K, or InvalidInput."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < MIN_K:
+        raise InvalidInput(f"{what} must be an integer >= {MIN_K}")
+    return k
+
+
+def check_inputs(values: Sized, what: str) -> None:
+    """At least MIN_INPUTS entries in `values` (`what`: a plural noun naming them, "images"), or InvalidInput."""
+    if len(values) < MIN_INPUTS:
+        raise InvalidInput(f"{len(values) or 'no'} {what}: send at least {MIN_INPUTS}")

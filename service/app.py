@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import anyio
@@ -87,6 +88,8 @@ from .server_info import server_info
 from .transport import Dependencies, Dependency
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from .collections import Collections
 
 release_request_timers()  # every service's worker: BentoML's request timeout kept each request for 300 s
@@ -103,6 +106,14 @@ errors.register(app)
 app.add_middleware(BodyTimeoutMiddleware, read_timeout_s=SETTINGS.body_read_timeout_s,
                    total_timeout_s=SETTINGS.body_timeout_s)
 INFO_DEADLINE_S = 10.0  # the encoder's `info` is instant when it is up: a longer wait means it is not
+
+
+async def _json_response(build: Callable[[], BaseModel]) -> Response:
+    """`build()`, a route's pydantic result, and its JSON by pydantic's own encoder, in one worker-thread hop.
+    FastAPI's response_model path (validate again, to Python, json.dumps) costs ~25x more: 48 ms for 32
+    embeddings of 512 floats against 1.8 ms. The route's response_model still states the schema."""
+    body = await anyio.to_thread.run_sync(lambda: build().model_dump_json().encode())
+    return Response(body, media_type="application/json")
 
 # Each route's body: its one pydantic model, read from JSON or (with files) multipart (service/http_input.py).
 Classify = Annotated[ClassifyRequest, Depends(body(SETTINGS, ClassifyRequest, form=ClassifyRequest))]
@@ -207,12 +218,9 @@ class Zest:
         return await fn(await self.pipeline(), *args)
 
     async def _respond(self, fn, *args) -> Response:
-        """`_run`, and the pydantic result serialised in a worker thread by pydantic's own JSON encoder.
-        FastAPI's response_model path (validate again, to Python, json.dumps) costs ~25x more: 48 ms for 32
-        embeddings of 512 floats against 1.8 ms. The route's response_model still states the schema."""
+        """`_run`, and its pydantic result serialised in a worker thread (`_json_response`)."""
         result = await self._run(fn, *args)
-        body = await anyio.to_thread.run_sync(lambda: result.model_dump_json().encode())
-        return Response(body, media_type="application/json")
+        return await _json_response(lambda: result)
 
     @app.post("/classify", response_model=ClassifyResponse)
     async def classify(self, body: Classify):
@@ -231,12 +239,16 @@ class Zest:
     async def embed_image(self, body: EmbedImage):
         """L2-normalised image embeddings: multipart `images` files, or JSON {"images": [...]}."""
         raw = raw_images(body.images)
-        return await self._respond(lambda p: p.embed_images(raw))
+        pipeline = await self.pipeline()
+        feats = await pipeline.image_features(raw)
+        return await _json_response(lambda: pipeline.embed_response(feats))
 
     @app.post("/embed/text", response_model=EmbedResponse)
     async def embed_text(self, body: EmbedText):
         """L2-normalised text embeddings: JSON {"texts": [...]}; long texts are truncated like CLIP does."""
-        return await self._respond(lambda p: p.embed_texts(body.texts))
+        pipeline = await self.pipeline()
+        feats = await pipeline.text_features(body.texts)
+        return await _json_response(lambda: pipeline.embed_response(feats))
 
     @app.get("/info", response_model=InfoResponse)
     async def info(self):
@@ -362,17 +374,17 @@ class Zest:
         """OpenAI's embeddings API: `input` texts, or images with `"modality": "image"` (Infinity's extension);
         the vectors are /embed/text's and /embed/image's."""
         inputs = openai_api.inputs_of(body)
-        info = (await self.pipeline()).info
+        pipeline = await self.pipeline()
+        info = pipeline.info
         openai_api.check_model(body.model, info.model_id)
         openai_api.check_dimensions(body.dimensions, info.model_id, info.dim)
         if body.modality == "image":
-            raw = openai_api.image_inputs(inputs)
-            result, tokens = await self._run(lambda p: p.embed_images(raw)), 0
+            feats, tokens = await pipeline.image_features(openai_api.image_inputs(inputs)), 0
         else:
-            result = await self._run(lambda p: p.embed_texts(inputs))
-            tokens = sum(await self.encoder.call("count_tokens", inputs, idempotent=True))
-        response = openai_api.response(result.embeddings, body.encoding_format, info.model_id, tokens)
-        return Response(OpenAIEmbeddingsResponse(**response).model_dump_json(), media_type="application/json")
+            count_tokens = functools.partial(self.encoder.call, "count_tokens", idempotent=True)
+            feats, tokens = await openai_api.text_features(pipeline, inputs, count_tokens)
+        return await _json_response(
+            lambda: openai_api.response(feats, body.encoding_format, info.model_id, tokens))
 
     @app.get("/v1/models", response_model=OpenAIModelsResponse)
     async def openai_models(self):

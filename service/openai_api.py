@@ -8,15 +8,18 @@ pipeline as /embed/text and /embed/image, so the vectors are the same; images as
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
 from ..models.errors import InvalidInput, NotFound
 from .http_input import raw_images
-from .pipeline import RawImage
-from .schemas import ImageRef, OpenAIEmbeddingsRequest
+from .pipeline import ClipPipeline, RawImage
+from .schemas import ImageRef, OpenAIEmbeddingsRequest, OpenAIEmbeddingsResponse
+
+CountTokens = Callable[[list[str]], Awaitable[list[int]]]  # the encoder service's count_tokens, awaited on the loop
 
 
 def inputs_of(body: OpenAIEmbeddingsRequest) -> list[str]:
@@ -48,18 +51,30 @@ def image_inputs(inputs: Sequence[str]) -> list[RawImage]:
     return raw
 
 
+async def text_features(pipeline: ClipPipeline, inputs: list[str], count_tokens: CountTokens) -> tuple[np.ndarray, int]:
+    """The texts' embeddings and `usage`'s token count. The texts are checked first (a bad input fails before any
+    encoder call); then the embedding and the count (the encoder's own tokenizer) are in flight together."""
+    texts = pipeline.check_texts(inputs)
+    feats, counts = await asyncio.gather(pipeline.encode_texts(texts), count_tokens(texts))
+    return feats, sum(counts)
+
+
 def encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
     if encoding_format == "base64":
         return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
     return np.asarray(vector, dtype=np.float32).tolist()
 
 
-def response(vectors: Sequence[Sequence[float]], encoding_format: str, model: str, tokens: int) -> dict:
-    return {"object": "list",
-            "data": [{"object": "embedding", "index": i, "embedding": encode(np.asarray(v), encoding_format)}
-                     for i, v in enumerate(vectors)],
-            "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+def response(vectors: Sequence[Sequence[float]] | np.ndarray, encoding_format: str, model: str,
+             tokens: int) -> OpenAIEmbeddingsResponse:
+    """The response for the encoder's `vectors` (blocking: for a worker thread, where service/app.py also
+    serialises it)."""
+    return OpenAIEmbeddingsResponse.model_validate({
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": encode(np.asarray(v), encoding_format)}
+                 for i, v in enumerate(vectors)],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
 def models_response(model: str, created: int) -> dict:

@@ -21,7 +21,7 @@ from ..models.classifier import EncodeTexts, ZeroShotClassifier, check_threshold
 from ..models.errors import InvalidInput
 from ..models.heads import Heads
 from ..models.images import decode_image, to_rgb
-from ..models.limits import check_chars, check_count
+from ..models.limits import check_chars, check_count, check_inputs, check_k
 from ..models.pil_transform import PilEvalTransform
 from ..prompts import DEFAULT_SET, TemplateSet, load_template_set, user_template_set
 from .fetch import fetch_image_bytes
@@ -86,8 +86,7 @@ class ClipPipeline:
     # -- inputs ---------------------------------------------------------------------------
     def load_images(self, raw: Sequence[RawImage]) -> list[Image.Image]:
         s = self.settings
-        if not raw:
-            raise InvalidInput("no images: send at least one")
+        check_inputs(raw, "images")
         check_count(raw, "images", s.max_images, per_request=True)
         images = []
         for item in raw:
@@ -113,19 +112,25 @@ class ClipPipeline:
         """`load_images`, then `pixels` (blocking: for a worker thread)."""
         return self.pixels(self.load_images(raw))
 
-    def _embed_response(self, feats: np.ndarray) -> EmbedResponse:
+    def embed_response(self, feats: np.ndarray) -> EmbedResponse:
+        """The /embed/* response for the encoder's vectors (blocking: for a worker thread; the service builds
+        and serialises it in one, service/app.py)."""
         return EmbedResponse(model=self.info.model_id, dim=self.info.dim, embeddings=np.asarray(feats).tolist())
 
     # -- endpoints ------------------------------------------------------------------------
-    async def embed_images(self, raw: Sequence[RawImage]) -> EmbedResponse:
+    async def image_features(self, raw: Sequence[RawImage]) -> np.ndarray:
+        """The images' embeddings: fetched, decoded and preprocessed in a worker thread, encoded on the loop."""
         pixels = await anyio.to_thread.run_sync(self.images_pixels, raw)
-        feats = await self.encode_pixels(pixels)
-        return await anyio.to_thread.run_sync(self._embed_response, feats)
+        return await self.encode_pixels(pixels)
+
+    async def embed_images(self, raw: Sequence[RawImage]) -> EmbedResponse:
+        return await anyio.to_thread.run_sync(self.embed_response, await self.image_features(raw))
 
     def check_texts(self, texts: object) -> list[str]:
         s = self.settings
-        if not isinstance(texts, list) or not texts:
-            raise InvalidInput("texts must be a non-empty list of strings")
+        if not isinstance(texts, list):
+            raise InvalidInput("texts must be a list of strings")
+        check_inputs(texts, "texts")
         check_count(texts, "texts", s.max_texts, per_request=True)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
@@ -134,25 +139,27 @@ class ClipPipeline:
                         note=f"the model itself reads at most {self.info.context_length} tokens")
         return texts
 
+    async def text_features(self, texts: object) -> np.ndarray:
+        """The texts' embeddings, once `check_texts` passes."""
+        return await self.encode_texts(self.check_texts(texts))
+
     async def embed_texts(self, texts: object) -> EmbedResponse:
-        feats = await self.encode_texts(self.check_texts(texts))
-        return await anyio.to_thread.run_sync(self._embed_response, feats)
+        return await anyio.to_thread.run_sync(self.embed_response, await self.text_features(texts))
 
     async def classify(self, raw: Sequence[RawImage], labels: object, templates: str | list[str] | None,
                        top_k: object = None, head: object = None, threshold: object = None) -> ClassifyResponse:
         """`top_k`: None is 5, or with `threshold` every label that clears it. Every input is checked before
         any model work; then the image pixels and the label texts the cache lacks go to the encoder together."""
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise InvalidInput("top_k must be an integer >= 1")
+        asked = None if top_k is None else check_k(top_k, "top_k")
         if head is not None:
             if threshold is not None:
                 raise InvalidInput("threshold does not apply to a head: an adapted head's scoring is softmax")
-            return await self.classify_with_head(raw, head, labels, templates, top_k or DEFAULT_TOP_K)
+            return await self.classify_with_head(raw, head, labels, templates, asked or DEFAULT_TOP_K)
         if labels is None:
             raise InvalidInput("labels is missing: give class names, or head=NAME for an adapted head (GET /heads)")
         names, cutoff, template_set, pixels, found = await anyio.to_thread.run_sync(
             self._zero_shot_inputs, raw, labels, templates, threshold)
-        k = top_k if isinstance(top_k, int) else (len(names) if threshold is not None else DEFAULT_TOP_K)
+        k = asked if asked is not None else (len(names) if threshold is not None else DEFAULT_TOP_K)
         feats, class_emb = await asyncio.gather(self.encode_pixels(pixels),
                                                 self.classifier.class_embeddings(names, template_set, found))
         return await anyio.to_thread.run_sync(self._zero_shot_response, raw, feats, class_emb, names, k, cutoff,

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, WithJsonSchema, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from ..models.limits import COLLECTION_NAME_PATTERN, MAX_ID_CHARS, MIN_K
+from ..models.limits import COLLECTION_NAME_PATTERN, MAX_ID_CHARS, MAX_THRESHOLD, MIN_INPUTS, MIN_K, MIN_THRESHOLD
 
 # The constraints of ids and names, for pydantic's Field and FastAPI's Path alike (service/app.py).
 ITEM_ID: dict[str, Any] = {"min_length": 1, "max_length": MAX_ID_CHARS}
@@ -62,7 +62,7 @@ class ClassifyRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     form_lists: ClassVar[tuple[str, ...]] = ("labels",)  # multipart: a comma-separated text field is a list
-    images: list[ImageIn] = Field(..., description="base64 strings or image objects", min_length=1)
+    images: list[ImageIn] = Field(..., description="base64 strings or image objects", min_length=MIN_INPUTS)
     labels: list[str] | None = Field(None, description="class names (required unless `head` is given); "
                                                         "multipart: comma-separated (cat,dog,car) or a JSON list")
     templates: str | list[str] | None = Field(
@@ -73,19 +73,20 @@ class ClassifyRequest(BaseModel):
     head: str | None = Field(None, description="classify with this adapted head (GET /heads) instead of zero-shot: "
                                               "its classes are the labels; labels and templates are not given")
     threshold: float | None = Field(
-        None, description="return only labels whose probability is at least this (0 to 1): 'none of these' when no "
-                          "label clears it. Only for models whose scoring is sigmoid (SigLIP): their probabilities "
-                          "are per label. A softmax model answers 400", ge=0, le=1)
+        None, description=f"return only labels whose probability is at least this ({MIN_THRESHOLD} to "
+                          f"{MAX_THRESHOLD}): 'none of these' when no label clears it. Only for models whose scoring "
+                          "is sigmoid (SigLIP): their probabilities are per label. A softmax model answers 400",
+        ge=MIN_THRESHOLD, le=MAX_THRESHOLD)
 
 
 class EmbedImageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    images: list[ImageIn] = Field(..., description="base64 strings or image objects", min_length=1)
+    images: list[ImageIn] = Field(..., description="base64 strings or image objects", min_length=MIN_INPUTS)
 
 
 class EmbedTextRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(..., min_length=1)
+    texts: list[str] = Field(..., min_length=MIN_INPUTS)
 
 
 class Prediction(BaseModel):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..models.errors import Conflict, InvalidInput, NotFound
-from ..models.limits import COLLECTION_NAME_PATTERN, MAX_ID_CHARS, MIN_K
+from ..models.limits import COLLECTION_NAME_PATTERN, MAX_ID_CHARS, check_k
 
 NAME_RE = re.compile(COLLECTION_NAME_PATTERN)
 PATH_PART_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -208,8 +208,7 @@ class VectorStore(ABC):
 
     @staticmethod
     def _queries(info: CollectionInfo, queries: object, k: object) -> np.ndarray:
-        if isinstance(k, bool) or not isinstance(k, int) or k < MIN_K:
-            raise InvalidInput(f"k must be an integer >= {MIN_K}")
+        check_k(k)
         q = as_matrix(queries, info.dim, "query vectors")
         return normalise(q) if info.metric == "cosine" else q
 

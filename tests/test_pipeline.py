@@ -118,3 +118,40 @@ def test_classify_sends_pixels_and_new_label_texts_together(tiny_encoder, tmp_pa
     assert [t for w, e, t in calls if w == "texts" and e == "start"] == \
         [[t.format(label) for label in ("dog", "car") for t in templates.templates]]  # only the new labels
     assert len(calls) == 4 and {p.label for p in out.results[0].predictions} == {"cat", "dog", "car"}
+
+
+def test_the_pipeline_and_the_schemas_refuse_at_the_same_bounds(pipeline):
+    """top_k, threshold and the number of images and texts: models/limits.py's one bound each, which the request
+    schemas (the API) and the pipeline (called directly: CLI, tests) both enforce -- refused just past it by
+    both, accepted at it by both."""
+    from pydantic import ValidationError
+
+    from zest.models.classifier import check_threshold
+    from zest.models.limits import MAX_THRESHOLD, MIN_INPUTS, MIN_K, MIN_THRESHOLD
+    from zest.service.schemas import ClassifyRequest, EmbedImageRequest, EmbedTextRequest
+
+    raw, images = [RawImage("r", png("red", (40, 30)))], ["x"] * MIN_INPUTS
+    ClassifyRequest(images=images, top_k=MIN_K, threshold=MIN_THRESHOLD)
+    ClassifyRequest(images=images, threshold=MAX_THRESHOLD)
+    assert len(pipeline.classify(raw * MIN_INPUTS, ["a", "b", "c"], None, top_k=MIN_K).results[0].predictions) == MIN_K
+    assert check_threshold(MIN_THRESHOLD, "sigmoid") == MIN_THRESHOLD
+    assert check_threshold(MAX_THRESHOLD, "sigmoid") == MAX_THRESHOLD
+    assert len(pipeline.embed_texts(["a"] * MIN_INPUTS).embeddings) == MIN_INPUTS
+    assert len(pipeline.load_images(raw * MIN_INPUTS)) == MIN_INPUTS
+    for body in ({"images": images, "top_k": MIN_K - 1}, {"images": images, "threshold": MIN_THRESHOLD - 0.01},
+                 {"images": images, "threshold": MAX_THRESHOLD + 0.01}, {"images": images[1:]}):
+        with pytest.raises(ValidationError):
+            ClassifyRequest(**body)
+    with pytest.raises(ValidationError):
+        EmbedImageRequest(images=["x"] * (MIN_INPUTS - 1))
+    with pytest.raises(ValidationError):
+        EmbedTextRequest(texts=["a"] * (MIN_INPUTS - 1))
+    with pytest.raises(InvalidInput, match=f"top_k must be an integer >= {MIN_K}"):
+        pipeline.classify(raw * MIN_INPUTS, ["a", "b", "c"], None, top_k=MIN_K - 1)
+    for threshold in (MIN_THRESHOLD - 0.01, MAX_THRESHOLD + 0.01):
+        with pytest.raises(InvalidInput, match=f"between {MIN_THRESHOLD} and {MAX_THRESHOLD}"):
+            check_threshold(threshold, "sigmoid")
+    with pytest.raises(InvalidInput, match=f"texts: send at least {MIN_INPUTS}"):
+        pipeline.embed_texts(["a"] * (MIN_INPUTS - 1))
+    with pytest.raises(InvalidInput, match=f"images: send at least {MIN_INPUTS}"):
+        pipeline.embed_images(raw * (MIN_INPUTS - 1))
