@@ -64,7 +64,7 @@ class ZesRec:
                  catalog_vectors: np.ndarray | None = None) -> None:
         # a trained torch net (training/rec) is copied into arrays: one inference path, torch or not
         self.net = net if isinstance(net, NumpyZesRecNet) else NumpyZesRecNet.from_module(net)
-        self.encoder = encoder or TextEncoder()
+        self.encoder = encoder if encoder is not None else TextEncoder()  # an empty TextEncoder is falsy (__len__)
         self.meta = dict(meta or {})
         self.catalog_ids = catalog_ids
         self.catalog_texts = catalog_texts
