@@ -59,8 +59,8 @@ class RecommenderService:
             log.warning("no recommender model at %s; /items and /recommend answer 503 until one is "
                         "configured (zest rec train, then ZEST_REC_MODEL)", model_dir)
             return
-        # at start the catalogue may re-embed (a new item model) before the encoder is up: wait for it then
-        self.item_texts = EncoderItemTexts(self.encoder_proxy, start_wait_s=SETTINGS.timeout_s)
+        # at start (a catalogue re-embedded for a new item model) MiniLM runs here: see service/item_texts.py
+        self.item_texts = EncoderItemTexts(self.encoder_proxy)
         try:
             self.rec = build_recommender(model_dir, model_id, SETTINGS, embed=self.item_texts)
         except Exception as exc:  # noqa: BLE001 - stop the server, do not respawn into the same failure

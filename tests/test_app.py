@@ -287,3 +287,29 @@ def test_items_and_class_cache_survive_a_restart(tiny_checkpoint, rec_model_dir,
         _classify_labels(srv, labels + ["bicycle"])
         assert _metric(srv, "zest_class_cache_misses_total") == 1
         assert _metric(srv, "zest_class_cache_entries") == len(labels) + 1
+
+
+def test_a_catalogue_of_another_item_model_is_re_embedded_at_start(tiny_checkpoint, rec_model_dir, tmp_path):
+    """A catalogue stored by another item model is re-embedded from its texts while the recommender starts, before it
+    can call the encoder service (MiniLM runs in the recommender then, once: service/item_texts.py); the items rank
+    as if posted to this model."""
+    from zest.models.rec.zesrec import load
+    from zest.service.catalog import ItemCatalog
+    from zest.service.recommender import open_store_for
+    from zest.service.settings import Settings
+
+    model = load(rec_model_dir)
+    store = open_store_for(Settings(data_dir=str(tmp_path / "data")), "catalog")
+    old = ItemCatalog(store, lambda texts: np.zeros((len(texts), model.dim), np.float32), fingerprint="another-model",
+                      dim=model.dim)
+    old.upsert([(i["id"], i["text"]) for i in ITEMS])
+    old.close()
+    with start(tiny_checkpoint, rec_model_dir, tmp_path, tmp_path / "data") as srv:
+        r = requests.post(f"{srv.url}/recommend", json={"history": ["m1"], "candidates": ["m2", "m3"], "k": 2},
+                          timeout=120)
+        assert r.status_code == 200, r.text
+        assert "re-embedding the catalogue at start" in srv.log(10**9)
+    rows = model.embed_items([i["text"] for i in ITEMS])
+    scores = rows[1:] @ model.user_vector(rows[:1])
+    served = {i["id"]: i["score"] for i in r.json()["items"]}
+    np.testing.assert_allclose([served["m2"], served["m3"]], scores, rtol=1e-6, atol=1e-6)

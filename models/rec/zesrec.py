@@ -1,7 +1,8 @@
 """In-process inference API (:class:`ZesRec`) and the on-disk format (:func:`save` / :func:`load`).
 
 Inference runs the network in numpy (:mod:`.numpy_net`), from the safetensors arrays: loading and using a
-model imports no torch; only the text encoder (MiniLM, :mod:`.text`) does, when it first embeds a text.
+model imports no torch; only the text encoder (MiniLM, :mod:`.text`) does, when it first embeds a text in
+this process (a served recommender's texts are embedded by the encoder service instead).
 
 Vectors
 -------
