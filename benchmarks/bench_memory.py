@@ -2,10 +2,13 @@
 
 Starts zest (default zest-tiny, the default runtime), warms it with image and text requests, then records the
 RSS/PSS of every process of the `bentoml serve` tree by role (benchmarks/harness/memory.py): the arbiter, the
-API worker, the encoder, the recommender. bench_peer.py records the same next to Infinity's for ViT-B-32.
+API worker, the encoder, the recommender ("warm"). Then it posts `--items` item texts in one POST /items (timed:
+the first item text loads MiniLM) and asks one /recommend by ids and free text, and records them again
+("items"). bench_peer.py records the same next to Infinity's for ViT-B-32.
 
     python3 benchmarks/bench_memory.py                       # zest-tiny; target: total RSS <= 1.5 GB
     python3 benchmarks/bench_memory.py --model ViT-B-32/random --zest-env ZEST_RUNTIME=torch
+    python3 benchmarks/bench_memory.py --items 0             # CLIP requests only, no recommender step
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="zest-tiny", help="model spec the server loads (ViT-B-32/random: seeded)")
     ap.add_argument("--requests", type=int, default=None, help="warm-up requests of each kind (default 20, quick 4)")
+    ap.add_argument("--items", type=int, default=20,
+                    help="items in the POST /items of the recommender step, then one /recommend (0: no step)")
     ap.add_argument("--target-mb", type=float, default=None,
                     help="total RSS target (default 1536 for zest-tiny, none otherwise)")
     ap.add_argument("--zest-env", action="append", default=[], metavar="KEY=VALUE", help="extra server setting")
@@ -54,6 +59,33 @@ def model_env(spec: str, work: Path) -> dict[str, str]:
 
     torch.manual_seed(0)
     return {"ZEST_MODEL": f"local-dir:{export_checkpoint(load_clip(spec, torch.device('cpu')), work / 'ckpt')}"}
+
+
+ITEM_WORDS = ("space", "whales", "Paris", "a heist", "dragons", "jazz", "a trial", "robots", "the sea", "chess")
+
+
+def recommender_step(session: Any, url: str, n: int) -> float:
+    """POST /items with `n` items (seconds it took: the first item text loads MiniLM), then one /recommend by
+    item ids and a free-text history."""
+    import time
+
+    items = [{"id": f"b{i}", "text": f"A film about {ITEM_WORDS[i % len(ITEM_WORDS)]}, number {i}"} for i in range(n)]
+    start = time.perf_counter()
+    r = session.post(f"{url}/items", json={"items": items}, timeout=300)
+    seconds = time.perf_counter() - start
+    r.raise_for_status()
+    r = session.post(f"{url}/recommend", json={"history": ["b0", "b1"], "history_texts": ["a film about the sea"],
+                                               "k": 5}, timeout=300)
+    r.raise_for_status()
+    return seconds
+
+
+def print_memory(mem: dict[str, Any], title: str) -> None:
+    rows = [[p["role"], p["pid"], f"{p['rss_mb']:.0f}", f"{p['pss_mb']:.0f}" if p["pss_mb"] is not None else "-"]
+            for p in sorted(mem["processes"], key=lambda p: p["role"])]
+    rows.append(["total", "", f"{mem['total_rss_mb']:.0f}",
+                 f"{mem['total_pss_mb']:.0f}" if mem["total_pss_mb"] is not None else "-"])
+    print_table(["process", "pid", "RSS MB", "PSS MB"], rows, title=title)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,16 +113,17 @@ def main(argv: list[str] | None = None) -> int:
                                        ("/embed/text", {"texts": [f"a photo of thing {i}"]})):
                         r = session.post(f"{zest.url}{path}", json=body, timeout=300)
                         r.raise_for_status()
-            record["warm"] = tree_memory(zest.proc.pid, zest_role)
+                record["warm"] = tree_memory(zest.proc.pid, zest_role)
+                if args.items:
+                    record["first_items_s"] = recommender_step(session, zest.url, args.items)
+                    record["items"] = tree_memory(zest.proc.pid, zest_role)
     record["env"]["load_avg_at_end"] = list(os.getloadavg())
-    rows = [[p["role"], p["pid"], f"{p['rss_mb']:.0f}", f"{p['pss_mb']:.0f}" if p["pss_mb"] is not None else "-"]
-            for p in sorted(record["warm"]["processes"], key=lambda p: p["role"])]
     warm = record["warm"]
-    rows.append(["total", "", f"{warm['total_rss_mb']:.0f}",
-                 f"{warm['total_pss_mb']:.0f}" if warm["total_pss_mb"] is not None else "-"])
-    print_table(["process", "pid", "RSS MB", "PSS MB"], rows,
-                title=f"zest {args.model}, warm after {args.requests} image + {args.requests} text requests "
-                      f"(runtime {record['zest_runtime']})")
+    print_memory(warm, f"zest {args.model}, warm after {args.requests} image + {args.requests} text requests "
+                       f"(runtime {record['zest_runtime']})")
+    if args.items:
+        print_memory(record["items"], f"then POST /items ({args.items} items, the first: "
+                                      f"{record['first_items_s']:.1f} s) and one /recommend")
     record["targets"] = ([check_target(f"zest {args.model} total RSS MB, warm", warm["total_rss_mb"], args.target_mb,
                                        higher_is_better=False)] if args.target_mb else [])
     print_targets(record["targets"])

@@ -3,7 +3,8 @@
 Loaded once per worker process. Concurrent `encode_pixels` (and `encode_texts`) calls are merged by zest's
 `GreedyBatcher` (service/batching.py): a call that finds the model idle runs at once, alone; calls that arrive
 while it is busy run together as one forward pass when it frees. `Zest` (service/app.py) calls it through
-`bentoml.depends` (service/transport.py).
+`bentoml.depends` (service/transport.py). It also embeds the recommender's item texts (`encode_item_texts`,
+MiniLM, loaded on first call): that model needs torch, which this process holds already (issue #24).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import bentoml
 import numpy as np
 
 from ..models.spec import bento_tag
+from . import errors
 from .batching import GreedyBatcher
 from .lifecycle import fail_start, install_drain
 from .metrics import observe_batch, observe_runtime
@@ -37,9 +39,11 @@ class ClipEncoderService:
         import torch
 
         from ..models.clip_encoder import ClipEncoder
+        from ..models.rec.text import MiniLM
 
         s = SETTINGS
         install_drain("zest-clip-encoder", s.shutdown_timeout_s, public_service=PUBLIC_SERVICE)
+        errors.hide_callee_user_errors()
         # A tag loads from the model store that `model_ref` resolves in (the bento's own, in a container).
         try:
             self.encoder = ClipEncoder.from_spec(s.model, device=s.device, precision=s.precision,
@@ -51,7 +55,8 @@ class ClipEncoderService:
         self.encoder.release_torch_weights()  # an ONNX / int8 runtime holds its own copy of the weights
         # One model, two queues: image and text calls merge separately, and the lock runs one forward pass at a
         # time (a pass already uses every core: torch's intra-op threads).
-        model_lock = threading.Lock()
+        model_lock = self.model_lock = threading.Lock()
+        self.item_texts = MiniLM()  # the recommender's item-text model: loads on its first encode_item_texts
 
         def locked(fn):
             def run(batch):
@@ -108,3 +113,18 @@ class ClipEncoderService:
         with self.counting_lock:
             tokens = self.counting_tokenizer(texts)
         return content_lengths(tokens, pad_token_id(self.counting_tokenizer)).tolist()
+
+    @bentoml.api
+    def encode_item_texts(self, texts: list[str]) -> np.ndarray:
+        """The recommender's item texts -> (n, 384) float32 MiniLM unit vectors, the vectors its in-process
+        `TextEncoder` computes (models/rec/text.py). The model loads on the first call: a server that
+        recommends from text pays its ~90 MB here, one that does not pays nothing."""
+        from ..models.rec.text import TEXT_DIM, check_texts
+
+        with errors.user_errors_to_caller():
+            texts = check_texts(texts)
+        if not texts:
+            return np.zeros((0, TEXT_DIM), np.float32)
+        self.item_texts.model  # noqa: B018 - loads it outside the model lock: CLIP calls go on meanwhile
+        with self.model_lock:  # one forward pass at a time, CLIP's or MiniLM's
+            return self.item_texts.encode(texts)

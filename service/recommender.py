@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -129,12 +129,15 @@ def has_model(settings: Settings) -> bool:
     return bool(settings.rec_model) or (shipped_model_dir() / "model.safetensors").is_file()
 
 
-def build_recommender(model_dir: str | Path, model_id: str, settings: Settings) -> Recommender:
-    """Load the model, open (and if needed re-embed) the persistent catalogue in ZEST_VECTOR_STORE."""
+def build_recommender(model_dir: str | Path, model_id: str, settings: Settings,
+                      embed: Callable[[list[str]], np.ndarray] | None = None) -> Recommender:
+    """Load the model, open (and if needed re-embed) the persistent catalogue in ZEST_VECTOR_STORE. `embed`:
+    what computes the MiniLM vectors of texts not in the text cache; default, MiniLM in this process (the
+    served recommender passes the encoder service's, service/item_texts.py)."""
     from ..models.rec.text import TextEncoder
     from ..models.rec.zesrec import load
 
-    model = load(model_dir, encoder=TextEncoder(max_cached=settings.text_cache_size))
+    model = load(model_dir, encoder=TextEncoder(max_cached=settings.text_cache_size, embed=embed))
     store = open_store_for(settings, "catalog")
     catalog = ItemCatalog(store, model.embed_items, fingerprint=model_fingerprint(model_dir), dim=model.dim,
                           legacy_path=Path(settings.data_dir).expanduser() / "catalog.sqlite3")

@@ -285,9 +285,8 @@ MAX_EXAMPLES = 12  # per operation and phase: ~300 requests in all, ~15 s on 2 c
 def test_schemathesis_finds_no_5xx_and_every_response_conforms(server, tmp_path):
     """Bounded: fuzzing + stateful phases, MAX_EXAMPLES per operation, one worker, a fixed seed and a time
     limit. Every check but `positive_data_acceptance`: schema-valid is not enough to be acceptable here
-    (a base64 string must also be an image, labels must not repeat, an id must exist). The recommender loads
-    its text model on the first item text (an idle recommender holds no torch): that one slow request is made
-    here first, so the fuzzer's response-time check (10 s) sees warm endpoints."""
+    (a base64 string must also be an image, labels must not repeat, an id must exist). The encoder service loads
+    the recommender's text model (MiniLM) on the first item text: that one slow request is made here first, so the fuzzer's response-time check (10 s) sees warm endpoints."""
     warm = requests.post(f"{server.url}/items", json={"items": [{"id": "warm-up", "text": "a warm-up item"}]},
                          headers=AUTH, timeout=180)
     assert warm.status_code == 200, warm.text

@@ -196,6 +196,29 @@ def test_items_and_recommend_over_http(server):
     assert requests.get(f"{server.url}/items/m4", timeout=10).status_code == 404
 
 
+def test_served_item_texts_get_the_in_process_minilm_vectors(server, rec_model_dir):
+    """Served, the item texts are embedded by the encoder service (issue #24); the ranking and its scores are
+    those of the same model with MiniLM in this process (`zest rec`, training), to float32 precision."""
+    from zest.models.rec.zesrec import load
+
+    items = [{"id": f"v{i}", "text": t} for i, t in enumerate(
+        ["A heist thriller in a casino", "An animated fable about a fox", "A courtroom drama in 1950s Alabama",
+         "A cooking contest between rival chefs"])]
+    history_texts = ["a tense bank robbery", "talking animals in a forest"]  # texts no other test sends
+    assert requests.post(f"{server.url}/items", json={"items": items}, timeout=120).status_code == 200
+    ids = [i["id"] for i in items]
+    r = requests.post(f"{server.url}/recommend", timeout=120,
+                      json={"history_texts": history_texts, "candidates": ids, "k": len(ids)})
+    assert r.status_code == 200, r.text
+    served = [(i["id"], i["score"]) for i in r.json()["items"]]
+
+    model = load(rec_model_dir)  # its TextEncoder runs MiniLM here
+    scores = model.embed_items([i["text"] for i in items]) @ model.user_vector(model.embed_items(history_texts))
+    expected = sorted(zip(ids, scores.tolist()), key=lambda p: -p[1])
+    assert [i for i, _ in served] == [i for i, _ in expected]
+    np.testing.assert_allclose([s for _, s in served], [s for _, s in expected], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("path, body, status, message", [
     ("/recommend", {"history": ["ghost"]}, 404, "unknown item id"),
     ("/recommend", {"history": []}, 400, "history is empty"),
@@ -264,3 +287,29 @@ def test_items_and_class_cache_survive_a_restart(tiny_checkpoint, rec_model_dir,
         _classify_labels(srv, labels + ["bicycle"])
         assert _metric(srv, "zest_class_cache_misses_total") == 1
         assert _metric(srv, "zest_class_cache_entries") == len(labels) + 1
+
+
+def test_a_catalogue_of_another_item_model_is_re_embedded_at_start(tiny_checkpoint, rec_model_dir, tmp_path):
+    """A catalogue stored by another item model is re-embedded from its texts while the recommender starts, before it
+    can call the encoder service (MiniLM runs in the recommender then, once: service/item_texts.py); the items rank
+    as if posted to this model."""
+    from zest.models.rec.zesrec import load
+    from zest.service.catalog import ItemCatalog
+    from zest.service.recommender import open_store_for
+    from zest.service.settings import Settings
+
+    model = load(rec_model_dir)
+    store = open_store_for(Settings(data_dir=str(tmp_path / "data")), "catalog")
+    old = ItemCatalog(store, lambda texts: np.zeros((len(texts), model.dim), np.float32), fingerprint="another-model",
+                      dim=model.dim)
+    old.upsert([(i["id"], i["text"]) for i in ITEMS])
+    old.close()
+    with start(tiny_checkpoint, rec_model_dir, tmp_path, tmp_path / "data") as srv:
+        r = requests.post(f"{srv.url}/recommend", json={"history": ["m1"], "candidates": ["m2", "m3"], "k": 2},
+                          timeout=120)
+        assert r.status_code == 200, r.text
+        assert "re-embedding the catalogue at start" in srv.log(10**9)
+    rows = model.embed_items([i["text"] for i in ITEMS])
+    scores = rows[1:] @ model.user_vector(rows[:1])
+    served = {i["id"]: i["score"] for i in r.json()["items"]}
+    np.testing.assert_allclose([served["m2"], served["m3"]], scores, rtol=1e-6, atol=1e-6)

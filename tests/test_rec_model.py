@@ -414,8 +414,7 @@ def test_benchmark_summary_reports_mean_wins_and_single_seed_wins():
 
 def test_text_memo_is_bounded_and_keeps_answers_exact(encoder):
     """A server's encoder forgets the least recently used texts beyond its bound, and recomputes them."""
-    bounded = TextEncoder(max_cached=3)
-    bounded._model = encoder.model  # the same MiniLM, loaded once
+    bounded = TextEncoder(max_cached=3, embed=encoder.minilm.encode)  # the same MiniLM, loaded once
     texts = [f"a film about {w}" for w in ("dogs", "cats", "ships", "trains", "rain")]
     first = bounded.encode(texts)
     assert len(bounded) == 3
@@ -425,3 +424,34 @@ def test_text_memo_is_bounded_and_keeps_answers_exact(encoder):
     assert len(bounded) == 3
     with pytest.raises(ValueError):
         TextEncoder(max_cached=0)
+
+
+def test_the_text_cache_sends_only_unseen_texts_to_its_embed():
+    """A served recommender's `embed` is a call to the encoder service (service/item_texts.py): a text in the cache
+    does not cross again, a repeat in one call crosses once, and a bad text is refused before anything crosses."""
+    sent: list[list[str]] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        sent.append(list(texts))
+        return np.stack([np.full(384, len(t), np.float32) for t in texts])
+
+    cached = TextEncoder(max_cached=2, embed=embed)
+    out = cached.encode(["ab", "abc", "ab"])
+    assert sent == [["ab", "abc"]] and out[:, 0].tolist() == [2, 3, 2]
+    cached.encode(["abc"])
+    cached.encode(["abcd"])  # evicts "ab", the least recently used
+    cached.encode(["ab", "abcd"])
+    assert sent == [["ab", "abc"], ["abcd"], ["ab"]]
+    with pytest.raises(InvalidInput):
+        cached.encode(["ok", " "])
+    assert len(sent) == 3
+    wrong = TextEncoder(embed=lambda texts: np.zeros((len(texts), 7), np.float32))
+    with pytest.raises(ModelLoadError, match="shape"):
+        wrong.encode(["a"])
+
+
+def test_a_model_keeps_the_text_encoder_it_is_given(rec_model_dir):
+    """An empty TextEncoder has len 0: `load` once took it for none and put a default one in its place, so a
+    server lost its ZEST_TEXT_CACHE_SIZE bound and (served) embedded with MiniLM in its own process."""
+    given = TextEncoder(max_cached=5, embed=lambda texts: np.zeros((len(texts), 384), np.float32))
+    assert load(rec_model_dir, encoder=given).encoder is given

@@ -1,7 +1,8 @@
 """The processes that run no model import no model library: the `bentoml serve` arbiter (it loads the service
 module to build the graph) and the API worker import `zest.service.app`, which must not pull in torch & co.
 The model services import them in their `__init__`, in their own worker processes (issue #24, memory); the
-recommender runs its ZESRec net in numpy and imports torch only once it embeds a text (MiniLM)."""
+recommender runs its ZESRec net in numpy and, served, has its item texts embedded (MiniLM) by the encoder service:
+it imports torch never; in-process (`zest rec`, training) MiniLM and torch load on the first text."""
 
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def _expected_ranking(rows: np.ndarray, history: list[str], k: int, pool: list[s
 
 def test_the_recommender_ranks_stored_items_without_torch(tmp_path):
     """Start-up from the shipped checkpoint and ranking histories of stored items import no model library: the
-    ZESRec net runs in numpy; torch comes with MiniLM, when a text has to be embedded."""
+    ZESRec net runs in numpy; in-process, torch comes with MiniLM, when a text has to be embedded."""
     rows = _store_items(tmp_path / "data")
     env = {**os.environ, "ZEST_DATA_DIR": str(tmp_path / "data"), "ZEST_REC_MODEL": "",
            "ZEST_VECTOR_STORE": "embedded"}
@@ -127,7 +128,8 @@ def _mapped_libraries(pid: int) -> set[str]:
 
 def test_a_warm_server_runs_the_model_libraries_only_in_the_model_services(tiny_checkpoint, rec_model_dir, tmp_path):
     """What the processes hold after real requests, not just after imports: a call at start-up or per request
-    that imports torch (has_model once did, through the recommender package) shows here."""
+    that imports torch (has_model once did, through the recommender package) shows here. The recommender holds
+    none even after it has embedded item texts: MiniLM runs in the encoder service (issue #24)."""
     import psutil
 
     from benchmarks.harness.memory import zest_role
@@ -150,8 +152,10 @@ def test_a_warm_server_runs_the_model_libraries_only_in_the_model_services(tiny_
         ranked = held()
         r = requests.post(f"{srv.url}/items", json={"items": [{"id": "a", "text": "a film about a cat"}]}, timeout=120)
         assert r.status_code == 200, r.text
+        r = requests.post(f"{srv.url}/recommend", json={"history_texts": ["a dog"], "k": 2}, timeout=120)
+        assert r.status_code == 200, r.text
         embedded = held()
     assert set(ranked) == {"arbiter", "api", "encoder", "recommender"}, ranked
     assert ranked["arbiter"] == ranked["api"] == ranked["recommender"] == set(), ranked
-    assert "torch" in ranked["encoder"] and "torch" in embedded["recommender"], embedded  # the check sees them
-    assert embedded["arbiter"] == embedded["api"] == set(), embedded
+    assert "torch" in ranked["encoder"], ranked  # the check sees them
+    assert embedded["arbiter"] == embedded["api"] == embedded["recommender"] == set(), embedded

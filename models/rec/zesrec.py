@@ -1,7 +1,8 @@
 """In-process inference API (:class:`ZesRec`) and the on-disk format (:func:`save` / :func:`load`).
 
 Inference runs the network in numpy (:mod:`.numpy_net`), from the safetensors arrays: loading and using a
-model imports no torch; only the text encoder (MiniLM, :mod:`.text`) does, when it first embeds a text.
+model imports no torch; only the text encoder (MiniLM, :mod:`.text`) does, when it first embeds a text in
+this process (a served recommender's texts are embedded by the encoder service instead).
 
 Vectors
 -------
@@ -64,7 +65,7 @@ class ZesRec:
                  catalog_vectors: np.ndarray | None = None) -> None:
         # a trained torch net (training/rec) is copied into arrays: one inference path, torch or not
         self.net = net if isinstance(net, NumpyZesRecNet) else NumpyZesRecNet.from_module(net)
-        self.encoder = encoder or TextEncoder()
+        self.encoder = encoder if encoder is not None else TextEncoder()  # an empty TextEncoder is falsy (__len__)
         self.meta = dict(meta or {})
         self.catalog_ids = catalog_ids
         self.catalog_texts = catalog_texts

@@ -74,7 +74,7 @@ def train_zesrec(catalog: ItemTexts, interactions: Interactions, seed: int = 0, 
     from .protocols import VAL_METRIC, Task, make_task, user_targets
 
     t0 = time.perf_counter()
-    encoder = encoder or TextEncoder()
+    encoder = encoder if encoder is not None else TextEncoder()  # an empty one is falsy (__len__)
     mc = model_cfg or ZesRecConfig()
     tc = replace(train_cfg or TrainConfig(), seed=seed)
     torch.set_num_threads(tc.threads or 1)
