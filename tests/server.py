@@ -93,26 +93,45 @@ def serving(srv: Server, timeout: float = 180) -> Iterator[Server]:
         srv.stop()
 
 
-def start_server(tiny_checkpoint: str, rec_model_dir, home: Path, **env: str) -> Server:
+@contextmanager
+def running_server(tiny_checkpoint: str, rec_model_dir, home: Path, **env: str) -> Iterator[Server]:
     """The real server on the test suite's tiny CLIP and ZESRec models, with its BentoML home, log and (unless
-    `ZEST_DATA_DIR` is given) data under `home`; returned ready, or stopped again if it never gets there."""
+    `ZEST_DATA_DIR` is given) data under `home`, through `serving`: for the length of a `with` block (or of a
+    fixture that yields inside one). Two replicas over one store are two of these with the same store."""
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
-    srv = Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
-                  "ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), **env}, home / "server.log")
-    try:
-        srv.wait_ready()
-    except Exception:
-        srv.stop()
-        raise
-    return srv
+    with serving(Server({"ZEST_MODEL": f"local-dir:{tiny_checkpoint}", "ZEST_REC_MODEL": str(rec_model_dir),
+                         "ZEST_DATA_DIR": str(home / "data"), "BENTOML_HOME": str(home), **env},
+                        home / "server.log")) as srv:
+        yield srv
 
 
 @contextmanager
-def running_server(tiny_checkpoint: str, rec_model_dir, home: Path, **env: str) -> Iterator[Server]:
-    """`start_server(...)` for the length of a `with` block (or of a fixture that yields inside one)."""
-    srv = start_server(tiny_checkpoint, rec_model_dir, home, **env)
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def milvus_lite_server(data_dir: Path, timeout: float = 60) -> Iterator[int]:
+    """milvus-lite's gRPC server on a free loopback port, its data and log under `data_dir`, for the length of a
+    `with` block: the port once it accepts connections (zest's URI for it is milvus://127.0.0.1:PORT)."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    with open(data_dir / "milvus.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir / "db"),
+                                 "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            t0 = time.monotonic()
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"milvus-lite server exited (log: {data_dir / 'milvus.log'})")
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                if time.monotonic() - t0 > timeout:
+                    raise RuntimeError(f"milvus-lite server not listening after {timeout:.0f}s")
+                time.sleep(0.2)
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

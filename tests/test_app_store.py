@@ -11,69 +11,32 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
 
 from tests.images import decode, png
-from tests.server import Server, free_port, running_server, start_server
+from tests.server import milvus_lite_server, running_server
 from zest.service.cli import main as zest_main
 
 SIZE = (48, 48)  # the images these tests send
 
 
-def start(tiny_checkpoint, rec_model_dir, home, extra: dict) -> Server:
-    return start_server(tiny_checkpoint, rec_model_dir, home, ZEST_MAX_IMAGES="4", **extra)
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError("milvus-lite server exited")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError("milvus-lite server did not listen")
-
-
 @pytest.fixture(scope="module")
 def milvus(tmp_path_factory):
     """milvus-lite as a local gRPC server, bound to loopback (the URI zest gets is milvus://...)."""
-    data = tmp_path_factory.mktemp("milvus")
-    port = free_port()
-    log = open(data / "milvus.log", "wb")  # noqa: SIM115  (open while milvus runs)
-    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data / "db"),
-                             "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_port(port, proc)
+    with milvus_lite_server(tmp_path_factory.mktemp("milvus")) as port:
         yield f"milvus://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def two_servers(tiny_checkpoint, rec_model_dir, tmp_path_factory, milvus):
     root = tmp_path_factory.mktemp("replicas")
-    a = start(tiny_checkpoint, rec_model_dir, root / "a", {"ZEST_VECTOR_STORE": milvus})
-    try:
-        b = start(tiny_checkpoint, rec_model_dir, root / "b", {"ZEST_VECTOR_STORE": milvus, "ZEST_REC_WORKERS": "2"})
-    except Exception:
-        a.stop()
-        raise
-    yield a, b
-    a.stop()
-    b.stop()
+    with (running_server(tiny_checkpoint, rec_model_dir, root / "a", ZEST_MAX_IMAGES="4",
+                         ZEST_VECTOR_STORE=milvus) as a,
+          running_server(tiny_checkpoint, rec_model_dir, root / "b", ZEST_MAX_IMAGES="4", ZEST_VECTOR_STORE=milvus,
+                         ZEST_REC_WORKERS="2") as b):
+        yield a, b
 
 
 def test_two_servers_share_one_catalogue(two_servers):

@@ -20,7 +20,7 @@ import yaml
 from tests.families import build
 from tests.hub import Hub, from_hub_then_from_cache, hf_env, serve_from_hub_then_from_cache
 from tests.images import decode, patched_png
-from tests.server import Server
+from tests.server import Server, serving
 from tests.test_packaging import _clean_copy, build_and_export
 from zest.models.clip_encoder import ClipEncoder
 
@@ -113,12 +113,10 @@ def test_hf_text_model_imported_packed_and_served_offline_from_the_bento(bento_w
         subprocess.run(["sh", "-c", command], cwd=bento, check=True, timeout=60)
     empty_hf = tmp_path / "empty-hf-home"
     empty_hf.mkdir()
-    srv = Server({"BENTOML_HOME": str(home), "ZEST_MODEL": tag, "ZEST_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
-                  "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(empty_hf), "ZEST_DATA_DIR": str(tmp_path / "data"),
-                  "PYTHONPATH": str(bento / "src")},  # the bento's code, as its container runs it
-                 tmp_path / "server.log", target=f"zest:{bento.name}", cwd=bento / "src")
-    try:
-        srv.wait_ready(timeout=240)
+    with serving(Server({"BENTOML_HOME": str(home), "ZEST_MODEL": tag, "ZEST_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
+                         "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(empty_hf), "ZEST_DATA_DIR": str(tmp_path / "data"),
+                         "PYTHONPATH": str(bento / "src")},  # the bento's code, as its container runs it
+                        tmp_path / "server.log", target=f"zest:{bento.name}", cwd=bento / "src"), timeout=240) as srv:
         r = requests.post(f"{srv.url}/embed/text", json={"texts": LABELS}, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["model"] == tag
@@ -126,8 +124,6 @@ def test_hf_text_model_imported_packed_and_served_offline_from_the_bento(bento_w
         r = requests.post(f"{srv.url}/classify", files=[("images", ("red.png", patched_png("red"), "image/png"))],
                           data={"labels": ",".join(LABELS), "top_k": "2"}, timeout=60)
         assert r.status_code == 200 and r.json()["scoring"] == "softmax", r.text
-    finally:
-        srv.stop()
     assert not any(empty_hf.rglob("*.json"))  # nothing was fetched into (or looked up from) an HF cache
 
 

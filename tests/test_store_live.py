@@ -25,8 +25,7 @@ import requests
 
 from tests.faults import limited_server
 from tests.images import b64, png
-from tests.server import ROOT, Server, free_port, start_server
-from tests.test_app_store import wait_port
+from tests.server import ROOT, Server, milvus_lite_server, running_server
 from zest.service.cli import main as zest_main
 from zest.store.embedded import EmbeddedSnapshot, EmbeddedStore
 from zest.store.milvus import MilvusStore
@@ -36,17 +35,8 @@ N_BIG = 100_000
 
 @pytest.fixture
 def milvus_server(tmp_path):
-    port = free_port()
-    with open(tmp_path / "milvus.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir",
-                                 str(tmp_path / "milvus"), "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_port(port, proc)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    with milvus_lite_server(tmp_path / "milvus") as port:
+        yield port
 
 
 def test_migrate_100k_collection_while_the_server_reads(tiny_checkpoint, tiny_encoder, rec_model_dir, tmp_path,
@@ -63,7 +53,6 @@ def test_migrate_100k_collection_while_the_server_reads(tiny_checkpoint, tiny_en
                      [{"kind": "text", "text": f"text {i}", "metadata": {"n": i}} for i in range(a, a + 20_000)])
     store.close()
 
-    srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home", ZEST_ANN_MIN_ROWS=str(10 * N_BIG))
     reads, failures, stop = [0], [], threading.Event()
 
     def reader() -> None:
@@ -84,21 +73,21 @@ def test_migrate_100k_collection_while_the_server_reads(tiny_checkpoint, tiny_en
             reads[0] += 3
 
     t = threading.Thread(target=reader)
-    try:
-        t.start()
-        t0 = time.monotonic()
-        to = f"milvus://127.0.0.1:{milvus_server}"
-        assert zest_main(["store", "migrate", "--to", to, "--data-dir", str(data), "--collection", "big",
-                          "--quiet"]) == 0
-        took = time.monotonic() - t0
-        stop.set()
-        t.join(60)
-        assert not failures, failures[:5]
-        assert reads[0] >= 30, f"only {reads[0]} reads in {took:.0f}s of migration"
-        assert requests.get(f"{srv.url}/collections/big", timeout=30).json()["count"] == N_BIG
-    finally:
-        stop.set()
-        srv.stop()
+    with running_server(tiny_checkpoint, rec_model_dir, tmp_path / "home", ZEST_ANN_MIN_ROWS=str(10 * N_BIG)) as srv:
+        try:
+            t.start()
+            t0 = time.monotonic()
+            to = f"milvus://127.0.0.1:{milvus_server}"
+            assert zest_main(["store", "migrate", "--to", to, "--data-dir", str(data), "--collection", "big",
+                              "--quiet"]) == 0
+            took = time.monotonic() - t0
+            stop.set()
+            t.join(60)
+            assert not failures, failures[:5]
+            assert reads[0] >= 30, f"only {reads[0]} reads in {took:.0f}s of migration"
+            assert requests.get(f"{srv.url}/collections/big", timeout=30).json()["count"] == N_BIG
+        finally:
+            stop.set()
     m = MilvusStore(f"http://127.0.0.1:{milvus_server}")
     try:
         info = m.collection("c_big")
@@ -146,55 +135,53 @@ def test_full_disk_refuses_writes_keeps_reads_and_recovers(tiny_checkpoint, rec_
     if not _mount_tmpfs(disk, "24m"):
         pytest.skip("mounting a tmpfs is not permitted here (needs root or CAP_SYS_ADMIN); "
                     "test_write_refused_by_file_size_limit shows the refusal without it")
-    srv = None
     try:
-        srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home", ZEST_DATA_DIR=str(disk))
-        url = srv.url
+        with running_server(tiny_checkpoint, rec_model_dir, tmp_path / "home", ZEST_DATA_DIR=str(disk)) as srv:
+            url = srv.url
 
-        def post(path: str, body: dict) -> requests.Response:
-            return requests.post(f"{url}{path}", json=body, timeout=60)
+            def post(path: str, body: dict) -> requests.Response:
+                return requests.post(f"{url}{path}", json=body, timeout=60)
 
-        assert post("/collections", {"name": "keep"}).status_code == 200
-        r = post("/collections/keep/items", {"items": [{"id": "a", "text": "a red car"}, {"id": "b", "text": "a cat"}]})
-        assert r.status_code == 200, r.text
-        assert post("/items", {"items": [{"id": "m1", "text": "A space opera"}, {"id": "m2", "text": "A comedy"}]}
-                    ).status_code == 200
+            assert post("/collections", {"name": "keep"}).status_code == 200
+            r = post("/collections/keep/items", {"items": [{"id": "a", "text": "a red car"},
+                                                            {"id": "b", "text": "a cat"}]})
+            assert r.status_code == 200, r.text
+            assert post("/items", {"items": [{"id": "m1", "text": "A space opera"}, {"id": "m2", "text": "A comedy"}]}
+                        ).status_code == 200
 
-        filler = _fill(disk)
-        writes = [("POST", "/collections/keep/items", {"items": [{"id": "c", "text": "a blue boat " * 50}]}),
-                  ("POST", "/collections", {"name": "fresh"}),
-                  ("DELETE", "/collections/keep/items/a", None),
-                  ("POST", "/items", {"items": [{"id": "m3", "text": "A documentary " * 50}]}),
-                  ("DELETE", "/items/m1", None)]
-        for method, path, body in writes:
-            r = requests.request(method, f"{url}{path}", json=body, timeout=60)
-            assert r.status_code == 507, (method, path, r.status_code, r.text)
-            assert set(r.json()) == {"error"} and "nothing was stored" in r.json()["error"]
-        # reads go on, and show nothing of the refused writes
-        assert requests.get(f"{url}/collections/keep", timeout=30).json()["count"] == 2
-        assert [c["name"] for c in requests.get(f"{url}/collections", timeout=30).json()["collections"]] == ["keep"]
-        assert requests.get(f"{url}/collections/keep/items/a", timeout=30).status_code == 200
-        assert requests.get(f"{url}/collections/keep/items/c", timeout=30).status_code == 404
-        r = post("/collections/keep/search", {"text": "a red car", "k": 5})
-        assert r.status_code == 200 and sorted(x["id"] for x in r.json()["results"]) == ["a", "b"]
-        assert requests.get(f"{url}/items/m1", timeout=30).status_code == 200
-        assert requests.get(f"{url}/items/m3", timeout=30).status_code == 404
-        r = post("/recommend", {"history": ["m2"], "k": 5})
-        assert r.status_code == 200 and [i["id"] for i in r.json()["items"]] == ["m1"]
-        assert post("/classify", {"labels": ["novel label one", "novel label two"],
-                                  "images": [b64(png("red", (32, 32)))]}).status_code == 200  # its cache: unwritable
-        assert post("/embed/text", {"texts": ["hello"]}).status_code == 200
+            filler = _fill(disk)
+            writes = [("POST", "/collections/keep/items", {"items": [{"id": "c", "text": "a blue boat " * 50}]}),
+                      ("POST", "/collections", {"name": "fresh"}),
+                      ("DELETE", "/collections/keep/items/a", None),
+                      ("POST", "/items", {"items": [{"id": "m3", "text": "A documentary " * 50}]}),
+                      ("DELETE", "/items/m1", None)]
+            for method, path, body in writes:
+                r = requests.request(method, f"{url}{path}", json=body, timeout=60)
+                assert r.status_code == 507, (method, path, r.status_code, r.text)
+                assert set(r.json()) == {"error"} and "nothing was stored" in r.json()["error"]
+            # reads go on, and show nothing of the refused writes
+            assert requests.get(f"{url}/collections/keep", timeout=30).json()["count"] == 2
+            assert [c["name"] for c in requests.get(f"{url}/collections", timeout=30).json()["collections"]] == ["keep"]
+            assert requests.get(f"{url}/collections/keep/items/a", timeout=30).status_code == 200
+            assert requests.get(f"{url}/collections/keep/items/c", timeout=30).status_code == 404
+            r = post("/collections/keep/search", {"text": "a red car", "k": 5})
+            assert r.status_code == 200 and sorted(x["id"] for x in r.json()["results"]) == ["a", "b"]
+            assert requests.get(f"{url}/items/m1", timeout=30).status_code == 200
+            assert requests.get(f"{url}/items/m3", timeout=30).status_code == 404
+            r = post("/recommend", {"history": ["m2"], "k": 5})
+            assert r.status_code == 200 and [i["id"] for i in r.json()["items"]] == ["m1"]
+            assert post("/classify", {"labels": ["novel label one", "novel label two"],  # its cache: unwritable
+                                      "images": [b64(png("red", (32, 32)))]}).status_code == 200
+            assert post("/embed/text", {"texts": ["hello"]}).status_code == 200
 
-        filler.unlink()  # space returns: the same writes succeed
-        for method, path, body in writes:
-            r = requests.request(method, f"{url}{path}", json=body, timeout=60)
-            assert r.status_code == 200, (method, path, r.status_code, r.text)
-        assert requests.get(f"{url}/collections/keep", timeout=30).json()["count"] == 2  # +c, -a
-        assert requests.get(f"{url}/items/m1", timeout=30).status_code == 404
-        assert requests.get(f"{url}/items/m3", timeout=30).status_code == 200
+            filler.unlink()  # space returns: the same writes succeed
+            for method, path, body in writes:
+                r = requests.request(method, f"{url}{path}", json=body, timeout=60)
+                assert r.status_code == 200, (method, path, r.status_code, r.text)
+            assert requests.get(f"{url}/collections/keep", timeout=30).json()["count"] == 2  # +c, -a
+            assert requests.get(f"{url}/items/m1", timeout=30).status_code == 404
+            assert requests.get(f"{url}/items/m3", timeout=30).status_code == 200
     finally:
-        if srv is not None:
-            srv.stop()
         try:
             # what is on disk is exactly what was acknowledged
             for role, name, want in (("collections", "c_keep", ["b", "c"]), ("catalog", None, ["m2", "m3"])):
@@ -241,40 +228,40 @@ def test_write_refused_by_file_size_limit(tmp_path):
 def test_backup_of_a_live_server_during_8_writers(tiny_checkpoint, rec_model_dir, tmp_path):
     """`zest store backup` on the data directory of a server that 8 clients are writing to: the backup holds
     every item acknowledged before it began, each item whole, and restores into a new data directory."""
-    srv = start_server(tiny_checkpoint, rec_model_dir, tmp_path / "home")
     acked: list[tuple[float, str]] = []
     lock, stop, failures = threading.Lock(), threading.Event(), []
-    try:
-        assert requests.post(f"{srv.url}/collections", json={"name": "live"}, timeout=60).status_code == 200
+    with running_server(tiny_checkpoint, rec_model_dir, tmp_path / "home") as srv:
+        try:
+            assert requests.post(f"{srv.url}/collections", json={"name": "live"}, timeout=60).status_code == 200
 
-        def writer(w: int) -> None:
-            n = 0
-            while not stop.is_set() and n < 400:
-                ids = [f"w{w}-{n}", f"w{w}-{n + 1}"]
-                r = requests.post(f"{srv.url}/collections/live/items", timeout=60, json={"items": [
-                    {"id": i, "text": f"note {i}", "metadata": {"writer": w}} for i in ids]})
-                if r.status_code != 200:
-                    failures.append(r.text[:200])
-                    return
-                done = time.monotonic()
-                with lock:
-                    acked.extend((done, i) for i in ids)
-                n += 2
+            def writer(w: int) -> None:
+                n = 0
+                while not stop.is_set() and n < 400:
+                    ids = [f"w{w}-{n}", f"w{w}-{n + 1}"]
+                    r = requests.post(f"{srv.url}/collections/live/items", timeout=60, json={"items": [
+                        {"id": i, "text": f"note {i}", "metadata": {"writer": w}} for i in ids]})
+                    if r.status_code != 200:
+                        failures.append(r.text[:200])
+                        return
+                    done = time.monotonic()
+                    with lock:
+                        acked.extend((done, i) for i in ids)
+                    n += 2
 
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
-        for t in threads:
-            t.start()
-        time.sleep(3)
-        began = time.monotonic()
-        assert zest_main(["store", "backup", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "home" / "data")]) == 0
-        time.sleep(2)
-        stop.set()
-        for t in threads:
-            t.join(60)
-        assert not failures, failures[:3]
-    finally:
-        stop.set()
-        srv.stop()
+            threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+            for t in threads:
+                t.start()
+            time.sleep(3)
+            began = time.monotonic()
+            assert zest_main(["store", "backup", str(tmp_path / "bk"),
+                              "--data-dir", str(tmp_path / "home" / "data")]) == 0
+            time.sleep(2)
+            stop.set()
+            for t in threads:
+                t.join(60)
+            assert not failures, failures[:3]
+        finally:
+            stop.set()
     before = {i for t, i in acked if t < began}
     assert len(before) >= 16 and len(acked) > len(before), (len(before), len(acked))
     restored = tmp_path / "restored"
