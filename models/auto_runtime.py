@@ -208,8 +208,7 @@ def choose(encoder, cache_dir: Path | None, in_child: bool = False):
             before = rss_mb()
             converted = encoder.converted(name, cache_dir)
             release_freed()
-            after = rss_mb()
-            candidate.memory_mb = after - before if before is not None and after is not None else None
+            candidate.memory_mb = rss_mb() - before
             report = check_fidelity(name, encoder, converted, min_cosine=EXACT_COSINE)
         except Exception as exc:  # noqa: BLE001 - a runtime that cannot run here is not a candidate
             candidate.error = f"{type(exc).__name__}: {str(exc)[:200]}"

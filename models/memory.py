@@ -11,7 +11,8 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-import os
+
+import psutil
 
 
 @functools.cache
@@ -36,10 +37,6 @@ def release_freed() -> bool:
     return True
 
 
-def rss_mb() -> float | None:
-    """This process's resident set size in MB (Linux), None where /proc is not there."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
+def rss_mb() -> float:
+    """This process's resident set size in MB."""
+    return psutil.Process().memory_info().rss / 2**20

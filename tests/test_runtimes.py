@@ -186,7 +186,7 @@ def test_auto_picks_by_the_probe_times(tiny_checkpoint, tmp_path, monkeypatch, t
     ({"onnx": (0.60, 720.0), "openvino": (0.50, 1130.0)}, "openvino", "the fastest"),
     # the fastest is also the leanest
     ({"torch": (0.70, 605.0), "onnx": (0.50, 720.0)}, "onnx", "the fastest"),
-    # memory not measured (no /proc): the fastest
+    # memory not measured: the fastest
     ({"onnx": (0.53, None), "openvino": (0.505, None)}, "openvino", "the fastest"),
 ])
 def test_auto_breaks_a_tie_on_speed_by_memory(timed, chosen, why):
